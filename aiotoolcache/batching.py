@@ -1,0 +1,70 @@
+"""Auto-batching: requests made in the same event-loop tick share one backend call.
+
+The first request of a tick schedules a flush with ``call_soon``, so a lone
+request waits one loop iteration, never a timer; every request made before
+that iteration runs joins the same batch (up to ``max_batch`` per call).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Generic, TypeVar
+
+__all__ = ["Batcher"]
+
+ItemT = TypeVar("ItemT")
+R = TypeVar("R")
+
+
+class Batcher(Generic[ItemT, R]):
+    """Batcher collects items and runs ``run_batch(items) -> results`` once per tick.
+
+    ``run_batch`` returns one result per item, in order. Its exception, if
+    any, reaches every request of the batch.
+    """
+
+    def __init__(
+        self, run_batch: Callable[[Sequence[ItemT]], Awaitable[Sequence[R]]], max_batch: int = 512
+    ) -> None:
+        self._run_batch = run_batch
+        self._max_batch = max_batch
+        self._pending: list[tuple[ItemT, asyncio.Future[R]]] = []
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.batches = 0  # number of backend calls made, for stats and benchmarks
+
+    def submit(self, item: ItemT) -> asyncio.Future[R]:
+        loop = asyncio.get_running_loop()
+        if not self._pending:
+            loop.call_soon(self._flush)
+        future: asyncio.Future[R] = loop.create_future()
+        self._pending.append((item, future))
+        return future
+
+    def _flush(self) -> None:
+        pending, self._pending = self._pending, []
+        for start in range(0, len(pending), self._max_batch):
+            task = asyncio.ensure_future(self._run(pending[start : start + self._max_batch]))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _run(self, batch: list[tuple[ItemT, asyncio.Future[R]]]) -> None:
+        self.batches += 1
+        try:
+            results = await self._run_batch([item for item, _ in batch])
+        except BaseException as exc:
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(exc)
+            if isinstance(exc, Exception):
+                return
+            raise
+        for (_, future), result in zip(batch, results, strict=True):
+            if not future.done():
+                future.set_result(result)
+
+    async def drain(self) -> None:
+        """Wait until every batch already submitted has finished."""
+        await asyncio.sleep(0)
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)

@@ -1,0 +1,144 @@
+"""A circuit breaker with a time budget, guarding every call to the shared tier.
+
+closed ──N consecutive failures──▶ open ──cool-down──▶ half-open
+  ▲                                  ▲                    │
+  └─────────── probe succeeds ───────┴── probe fails ─────┘
+
+While open, calls are refused at once (``CircuitOpen``) so a dead or frozen
+Redis costs nothing; after the cool-down one probe call is let through.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from enum import Enum
+from typing import TypeVar
+
+from aiotoolcache.errors import BackendError, BackendTimeout, CircuitOpen
+
+__all__ = ["BreakerState", "BreakerStats", "CircuitBreaker"]
+
+T = TypeVar("T")
+log = logging.getLogger("aiotoolcache.breaker")
+
+
+class BreakerState(Enum):
+    CLOSED = "closed"
+    OPEN = "open"
+    HALF_OPEN = "half_open"
+
+
+@dataclass(frozen=True, slots=True)
+class BreakerStats:
+    """BreakerStats is a snapshot of the breaker's state and history."""
+
+    state: str
+    consecutive_failures: int
+    opened: int
+    closed: int
+    refused: int
+    failures: int
+    timeouts: int
+
+
+class CircuitBreaker:
+    """CircuitBreaker runs backend calls within ``budget`` seconds and stops calling a sick backend.
+
+    Every failure is raised as a ``BackendError`` subclass; callers decide
+    whether it becomes a miss, a dropped write or (strict mode) an error.
+    """
+
+    def __init__(
+        self,
+        *,
+        failure_threshold: int = 5,
+        cooldown: float = 2.0,
+        budget: float = 0.25,
+        translate: tuple[type[BaseException], ...] = (OSError,),
+    ) -> None:
+        self.failure_threshold = failure_threshold
+        self.cooldown = cooldown
+        self.budget = budget
+        self._translate = translate
+        self._state = BreakerState.CLOSED
+        self._consecutive = 0
+        self._opened_at = 0.0
+        self._probing = False  # a half-open probe is in flight
+        self.opened = self.closed = self.refused = self.failures = self.timeouts = 0
+
+    @property
+    def state(self) -> BreakerState:
+        if self._state is BreakerState.OPEN and time.monotonic() - self._opened_at >= self.cooldown:
+            return BreakerState.HALF_OPEN
+        return self._state
+
+    def allows(self) -> bool:
+        """True when a call would be let through now."""
+        state = self.state
+        return state is BreakerState.CLOSED or (
+            state is BreakerState.HALF_OPEN and not self._probing
+        )
+
+    async def call(self, operation: Callable[[], Awaitable[T]], budget: float | None = None) -> T:
+        """Run ``operation()`` within the budget; raise BackendError on any backend trouble."""
+        state = self.state
+        probe = False
+        if state is not BreakerState.CLOSED:
+            if state is BreakerState.OPEN or self._probing:
+                self.refused += 1
+                raise CircuitOpen("circuit breaker is open")
+            self._probing = probe = True
+        try:
+            async with asyncio.timeout(self.budget if budget is None else budget):
+                result = await operation()
+        except TimeoutError:
+            self.timeouts += 1
+            self._failure()
+            raise BackendTimeout("backend call exceeded its time budget") from None
+        except self._translate as exc:
+            self._failure()
+            raise BackendError(f"{type(exc).__name__}: {exc}") from exc
+        except BaseException:
+            # Cancellation and programming errors say nothing about backend health.
+            raise
+        finally:
+            if probe:
+                self._probing = False
+        self._success()
+        return result
+
+    def _success(self) -> None:
+        self._consecutive = 0
+        if self._state is not BreakerState.CLOSED:
+            self._state = BreakerState.CLOSED
+            self.closed += 1
+            log.warning("circuit breaker closed: backend calls succeed again")
+
+    def _failure(self) -> None:
+        self.failures += 1
+        self._consecutive += 1
+        reopen = self._state is not BreakerState.CLOSED
+        if reopen or self._consecutive >= self.failure_threshold:
+            if self._state is BreakerState.CLOSED:
+                log.warning(
+                    "circuit breaker opened after %d consecutive backend failures",
+                    self._consecutive,
+                )
+                self.opened += 1
+            self._state = BreakerState.OPEN
+            self._opened_at = time.monotonic()
+
+    def stats(self) -> BreakerStats:
+        return BreakerStats(
+            state=self.state.value,
+            consecutive_failures=self._consecutive,
+            opened=self.opened,
+            closed=self.closed,
+            refused=self.refused,
+            failures=self.failures,
+            timeouts=self.timeouts,
+        )

@@ -1,0 +1,69 @@
+"""Embedding lookups: one loader call for the missing texts, vectors stored as packed float32."""
+
+from __future__ import annotations
+
+from array import array
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING
+
+from aiotoolcache.errors import ToolCacheError
+
+if TYPE_CHECKING:
+    from aiotoolcache.cache import Layer
+
+__all__ = ["embed_texts", "pack_vector", "unpack_vector"]
+
+EmbedLoader = Callable[[list[str]], Awaitable[Sequence[Sequence[float]]]]
+
+
+def pack_vector(vector: Sequence[float]) -> bytes:
+    """Return ``vector`` as packed float32 bytes: 4 bytes a dimension, not a msgpack list."""
+    return array("f", vector).tobytes()
+
+
+def unpack_vector(data: bytes) -> list[float]:
+    vector = array("f")
+    vector.frombytes(data)
+    return vector.tolist()
+
+
+async def embed_texts(
+    layer: Layer,
+    texts: Sequence[str],
+    model: str,
+    loader: EmbedLoader,
+    *,
+    dimensions: int | None = None,
+    partition: str | None = None,
+) -> list[list[float]]:
+    """Return one vector per text in input order, loading only the texts not cached.
+
+    The loader gets each missing text once (duplicates folded). Every vector
+    returned has float32 precision, whether it came from the cache or the loader.
+    """
+    keys = [("embed", model, dimensions, text) for text in texts]
+    cached = await layer.get_many(keys, partition=partition, label=model)
+    vectors: list[list[float] | None] = [
+        unpack_vector(value) if isinstance(value, bytes) else None for value in cached
+    ]
+    missing = list(
+        dict.fromkeys(text for text, vec in zip(texts, vectors, strict=True) if vec is None)
+    )
+    if not missing:
+        return [vec for vec in vectors if vec is not None]
+    loaded = await layer.run_loader(lambda: loader(missing))
+    fresh = list(loaded[0])
+    if len(fresh) != len(missing):
+        raise ToolCacheError(
+            f"embedding loader returned {len(fresh)} vectors for {len(missing)} texts"
+        )
+    packed = {text: pack_vector(vector) for text, vector in zip(missing, fresh, strict=True)}
+    await layer.set_many(
+        [(("embed", model, dimensions, text), data) for text, data in packed.items()],
+        partition=partition,
+        label=model,
+    )
+    return [
+        vec if vec is not None else unpack_vector(packed[text])
+        for text, vec in zip(texts, vectors, strict=True)
+    ]

@@ -1,0 +1,64 @@
+"""The exceptions aiotoolcache raises, rooted in one base class.
+
+::
+
+    ToolCacheError
+    ├── ConfigurationError      (also a ValueError)
+    ├── KeyEncodingError        (also a TypeError)
+    ├── UnserializableValue     (also a TypeError)
+    ├── ValueTooLarge
+    └── BackendError
+        ├── BackendTimeout
+        └── CircuitOpen
+
+By default (fail-open) only the first three reach a caller: backend trouble
+becomes a miss or a dropped write. ``strict=True`` surfaces the rest.
+Redis exceptions are translated where they enter the library, so callers
+never need to import redis to handle them. ``asyncio.CancelledError`` is
+never caught, wrapped or swallowed.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "BackendError",
+    "BackendTimeout",
+    "CircuitOpen",
+    "ConfigurationError",
+    "KeyEncodingError",
+    "ToolCacheError",
+    "UnserializableValue",
+    "ValueTooLarge",
+]
+
+
+class ToolCacheError(Exception):
+    """Base class of every exception raised by aiotoolcache."""
+
+
+class ConfigurationError(ToolCacheError, ValueError):
+    """Raised when a setting, URL, layer name or option is invalid."""
+
+
+class KeyEncodingError(ToolCacheError, TypeError):
+    """Raised when a key part cannot be put in canonical JSON form."""
+
+
+class UnserializableValue(ToolCacheError, TypeError):
+    """Raised (strict mode only) when a value cannot be encoded for the cache."""
+
+
+class ValueTooLarge(ToolCacheError):
+    """Raised (strict mode only) when an encoded value exceeds the layer's size limit."""
+
+
+class BackendError(ToolCacheError):
+    """Raised (strict mode only) when the cache backend fails."""
+
+
+class BackendTimeout(BackendError):
+    """Raised (strict mode only) when a backend call exceeds its time budget."""
+
+
+class CircuitOpen(BackendError):
+    """Raised (strict mode only) when the circuit breaker refuses a backend call."""

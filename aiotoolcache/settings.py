@@ -1,0 +1,68 @@
+"""Where a ToolCache keeps its data: arguments first, then the environment.
+
+``AIOTOOLCACHE_URL`` (absent: the embedded in-process default),
+``AIOTOOLCACHE_NAMESPACE`` and ``AIOTOOLCACHE_SECRET``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from urllib.parse import unquote, urlsplit
+
+from aiotoolcache.errors import ConfigurationError
+
+__all__ = ["Settings", "parse_backend_url"]
+
+DEFAULT_NAMESPACE = "atc"
+_NAMESPACE = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
+REDIS_SCHEMES = ("redis", "rediss", "unix")
+CLUSTER_SCHEMES = ("redis+cluster", "rediss+cluster")
+SENTINEL_SCHEMES = ("redis+sentinel", "rediss+sentinel")
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Settings are the resolved connection options of one ToolCache."""
+
+    url: str | None
+    namespace: str
+    secret: str | None
+
+    @classmethod
+    def resolve(
+        cls, url: str | None = None, namespace: str | None = None, secret: str | None = None
+    ) -> Settings:
+        url = url if url is not None else os.environ.get("AIOTOOLCACHE_URL") or None
+        namespace = namespace or os.environ.get("AIOTOOLCACHE_NAMESPACE") or DEFAULT_NAMESPACE
+        secret = secret if secret is not None else os.environ.get("AIOTOOLCACHE_SECRET") or None
+        if not _NAMESPACE.match(namespace):
+            raise ConfigurationError(
+                f"namespace must be 1-64 characters of [A-Za-z0-9_.-], got {namespace!r}"
+            )
+        if url is not None:
+            parse_backend_url(url)
+        return cls(url=url, namespace=namespace, secret=secret)
+
+
+def parse_backend_url(url: str) -> tuple[str, str]:
+    """Return ``(kind, location)``: kind is memory, file, redis, cluster or sentinel."""
+    scheme = urlsplit(url).scheme.lower()
+    if scheme == "memory":
+        return "memory", ""
+    if scheme == "file":
+        path = unquote(urlsplit(url).path)
+        if not path:
+            raise ConfigurationError(f"file URL needs a directory path: {url!r}")
+        return "file", path
+    if scheme in REDIS_SCHEMES:
+        return "redis", url
+    if scheme in CLUSTER_SCHEMES:
+        return "cluster", url
+    if scheme in SENTINEL_SCHEMES:
+        return "sentinel", url
+    raise ConfigurationError(
+        f"unsupported cache URL scheme {scheme!r} in {url!r}: use memory://, file:///path, "
+        "redis://, rediss://, unix://, redis+cluster:// or redis+sentinel://"
+    )

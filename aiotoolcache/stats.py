@@ -1,0 +1,153 @@
+"""Counters of what each layer did, and the frozen snapshots ``ToolCache.stats()`` returns."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+__all__ = ["CacheStats", "LayerCounters", "LayerStats"]
+
+
+class LayerCounters:
+    """LayerCounters are one layer's live counters: plain integer increments, no locks.
+
+    The event loop is single-threaded, so ``+= 1`` cannot race; snapshots are
+    taken with ``snapshot()``.
+    """
+
+    __slots__ = (
+        "backend_errors",
+        "coalesced",
+        "corrupt",
+        "dropped_writes",
+        "early_refreshes",
+        "l1_hits",
+        "l2_hits",
+        "lease_takeovers",
+        "load_errors",
+        "load_seconds",
+        "loads",
+        "misses",
+        "refresh_errors",
+        "remote_coalesced",
+        "skipped_writes",
+        "stale_served",
+    )
+
+    def __init__(self) -> None:
+        for name in self.__slots__:
+            setattr(self, name, 0)
+        self.load_seconds = 0.0
+
+    l1_hits: int
+    l2_hits: int
+    misses: int
+    loads: int
+    load_errors: int
+    load_seconds: float
+    coalesced: int
+    remote_coalesced: int
+    stale_served: int
+    early_refreshes: int
+    refresh_errors: int
+    lease_takeovers: int
+    corrupt: int
+    skipped_writes: int
+    dropped_writes: int
+    backend_errors: int
+
+    def snapshot(self, name: str, cost_per_load: float, l1_bytes: int) -> LayerStats:
+        hits = self.l1_hits + self.l2_hits
+        lookups = hits + self.misses
+        mean_load = self.load_seconds / self.loads if self.loads else 0.0
+        return LayerStats(
+            layer=name,
+            l1_hits=self.l1_hits,
+            l2_hits=self.l2_hits,
+            misses=self.misses,
+            loads=self.loads,
+            load_errors=self.load_errors,
+            coalesced=self.coalesced,
+            remote_coalesced=self.remote_coalesced,
+            stale_served=self.stale_served,
+            early_refreshes=self.early_refreshes,
+            refresh_errors=self.refresh_errors,
+            lease_takeovers=self.lease_takeovers,
+            corrupt=self.corrupt,
+            skipped_writes=self.skipped_writes,
+            dropped_writes=self.dropped_writes,
+            backend_errors=self.backend_errors,
+            hit_rate=hits / lookups if lookups else 0.0,
+            load_seconds_total=self.load_seconds,
+            mean_load_seconds=mean_load,
+            saved_seconds=(hits + self.coalesced + self.remote_coalesced) * mean_load,
+            saved_cost=(hits + self.coalesced + self.remote_coalesced) * cost_per_load,
+            l1_bytes=l1_bytes,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class LayerStats:
+    """LayerStats is a snapshot of one layer's counters and what they saved.
+
+    saved_seconds counts every avoided load (hits and coalesced waiters) at
+    the layer's measured mean load time; saved_cost at its declared cost.
+    """
+
+    layer: str
+    l1_hits: int
+    l2_hits: int
+    misses: int
+    loads: int
+    load_errors: int
+    coalesced: int
+    remote_coalesced: int
+    stale_served: int
+    early_refreshes: int
+    refresh_errors: int
+    lease_takeovers: int
+    corrupt: int
+    skipped_writes: int
+    dropped_writes: int
+    backend_errors: int
+    hit_rate: float
+    load_seconds_total: float
+    mean_load_seconds: float
+    saved_seconds: float
+    saved_cost: float
+    l1_bytes: int
+
+    @property
+    def hits(self) -> int:
+        return self.l1_hits + self.l2_hits
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True, slots=True)
+class CacheStats:
+    """CacheStats is a snapshot of every layer plus the cache-wide state."""
+
+    layers: dict[str, LayerStats]
+    breaker_state: str
+    l1_bytes: int
+    l1_entries: int
+    subscriber_connected: bool
+
+    def __getitem__(self, layer: str) -> LayerStats:
+        return self.layers[layer]
+
+    @property
+    def saved_seconds(self) -> float:
+        return sum(s.saved_seconds for s in self.layers.values())
+
+    @property
+    def saved_cost(self) -> float:
+        return sum(s.saved_cost for s in self.layers.values())
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "layers": {name: s.to_dict() for name, s in self.layers.items()},
+            **{f.name: getattr(self, f.name) for f in fields(self) if f.name != "layers"},
+        }

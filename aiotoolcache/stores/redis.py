@@ -1,0 +1,89 @@
+"""The Redis L2: bytes in Redis, reads merged into MGETs and writes into pipelines.
+
+Every call goes through the cache's circuit breaker, so a slow or dead Redis
+costs at most the time budget, then nothing at all while the breaker is open.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from typing import Any, cast
+
+from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
+
+from aiotoolcache.batching import Batcher
+from aiotoolcache.breaker import CircuitBreaker
+
+__all__ = ["RedisStore"]
+
+AnyRedis = Redis | RedisCluster
+
+
+class RedisStore:
+    """RedisStore keeps bytes in Redis with millisecond TTLs, auto-batching concurrent calls."""
+
+    def __init__(self, client: AnyRedis, breaker: CircuitBreaker, *, max_batch: int = 512) -> None:
+        self.client = client
+        self.breaker = breaker
+        self._reads: Batcher[str, bytes | None] = Batcher(self._mget, max_batch)
+        self._writes: Batcher[tuple[str, bytes, int], None] = Batcher(self._pipeline_set, max_batch)
+
+    @property
+    def batches(self) -> int:
+        return self._reads.batches + self._writes.batches
+
+    async def _mget(self, keys: Sequence[str]) -> list[bytes | None]:
+        if isinstance(self.client, RedisCluster):
+            # Split per slot and reassembled in order by redis-py.
+            cluster = self.client
+            values = await self.breaker.call(lambda: cluster.mget_nonatomic(list(keys)))
+        else:
+            values = await self.breaker.call(lambda: self.client.mget(list(keys)))
+        # decode_responses is off, so every value is bytes or None.
+        return cast("list[bytes | None]", values)
+
+    async def _pipeline_set(self, items: Sequence[tuple[str, bytes, int]]) -> list[None]:
+        async def write() -> None:
+            pipe = self.client.pipeline(transaction=False)
+            for key, value, ttl_ms in items:
+                pipe.set(key, value, px=max(1, ttl_ms))
+            await pipe.execute()
+
+        await self.breaker.call(write)
+        return [None] * len(items)
+
+    async def get(self, key: str) -> bytes | None:
+        return await self._reads.submit(key)
+
+    async def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
+        if len(keys) == 1:
+            return [await self._reads.submit(keys[0])]
+        return list(await asyncio.gather(*(self._reads.submit(key) for key in keys)))
+
+    async def set_many(self, items: Sequence[tuple[str, bytes, int]]) -> None:
+        if len(items) == 1:
+            await self._writes.submit(items[0])
+        elif items:
+            await asyncio.gather(*(self._writes.submit(item) for item in items))
+
+    async def delete_many(self, keys: Sequence[str]) -> None:
+        if not keys:
+            return
+
+        async def delete() -> Any:
+            pipe = self.client.pipeline(transaction=False)
+            for key in keys:
+                pipe.delete(key)
+            return await pipe.execute()
+
+        await self.breaker.call(delete)
+
+    async def ttl_ms(self, key: str) -> int | None:
+        ttl = await self.breaker.call(lambda: self.client.pttl(key))
+        return None if ttl is None or ttl < 0 else int(ttl)
+
+    async def aclose(self) -> None:
+        await self._reads.drain()
+        await self._writes.drain()

@@ -1,0 +1,493 @@
+"""ToolCache: the layers of an agent's cache over one L1 and one shared L2.
+
+Every layer shares the in-process L1, the L2 store (one Redis connection
+pool), the circuit breaker and the one invalidation subscriber.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from types import TracebackType
+from typing import Any, ParamSpec, TypeVar
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from aiotoolcache import connect
+from aiotoolcache.breaker import CircuitBreaker
+from aiotoolcache.cache import L1Entry, Layer
+from aiotoolcache.codec import Codec, Envelope, ModelRegistry
+from aiotoolcache.decorators import cached_function
+from aiotoolcache.embeddings import embed_texts
+from aiotoolcache.errors import BackendError, ConfigurationError
+from aiotoolcache.fills import FillRegistry
+from aiotoolcache.flight import SingleFlight
+from aiotoolcache.invalidation import Bus, Message, RedisBus
+from aiotoolcache.keys import KeyRef
+from aiotoolcache.layers import DEFAULT_LAYERS, LayerConfig
+from aiotoolcache.lease import LeaseManager
+from aiotoolcache.loading import LoadCoordinator
+from aiotoolcache.settings import Settings, parse_backend_url
+from aiotoolcache.stats import CacheStats
+from aiotoolcache.stores.base import Store
+from aiotoolcache.stores.file import FileStore
+from aiotoolcache.stores.memory import BoundedLRU, MemoryStore
+from aiotoolcache.stores.redis import AnyRedis, RedisStore
+
+__all__ = ["ToolCache"]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+log = logging.getLogger("aiotoolcache")
+
+Entry = tuple[KeyRef, bytes, int]
+
+
+class ToolCache:
+    """ToolCache caches an agent's repeated work: discovery, tools, search, results, embeddings.
+
+    ``ToolCache()`` is the embedded default (in-process memory, no server;
+    ``AIOTOOLCACHE_URL`` overrides it). ``ToolCache.from_url("redis://…")``
+    shares one Redis among many worker processes. Use ``async with cache:``
+    (or ``await cache.aclose()``) so background tasks and the pool are
+    released. No backend error reaches a caller unless ``strict=True``.
+    """
+
+    def __init__(
+        self,
+        url: str | None = None,
+        *,
+        namespace: str | None = None,
+        secret: str | None = None,
+        layers: Mapping[str, LayerConfig] | None = None,
+        client: AnyRedis | None = None,
+        strict: bool = False,
+        fallback: str | Store | None = None,
+        mirror_to_fallback: bool = False,
+        l1_max_bytes: int = 64 * 2**20,
+        l1_max_entries: int = 50_000,
+        budget: float = 0.25,
+        failure_threshold: int = 5,
+        cooldown: float = 2.0,
+        lease_ms: int = 10_000,
+        lease_wait: float = 30.0,
+        health_interval: float = 1.0,
+        max_connections: int = 64,
+        models: Iterable[type[Any]] = (),
+        redis_options: Mapping[str, Any] | None = None,
+        seed: int | None = None,
+    ) -> None:
+        settings = Settings.resolve(None if client is not None else url, namespace, secret)
+        self.namespace = settings.namespace
+        self.url = settings.url
+        self.strict = strict
+        self.closing = False
+        self.rng = random.Random(seed)
+        self.codec = Codec(secret=settings.secret, registry=ModelRegistry())
+        for model in models:
+            self.codec.registry.register(model)
+        self.breaker = CircuitBreaker(
+            failure_threshold=failure_threshold,
+            cooldown=cooldown,
+            budget=budget,
+            translate=(RedisError, OSError),
+        )
+        self.l1: BoundedLRU[L1Entry] = BoundedLRU(l1_max_entries, l1_max_bytes)
+        self.fills = FillRegistry()
+        self.flight: SingleFlight[Any] = SingleFlight()
+        self.client: AnyRedis | None = client
+        self._owns_client = client is None
+        self.bus_channel = f"{self.namespace}:bus"
+        leases: LeaseManager | None = None
+        self.store: Store
+        if client is None and self.url is not None:
+            kind, location = parse_backend_url(self.url)
+            if kind == "file":
+                self.store = FileStore(location)
+            elif kind == "memory":
+                self.store = MemoryStore()
+            else:
+                self.client = connect.client_for(
+                    self.url, kind, budget, max_connections, dict(redis_options or {})
+                )
+        if self.client is not None:
+            self.store = RedisStore(self.client, self.breaker)
+            leases = LeaseManager(self.client, self.breaker)
+            self.bus: Bus = RedisBus(
+                self.client,
+                self.breaker,
+                self.namespace,
+                self._apply_message,
+                self._flush_l1,
+                health_interval=health_interval,
+            )
+        else:
+            if self.url is None:
+                self.store = MemoryStore()
+            self.bus = Bus(self._apply_message, self._flush_l1)
+        self.fallback: Store | None = (
+            FileStore(parse_backend_url(fallback)[1]) if isinstance(fallback, str) else fallback
+        )
+        self.mirror = mirror_to_fallback and self.fallback is not None
+        self.loads = LoadCoordinator(self, leases, lease_ms=lease_ms, lease_wait=lease_wait)
+        self._layers: dict[str, Layer] = {}
+        for name, config in {**DEFAULT_LAYERS, **(layers or {})}.items():
+            self.add_layer(name, config)
+        self._started = False
+
+    @classmethod
+    def from_url(cls, url: str, **options: Any) -> ToolCache:
+        """Return a ToolCache on ``url``: redis://, rediss://, unix://, file:///dir or memory://."""
+        return cls(url, **options)
+
+    # -- lifecycle ------------------------------------------------------------------
+    async def start(self) -> None:
+        """Start the invalidation subscriber (waits until it is subscribed, bounded)."""
+        if self._started:
+            return
+        self._started = True
+        await self.bus.start()
+
+    async def __aenter__(self) -> ToolCache:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Finish background refreshes (bounded), stop the subscriber, release the pool."""
+        if self.closing:
+            return
+        self.closing = True
+        await self.loads.aclose()
+        await self.bus.aclose()
+        await self.store.aclose()
+        if self.fallback is not None:
+            await self.fallback.aclose()
+        if self.client is not None and self._owns_client:
+            await self.client.aclose()
+
+    # -- layers ---------------------------------------------------------------------
+    def add_layer(self, name: str, config: LayerConfig) -> Layer:
+        """Add (or replace the policy of) the layer ``name``."""
+        if not name.isidentifier():
+            raise ConfigurationError(f"layer names must be identifiers, got {name!r}")
+        layer = self._layers.get(name)
+        if layer is None:
+            layer = self._layers[name] = Layer(self, name, config)
+        else:
+            layer.config = config
+        return layer
+
+    def layer(self, name: str) -> Layer:
+        """Return the layer called ``name``; raise ConfigurationError if there is none."""
+        try:
+            return self._layers[name]
+        except KeyError:
+            known = ", ".join(sorted(self._layers))
+            raise ConfigurationError(f"unknown layer {name!r} (layers: {known})") from None
+
+    @property
+    def layers(self) -> dict[str, Layer]:
+        return dict(self._layers)
+
+    @property
+    def discovery(self) -> Layer:
+        return self._layers["discovery"]
+
+    @property
+    def tools(self) -> Layer:
+        return self._layers["tools"]
+
+    @property
+    def search(self) -> Layer:
+        return self._layers["search"]
+
+    @property
+    def results(self) -> Layer:
+        return self._layers["results"]
+
+    @property
+    def embeddings(self) -> Layer:
+        return self._layers["embeddings"]
+
+    # -- the shared tier, fail-open --------------------------------------------------
+    def _backend_failed(self, layer: Layer, exc: BackendError) -> None:
+        layer.counters.backend_errors += 1
+        if self.strict:
+            raise exc
+
+    async def read_raw(self, layer: Layer, keys: Sequence[str]) -> list[bytes | None]:
+        """Read L2 (or the fallback while L2 fails); a failure reads as misses."""
+        if not self._started:
+            await self.start()
+        try:
+            return await self.store.get_many(keys)
+        except BackendError as exc:
+            self._backend_failed(layer, exc)
+        if self.fallback is not None:
+            try:
+                return await self.fallback.get_many(keys)
+            except OSError:
+                pass
+        return [None] * len(keys)
+
+    async def write_entries(
+        self, layer: Layer, entries: list[Entry], announce: bool = True
+    ) -> None:
+        """Write to L2; with ``announce`` other workers drop their L1 copies and leases."""
+        if not self._started:
+            await self.start()
+        try:
+            if announce and self.loads.leases is not None:
+                message = self.bus.encode(
+                    {"op": "del", "l": layer.name, "k": [ref.value_key for ref, _, _ in entries]}
+                )
+                await self.loads.leases.write_many(
+                    [(ref.value_key, ref.lease_key, data, ttl_ms) for ref, data, ttl_ms in entries],
+                    self.bus_channel,
+                    message,
+                )
+            else:
+                await self.store.set_many(
+                    [(ref.value_key, data, ttl) for ref, data, ttl in entries]
+                )
+        except BackendError as exc:
+            layer.counters.dropped_writes += 1
+            self._backend_failed(layer, exc)
+            await self.write_fallback(layer, entries)
+            return
+        await self.mirror_to_fallback(entries)
+
+    async def write_fallback(self, layer: Layer, entries: list[Entry]) -> bool:
+        if self.fallback is None:
+            return True
+        try:
+            await self.fallback.set_many([(ref.value_key, data, ttl) for ref, data, ttl in entries])
+        except OSError:
+            layer.counters.dropped_writes += 1
+        return True
+
+    async def mirror_to_fallback(self, entries: list[Entry]) -> None:
+        if self.mirror and self.fallback is not None:
+            try:
+                await self.fallback.set_many(
+                    [(ref.value_key, data, ttl) for ref, data, ttl in entries]
+                )
+            except OSError as exc:
+                log.debug("fallback mirror write failed: %r", exc)
+
+    async def delete_refs(self, layer: Layer, refs: Sequence[KeyRef]) -> None:
+        """Delete entries here and in L2, revoke their leases and tell every worker."""
+        if not self._started:
+            await self.start()
+        keys = [ref.value_key for ref in refs]
+        self._apply_message({"op": "del", "l": layer.name, "k": keys})
+        try:
+            if self.loads.leases is not None:
+                message = self.bus.encode({"op": "del", "l": layer.name, "k": keys})
+                pairs = [(ref.value_key, ref.lease_key) for ref in refs]
+                await self.loads.leases.delete_many(pairs, self.bus_channel, message)
+            else:
+                await self.store.delete_many(keys)
+        except BackendError as exc:
+            self._backend_failed(layer, exc)
+        if self.fallback is not None:
+            try:
+                await self.fallback.delete_many(keys)
+            except OSError as exc:
+                log.debug("fallback delete failed: %r", exc)
+
+    # -- invalidation -------------------------------------------------------------------
+    def tags_current(self, envelope: Envelope) -> bool:
+        """True when no tag the entry carries was invalidated after it was written."""
+        tags = envelope.tag_generations
+        if not tags:
+            return True
+        generation = self.bus.generation
+        return all(generation(f"tag:{tag}") == seen for tag, seen in tags.items())
+
+    async def invalidate(self, layer: str | None = None, tags: Iterable[str] | None = None) -> None:
+        """Drop a whole layer, every entry carrying one of ``tags``, or (no arguments) everything.
+
+        O(1) per layer or tag: a generation is bumped, so old entries become
+        unreachable in every worker and expire by TTL.
+        """
+        if not self._started:
+            await self.start()
+        fields = [f"tag:{tag}" for tag in tags or ()]
+        if layer is not None:
+            fields.append(f"layer:{self.layer(layer).name}")
+        if not fields and layer is None and tags is None:
+            fields = ["ns"]
+        for field in fields:
+            try:
+                await self.bus.bump(field)
+            except BackendError as exc:
+                self._backend_failed(self._layers["results"], exc)
+                # Keep this worker consistent even when the others cannot be told.
+                self.bus.apply({"op": "gen", "f": field, "g": self.bus.generation(field) + 1})
+
+    async def invalidate_server(self, server_id: str) -> None:
+        """Drop everything cached about one tool server: discovery, tools, search, results."""
+        await self.invalidate(tags=[server_tag(server_id)])
+
+    async def on_tools_list_changed(self, server_id: str) -> None:
+        """Handle MCP ``notifications/tools/list_changed`` from ``server_id``."""
+        await self.invalidate_server(server_id)
+
+    def _apply_message(self, message: Message) -> None:
+        op = message.get("op")
+        if op == "del":
+            keys = [key for key in message.get("k") or () if isinstance(key, str)]
+            for key in keys:
+                self.l1.pop(key)
+            self.fills.revoke_keys(keys)
+        elif op == "gen":
+            field = message.get("f")
+            if field == "ns":
+                self._flush_l1()
+            elif isinstance(field, str) and field.startswith("layer:"):
+                name = field.removeprefix("layer:")
+                self.l1.remove_if(lambda _key, entry: entry.layer == name)
+                self.fills.revoke_layer(name)
+            elif isinstance(field, str) and field.startswith("tag:"):
+                tag = field.removeprefix("tag:")
+                self.l1.remove_if(lambda _key, entry: tag in (entry.envelope.tag_generations or ()))
+                self.fills.revoke_all()
+
+    def _flush_l1(self) -> None:
+        self.l1.clear()
+        self.fills.revoke_all()
+
+    # -- domain helpers ---------------------------------------------------------------------
+    async def list_tools(
+        self,
+        server_id: str,
+        loader: Callable[[], Awaitable[R]],
+        *,
+        partition: str | None = None,
+        ttl: float | None = None,
+    ) -> R:
+        """Return the tool list of ``server_id`` from the discovery layer, loading it once."""
+        return await self.discovery.get_or_load(
+            ("list_tools", server_id),
+            loader,
+            ttl,
+            tags=[server_tag(server_id)],
+            partition=partition,
+            label=server_id,
+        )
+
+    async def search_tools(
+        self,
+        query: str,
+        loader: Callable[[], Awaitable[R]],
+        *,
+        catalog_version: str | None = None,
+        top_k: int | None = None,
+        servers: Iterable[str] = (),
+        partition: str | None = None,
+        ttl: float | None = None,
+    ) -> R:
+        """Return ranked tools for ``query``; the catalog version and top_k are part of the key.
+
+        ``servers`` names the catalogs searched, so invalidating one drops the ranking.
+        """
+        server_list = sorted(set(servers))
+        return await self.search.get_or_load(
+            ("search_tools", query, catalog_version, top_k, server_list),
+            loader,
+            ttl,
+            tags=[server_tag(server) for server in server_list],
+            partition=partition,
+            label="search",
+        )
+
+    async def call_tool(
+        self,
+        server_id: str,
+        tool_name: str,
+        arguments: Any,
+        loader: Callable[[], Awaitable[R]],
+        *,
+        partition: str | None = None,
+        ttl: float | None = None,
+        should_cache: Callable[[Any], bool] | None = None,
+    ) -> R:
+        """Return the result of a tool call from the results layer, running it once per key."""
+        return await self.results.get_or_load(
+            ("call_tool", server_id, tool_name, arguments),
+            loader,
+            ttl,
+            tags=[server_tag(server_id), f"tool:{server_id}/{tool_name}"],
+            partition=partition,
+            label=tool_name,
+            should_cache=should_cache,
+        )
+
+    async def embed(
+        self,
+        texts: Sequence[str],
+        *,
+        model: str,
+        loader: Callable[[list[str]], Awaitable[Sequence[Sequence[float]]]],
+        dimensions: int | None = None,
+        partition: str | None = None,
+    ) -> list[list[float]]:
+        """Return one vector per text, in order; ``loader`` gets only the missing texts, once."""
+        return await embed_texts(
+            self.embeddings, texts, model, loader, dimensions=dimensions, partition=partition
+        )
+
+    def cached(
+        self,
+        layer: str = "results",
+        ttl: float | None = None,
+        *,
+        tags: Iterable[str] | None = None,
+        ignore: Iterable[str] = ("self", "cls"),
+    ) -> Callable[[Callable[P, Awaitable[R]]], Callable[P, Awaitable[R]]]:
+        """Decorate an async function so calls with equal arguments are served from ``layer``."""
+        return cached_function(self.layer(layer), ttl, tags=tags, ignore=ignore)
+
+    # -- introspection ----------------------------------------------------------------------
+    def stats(self) -> CacheStats:
+        """Return a snapshot of every layer's counters and the cache-wide state."""
+        l1_bytes: dict[str, int] = {}
+        for entry in self.l1.values():
+            l1_bytes[entry.layer] = l1_bytes.get(entry.layer, 0) + len(entry.envelope.payload)
+        return CacheStats(
+            layers={
+                name: layer.counters.snapshot(
+                    name, layer.config.cost_per_load, l1_bytes.get(name, 0)
+                )
+                for name, layer in self._layers.items()
+            },
+            breaker_state=self.breaker.state.value,
+            l1_bytes=self.l1.bytes,
+            l1_entries=len(self.l1),
+            subscriber_connected=self.bus.connected,
+        )
+
+    def register_model(self, model: type[Any], name: str | None = None) -> None:
+        """Allow instances of the pydantic ``model`` as cached values."""
+        self.codec.registry.register(model, name)
+
+    @property
+    def redis(self) -> Redis | None:
+        """The Redis client every layer shares (None for the embedded default)."""
+        return self.client if isinstance(self.client, Redis) else None
+
+
+def server_tag(server_id: str) -> str:
+    """Return the tag every entry about ``server_id`` carries."""
+    return f"server:{server_id}"
