@@ -48,5 +48,6 @@ def client_for(
             timeout=max(budget, 0.05),
             **pool_options(budget, options),
         )
-        return Redis(connection_pool=pool)
+        # from_pool hands the pool to the client, so closing the client closes the pool.
+        return Redis.from_pool(pool)
     raise ConfigurationError(f"{kind} URLs are not supported by this build: {url!r}")

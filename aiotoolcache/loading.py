@@ -79,20 +79,28 @@ class LoadCoordinator:
             if token is None and not wait:
                 return None
         renewal = self._start_renewal(ref, token)
-        released = False
         try:
             value, elapsed = await layer.run_loader(loader)
-            if should_cache is not None and not should_cache(value):
-                layer.counters.skipped_writes += 1
-            else:
-                await self._store(layer, ref, fill, token, value, ttl, tags, elapsed)
-                released = True  # the fill script releases the lease itself
-            return value
+        except Exception:
+            if token is not None:
+                await self._release(ref, token)  # waiters elsewhere retry at once
+            raise
+        except BaseException:
+            if token is not None:
+                # Cancelled: release without delaying the cancellation.
+                self._in_background(self._release(ref, token))
+            raise
         finally:
             if renewal is not None:
                 renewal.cancel()
-            if token is not None and not released:
-                self._in_background(self._release(ref, token))
+        if should_cache is not None and not should_cache(value):
+            layer.counters.skipped_writes += 1
+            if token is not None:
+                await self._release(ref, token)
+        else:
+            # The fill script releases the lease itself.
+            await self._store(layer, ref, fill, token, value, ttl, tags, elapsed)
+        return value
 
     async def _acquire_or_wait(
         self, layer: Layer, ref: KeyRef, fill: Fill, wait: bool
