@@ -24,6 +24,7 @@ from aiotoolcache.embeddings import embed_texts
 from aiotoolcache.errors import BackendError, ConfigurationError
 from aiotoolcache.fills import FillRegistry
 from aiotoolcache.flight import SingleFlight
+from aiotoolcache.health import Health, check_health
 from aiotoolcache.invalidation import Bus, Message, RedisBus
 from aiotoolcache.keys import KeyRef
 from aiotoolcache.layers import DEFAULT_LAYERS, LayerConfig
@@ -77,6 +78,8 @@ class ToolCache:
         max_connections: int = 64,
         models: Iterable[type[Any]] = (),
         redis_options: Mapping[str, Any] | None = None,
+        tls_ca_file: str | None = None,
+        tls_verify: bool = True,
         seed: int | None = None,
     ) -> None:
         settings = Settings.resolve(None if client is not None else url, namespace, secret)
@@ -109,9 +112,14 @@ class ToolCache:
             elif kind == "memory":
                 self.store = MemoryStore()
             else:
-                self.client = connect.client_for(
-                    self.url, kind, budget, max_connections, dict(redis_options or {})
-                )
+                options = dict(redis_options or {})
+                if tls_ca_file is not None:
+                    options["ssl_ca_certs"] = tls_ca_file
+                if not tls_verify:
+                    # An explicit opt-out: certificates are verified unless asked not to.
+                    options["ssl_cert_reqs"] = "none"
+                    options["ssl_check_hostname"] = False
+                self.client = connect.client_for(self.url, kind, budget, max_connections, options)
         if self.client is not None:
             self.store = RedisStore(self.client, self.breaker)
             leases = LeaseManager(self.client, self.breaker)
@@ -477,6 +485,10 @@ class ToolCache:
             l1_entries=len(self.l1),
             subscriber_connected=self.bus.connected,
         )
+
+    async def health(self) -> Health:
+        """Return backend reachability and latency, breaker, pool, subscriber and fallback state."""
+        return await check_health(self)
 
     def register_model(self, model: type[Any], name: str | None = None) -> None:
         """Allow instances of the pydantic ``model`` as cached values."""

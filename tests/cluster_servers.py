@@ -21,7 +21,7 @@ from types import TracebackType
 from typing import Any, Self
 
 import redis
-from servers import RedisServer, require_redis_server
+from tests.servers import RedisServer, require_redis_server
 
 HOST = "127.0.0.1"
 CLUSTER_SLOTS = 16384

@@ -47,6 +47,7 @@ class RedisServer:
         self.extra_args = list(extra_args)
         self.dir = Path(tempfile.mkdtemp(prefix=f"atc-redis-{self.port}-"))
         self.process: subprocess.Popen[bytes] | None = None
+        self.log_file = self.dir / "redis.log"
 
     @property
     def url(self) -> str:
@@ -55,15 +56,21 @@ class RedisServer:
     def start(self) -> RedisServer:
         args = [
             require_redis_server(),
-            "--port", str(self.port),
-            "--bind", self.host,
-            "--save", "",
-            "--appendonly", "no",
-            "--dir", str(self.dir),
-            "--logfile", str(self.dir / "redis.log"),
+            "--port",
+            str(self.port),
+            "--bind",
+            self.host,
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(self.dir),
+            "--logfile",
+            str(self.dir / "redis.log"),
             *self.extra_args,
         ]
-        self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         self.wait_ready()
         return self
 
@@ -117,6 +124,4 @@ class RedisServer:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
-        if self.process is not None and self.process.stderr is not None:
-            self.process.stderr.close()
         shutil.rmtree(self.dir, ignore_errors=True)

@@ -9,7 +9,7 @@ from contextlib import contextmanager
 
 import pytest
 import redis
-from cluster_servers import (
+from tests.cluster_servers import (
     RedisClusterServers,
     RedisSentinelServers,
     TLSRedisServer,
@@ -21,7 +21,7 @@ from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel
 from redis.backoff import NoBackoff
-from servers import RedisServer
+from tests.servers import RedisServer
 
 # Startup is bounded by Redis itself: a cluster primary refuses to report
 # cluster_state:ok during its first 2 s (CLUSTER_WRITABLE_DELAY).

@@ -1,0 +1,71 @@
+"""Health: is the shared tier reachable, how fast, and what is the cache falling back on."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any
+
+from redis.exceptions import RedisError
+
+from aiotoolcache.breaker import BreakerState
+
+if TYPE_CHECKING:
+    from aiotoolcache.toolcache import ToolCache
+
+__all__ = ["Health", "check_health"]
+
+
+@dataclass(frozen=True, slots=True)
+class Health:
+    """Health is one check of a ToolCache's backend and background machinery."""
+
+    backend: str  # "memory", "file" or "redis"
+    reachable: bool
+    latency_ms: float | None
+    error: str | None
+    breaker_state: str
+    pool_in_use: int | None
+    pool_max: int | None
+    subscriber_connected: bool
+    fallback_in_use: bool
+
+    @property
+    def ok(self) -> bool:
+        return self.reachable and self.breaker_state == BreakerState.CLOSED.value
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "ok": self.ok}
+
+
+async def check_health(cache: ToolCache) -> Health:
+    """Ping the backend (bypassing the breaker, bounded by twice the budget) and report."""
+    client = cache.client
+    reachable, latency, error = True, None, None
+    pool_in_use = pool_max = None
+    if client is not None:
+        started = time.perf_counter()
+        try:
+            async with asyncio.timeout(max(1.0, cache.breaker.budget * 4)):
+                await client.ping()
+            latency = (time.perf_counter() - started) * 1000
+        except (RedisError, OSError, TimeoutError) as exc:
+            reachable, error = False, f"{type(exc).__name__}: {exc}"
+        pool = getattr(client, "connection_pool", None)
+        if pool is not None:
+            pool_max = getattr(pool, "max_connections", None)
+            in_use = getattr(pool, "_in_use_connections", None)
+            pool_in_use = len(in_use) if in_use is not None else None
+    breaker = cache.breaker.state.value
+    return Health(
+        backend="redis" if client is not None else type(cache.store).__name__.lower(),
+        reachable=reachable,
+        latency_ms=latency,
+        error=error,
+        breaker_state=breaker,
+        pool_in_use=pool_in_use,
+        pool_max=pool_max,
+        subscriber_connected=cache.bus.connected,
+        fallback_in_use=cache.fallback is not None and breaker != BreakerState.CLOSED.value,
+    )
