@@ -1,0 +1,560 @@
+"""ToolCache as FastMCP server middleware.
+
+``ToolCacheMiddleware`` caches what a FastMCP server (or a FastMCP proxy in
+front of another MCP server) answers: tool, resource, template and prompt
+listings, tool results, resource reads and rendered prompts, in a ToolCache —
+the embedded default in one process, or one Redis shared by every replica::
+
+    import aiotoolcache as atc
+    from fastmcp import FastMCP
+    from aiotoolcache.integrations.fastmcp import ToolCacheMiddleware
+
+    cache = atc.ToolCache()
+    mcp = FastMCP("weather")
+    mcp.add_middleware(ToolCacheMiddleware(cache))
+
+Rules:
+
+- A tool's results are cached only when its annotations say ``readOnlyHint``
+  or ``idempotentHint`` is true, or its name is in ``allow_tools``; never when
+  its name is in ``deny_tools``, when it may run as a task, or for a
+  task-augmented call.
+- Error results (``isError``), exceptions, input-required asks and the
+  continuation legs that answer them, and task (non-``ToolResult``) results
+  are never cached. Empty listings are.
+- Keys hold the server identity, the tool (resource, prompt) name, the tool's
+  version and ``_meta`` when present, and the arguments (in canonical form,
+  so their order does not matter). The partition is a SHA-256 of the caller's
+  access token, so users never see each other's entries; unauthenticated
+  callers share one partition. Pass ``partition=`` to derive it otherwise
+  (e.g. add a session id when per-session visibility changes listings).
+- Every entry is tagged ``server:<server_id>``: ``await
+  middleware.invalidate()`` or ``cache.on_tools_list_changed(server_id)``
+  drops everything about the server in every worker.
+
+Listings go to the ``discovery`` layer, tool results to ``results``, resource
+reads to ``resources`` and prompts to ``prompts`` (these two layers are added
+with a one-hour TTL when the cache has none).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
+
+try:
+    import mcp_types
+    from fastmcp.prompts.base import InputRequiredPromptResult, Message, Prompt, PromptResult
+    from fastmcp.resources.base import (
+        InputRequiredResourceResult,
+        Resource,
+        ResourceContent,
+        ResourceResult,
+    )
+    from fastmcp.resources.template import ResourceTemplate
+    from fastmcp.server.dependencies import get_access_token
+    from fastmcp.server.middleware.middleware import CallNext, Middleware, MiddlewareContext
+    from fastmcp.tools.base import InputRequiredToolResult, Tool, ToolResult
+    from fastmcp.utilities.versions import VersionSpec
+    from pydantic import BaseModel, TypeAdapter
+except ImportError as exc:  # pragma: no cover - exercised only without the extra
+    raise ImportError(
+        "aiotoolcache.integrations.fastmcp needs FastMCP 4.x: pip install 'aiotoolcache[fastmcp]'"
+    ) from exc
+
+from aiotoolcache.errors import ConfigurationError
+from aiotoolcache.layers import LayerConfig
+from aiotoolcache.toolcache import server_tag
+
+if TYPE_CHECKING:
+    from aiotoolcache.cache import Layer
+    from aiotoolcache.toolcache import ToolCache
+
+__all__ = ["DEFAULT_PROMPTS_LAYER", "DEFAULT_RESOURCES_LAYER", "ToolCacheMiddleware"]
+
+DEFAULT_RESOURCES_LAYER = LayerConfig(ttl=3600.0)
+"""Policy of the ``resources`` layer when the cache has none."""
+
+DEFAULT_PROMPTS_LAYER = LayerConfig(ttl=3600.0)
+"""Policy of the ``prompts`` layer when the cache has none."""
+
+ComponentT = TypeVar("ComponentT", bound=BaseModel)
+PartitionFn = Callable[[MiddlewareContext[Any]], str | None]
+
+_CONTENT_BLOCKS: TypeAdapter[list[mcp_types.ContentBlock]] = TypeAdapter(
+    list[mcp_types.ContentBlock]
+)
+_PROMPT_CONTENT: TypeAdapter[
+    mcp_types.TextContent
+    | mcp_types.ImageContent
+    | mcp_types.AudioContent
+    | mcp_types.EmbeddedResource
+] = TypeAdapter(
+    mcp_types.TextContent
+    | mcp_types.ImageContent
+    | mcp_types.AudioContent
+    | mcp_types.EmbeddedResource
+)
+
+
+def _ensure_layer(cache: ToolCache, name: str, config: LayerConfig) -> Layer:
+    """Return the layer ``name``, adding it with ``config`` when the cache has none."""
+    try:
+        return cache.layer(name)
+    except ConfigurationError:
+        return cache.add_layer(name, config)
+
+
+def token_partition(context: MiddlewareContext[Any]) -> str | None:
+    """The default partition: SHA-256 of the caller's access token, None when anonymous."""
+    token = get_access_token()
+    if token is None:
+        return None
+    return "tok:" + hashlib.sha256(token.token.encode()).hexdigest()
+
+
+class _Uncached:
+    """An outcome returned to its callers but never stored."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+
+def _stored(value: Any) -> bool:
+    return not isinstance(value, _Uncached)
+
+
+def _is_continuation(context: MiddlewareContext[Any]) -> bool:
+    """Whether this request answers an earlier input-required ask (it must bypass the cache)."""
+    ctx = context.fastmcp_context
+    if ctx is None:
+        return False
+    return ctx.input_responses is not None or ctx.request_state is not None
+
+
+def _requested_version(message: Any) -> Any:
+    """The FastMCP component version a request selects (request ``_meta.fastmcp.version``)."""
+    meta = getattr(message, "meta", None)
+    if not isinstance(meta, Mapping):
+        return None
+    fastmcp_meta = meta.get("fastmcp")
+    if not isinstance(fastmcp_meta, Mapping):
+        return None
+    return fastmcp_meta.get("version")
+
+
+def _version_spec(selector: Any) -> VersionSpec | None:
+    if isinstance(selector, str):
+        return VersionSpec(eq=selector)
+    if isinstance(selector, Mapping):
+        fields = {name: selector[name] for name in ("eq", "gte", "lt") if name in selector}
+        if all(isinstance(value, str) for value in fields.values()) and fields:
+            return VersionSpec(**fields)
+    return None
+
+
+# -- conversions: framework objects <-> plain data ------------------------------------------
+
+
+def _dump_components(components: Sequence[BaseModel], base: type[ComponentT]) -> list[Any]:
+    """Plain data of each component, as its public base class (subclass state is dropped)."""
+    fields = [name for name, field in base.model_fields.items() if not field.exclude]
+    return [
+        base.model_validate({name: getattr(item, name) for name in fields}).model_dump(mode="json")
+        for item in components
+    ]
+
+
+def _load_components(data: Any, base: type[ComponentT]) -> list[ComponentT]:
+    return [base.model_validate(item) for item in data]
+
+
+def _dump_tool_result(result: ToolResult) -> dict[str, Any]:
+    raw = getattr(result, "_raw_mcp_result", None)
+    return {
+        "content": [block.model_dump(mode="json", by_alias=True) for block in result.content],
+        "structured_content": result.structured_content,
+        "meta": result.meta,
+        "raw": raw.model_dump(mode="json", by_alias=True) if raw is not None else None,
+    }
+
+
+def _load_tool_result(data: Mapping[str, Any]) -> ToolResult:
+    raw = data.get("raw")
+    if raw is not None:
+        return ToolResult.from_mcp_result(mcp_types.CallToolResult.model_validate(raw))
+    return ToolResult.model_construct(
+        content=_CONTENT_BLOCKS.validate_python(data["content"]),
+        structured_content=data["structured_content"],
+        meta=data["meta"],
+        is_error=False,
+    )
+
+
+def _dump_resource_result(result: ResourceResult) -> dict[str, Any]:
+    return {
+        "contents": [
+            {"content": item.content, "mime_type": item.mime_type, "meta": item.meta}
+            for item in result.contents
+        ],
+        "meta": result.meta,
+    }
+
+
+def _load_resource_result(data: Mapping[str, Any]) -> ResourceResult:
+    return ResourceResult.model_construct(
+        contents=[
+            ResourceContent.model_construct(
+                content=item["content"], mime_type=item["mime_type"], meta=item["meta"]
+            )
+            for item in data["contents"]
+        ],
+        meta=data["meta"],
+    )
+
+
+def _dump_prompt_result(result: PromptResult) -> dict[str, Any]:
+    return {
+        "messages": [
+            {
+                "role": message.role,
+                "content": message.content.model_dump(mode="json", by_alias=True),
+            }
+            for message in result.messages
+        ],
+        "description": result.description,
+        "meta": result.meta,
+    }
+
+
+def _load_prompt_result(data: Mapping[str, Any]) -> PromptResult:
+    return PromptResult.model_construct(
+        messages=[
+            Message.model_construct(
+                role=item["role"], content=_PROMPT_CONTENT.validate_python(item["content"])
+            )
+            for item in data["messages"]
+        ],
+        description=data["description"],
+        meta=data["meta"],
+    )
+
+
+# -- the middleware -----------------------------------------------------------------------------
+
+
+class ToolCacheMiddleware(Middleware):
+    """ToolCacheMiddleware serves repeated MCP requests to a FastMCP server from a ToolCache.
+
+    Each method has its own switch and TTL (None: the layer's TTL):
+    ``list_tools``/``list_tools_ttl``, ``call_tool``/``call_tool_ttl``,
+    ``list_resources``/``list_resources_ttl`` (also resource templates),
+    ``read_resource``/``read_resource_ttl``, ``list_prompts``/``list_prompts_ttl``
+    and ``get_prompt``/``get_prompt_ttl``. ``server_id`` names the server in
+    keys and tags (default: the FastMCP server's name). ``partition`` maps a
+    request to its partition (default: ``token_partition``).
+    """
+
+    def __init__(
+        self,
+        cache: ToolCache,
+        *,
+        server_id: str | None = None,
+        list_tools: bool = True,
+        list_tools_ttl: float | None = None,
+        call_tool: bool = True,
+        call_tool_ttl: float | None = None,
+        list_resources: bool = True,
+        list_resources_ttl: float | None = None,
+        read_resource: bool = True,
+        read_resource_ttl: float | None = None,
+        list_prompts: bool = True,
+        list_prompts_ttl: float | None = None,
+        get_prompt: bool = True,
+        get_prompt_ttl: float | None = None,
+        allow_tools: Iterable[str] = (),
+        deny_tools: Iterable[str] = (),
+        partition: PartitionFn | None = None,
+        resources_layer: str = "resources",
+        prompts_layer: str = "prompts",
+    ) -> None:
+        if server_id is not None and not server_id:
+            raise ConfigurationError("server_id must be a non-empty string or None")
+        self.cache = cache
+        self.server_id = server_id
+        self.list_tools_enabled, self.list_tools_ttl = list_tools, list_tools_ttl
+        self.call_tool_enabled, self.call_tool_ttl = call_tool, call_tool_ttl
+        self.list_resources_enabled, self.list_resources_ttl = list_resources, list_resources_ttl
+        self.read_resource_enabled, self.read_resource_ttl = read_resource, read_resource_ttl
+        self.list_prompts_enabled, self.list_prompts_ttl = list_prompts, list_prompts_ttl
+        self.get_prompt_enabled, self.get_prompt_ttl = get_prompt, get_prompt_ttl
+        self.allow_tools = frozenset(allow_tools)
+        self.deny_tools = frozenset(deny_tools)
+        self._partition_fn: PartitionFn = partition or token_partition
+        self.resources_layer = _ensure_layer(cache, resources_layer, DEFAULT_RESOURCES_LAYER)
+        self.prompts_layer = _ensure_layer(cache, prompts_layer, DEFAULT_PROMPTS_LAYER)
+
+    # -- identity -----------------------------------------------------------------------
+    def _server_id(self, context: MiddlewareContext[Any]) -> str:
+        if self.server_id is not None:
+            return self.server_id
+        ctx = context.fastmcp_context
+        if ctx is not None:
+            return ctx.fastmcp.name
+        return "fastmcp"
+
+    async def invalidate(self, server_id: str | None = None) -> None:
+        """Drop everything cached about the server (every layer, every partition)."""
+        target = server_id or self.server_id
+        if target is None:
+            raise ConfigurationError("pass server_id (the middleware has none configured)")
+        await self.cache.invalidate_server(target)
+
+    # -- policy -------------------------------------------------------------------------
+    def tool_cacheable(self, tool: Tool | None, name: str) -> bool:
+        """Whether results of ``tool`` (called as ``name``) may be cached."""
+        if name in self.deny_tools or tool is None:
+            return False
+        if tool.task_config.supports_tasks():
+            return False
+        if tool.execution is not None and tool.execution.task_support not in (None, "forbidden"):
+            return False
+        if name in self.allow_tools:
+            return True
+        annotations = tool.annotations
+        return bool(annotations and (annotations.read_only_hint or annotations.idempotent_hint))
+
+    # -- listings -------------------------------------------------------------------------
+    async def _listing(
+        self,
+        context: MiddlewareContext[Any],
+        call_next: CallNext[Any, Sequence[Any]],
+        kind: str,
+        base: type[ComponentT],
+        ttl: float | None,
+    ) -> Sequence[ComponentT]:
+        server_id = self._server_id(context)
+
+        async def load() -> list[Any]:
+            return _dump_components(await call_next(context), base)
+
+        data = await self.cache.discovery.get_or_load(
+            (kind, server_id),
+            load,
+            ttl,
+            tags=[server_tag(server_id)],
+            partition=self._partition_fn(context),
+            label=server_id,
+        )
+        return _load_components(data, base)
+
+    async def on_list_tools(
+        self,
+        context: MiddlewareContext[mcp_types.ListToolsRequest],
+        call_next: CallNext[mcp_types.ListToolsRequest, Sequence[Tool]],
+    ) -> Sequence[Tool]:
+        if not self.list_tools_enabled:
+            return await call_next(context)
+        # The same key as ToolCache.list_tools, so both share one entry.
+        return await self._listing(context, call_next, "list_tools", Tool, self.list_tools_ttl)
+
+    async def on_list_resources(
+        self,
+        context: MiddlewareContext[mcp_types.ListResourcesRequest],
+        call_next: CallNext[mcp_types.ListResourcesRequest, Sequence[Resource]],
+    ) -> Sequence[Resource]:
+        if not self.list_resources_enabled:
+            return await call_next(context)
+        return await self._listing(
+            context, call_next, "list_resources", Resource, self.list_resources_ttl
+        )
+
+    async def on_list_resource_templates(
+        self,
+        context: MiddlewareContext[mcp_types.ListResourceTemplatesRequest],
+        call_next: CallNext[mcp_types.ListResourceTemplatesRequest, Sequence[ResourceTemplate]],
+    ) -> Sequence[ResourceTemplate]:
+        if not self.list_resources_enabled:
+            return await call_next(context)
+        return await self._listing(
+            context, call_next, "list_resource_templates", ResourceTemplate, self.list_resources_ttl
+        )
+
+    async def on_list_prompts(
+        self,
+        context: MiddlewareContext[mcp_types.ListPromptsRequest],
+        call_next: CallNext[mcp_types.ListPromptsRequest, Sequence[Prompt]],
+    ) -> Sequence[Prompt]:
+        if not self.list_prompts_enabled:
+            return await call_next(context)
+        return await self._listing(
+            context, call_next, "list_prompts", Prompt, self.list_prompts_ttl
+        )
+
+    # -- tool calls -------------------------------------------------------------------------
+    async def on_call_tool(
+        self,
+        context: MiddlewareContext[mcp_types.CallToolRequestParams],
+        call_next: CallNext[mcp_types.CallToolRequestParams, ToolResult],
+    ) -> ToolResult:
+        message = context.message
+        name = message.name
+        if (
+            not self.call_tool_enabled
+            or name in self.deny_tools
+            or message.task is not None
+            or _is_continuation(context)
+            or context.fastmcp_context is None
+        ):
+            return await call_next(context)
+        server = context.fastmcp_context.fastmcp
+        tool = await server.get_tool(name, _version_spec(_requested_version(message)))
+        if not self.tool_cacheable(tool, name):
+            return await call_next(context)
+        assert tool is not None
+        server_id = self._server_id(context)
+        arguments = dict(message.arguments or {})
+
+        async def load() -> dict[str, Any] | _Uncached:
+            result = await call_next(context)
+            if (
+                not isinstance(result, ToolResult)
+                or isinstance(result, InputRequiredToolResult)
+                or result.is_error
+            ):
+                return _Uncached(result)
+            return _dump_tool_result(result)
+
+        partition = self._partition_fn(context)
+        value: dict[str, Any] | _Uncached
+        if tool.version is None and not tool.meta:
+            # The same key as ToolCache.call_tool, so both share one entry.
+            value = await self.cache.call_tool(
+                server_id,
+                name,
+                arguments,
+                load,
+                partition=partition,
+                ttl=self.call_tool_ttl,
+                should_cache=_stored,
+            )
+        else:
+            value = await self.cache.results.get_or_load(
+                (
+                    "call_tool",
+                    server_id,
+                    name,
+                    arguments,
+                    {"version": tool.version, "meta": tool.meta},
+                ),
+                load,
+                self.call_tool_ttl,
+                tags=[server_tag(server_id), f"tool:{server_id}/{name}"],
+                partition=partition,
+                label=name,
+                should_cache=_stored,
+            )
+        if isinstance(value, _Uncached):
+            result: ToolResult = value.value
+            return result
+        return _load_tool_result(value)
+
+    # -- resources and prompts ----------------------------------------------------------------
+    async def _read_through(
+        self,
+        layer: Layer,
+        context: MiddlewareContext[Any],
+        key: Any,
+        label: str,
+        ttl: float | None,
+        extra_tag: str,
+        load: Callable[[], Awaitable[Any]],
+    ) -> Any:
+        server_id = self._server_id(context)
+        return await layer.get_or_load(
+            key,
+            load,
+            ttl,
+            tags=[server_tag(server_id), extra_tag],
+            partition=self._partition_fn(context),
+            label=label,
+            should_cache=_stored,
+        )
+
+    async def on_read_resource(
+        self,
+        context: MiddlewareContext[mcp_types.ReadResourceRequestParams],
+        call_next: CallNext[mcp_types.ReadResourceRequestParams, ResourceResult],
+    ) -> ResourceResult:
+        await self.check_resource_access(context)
+        uri = str(context.message.uri)
+        ctx = context.fastmcp_context
+        if not self.read_resource_enabled or _is_continuation(context) or ctx is None:
+            return await call_next(context)
+        requires_live = getattr(ctx.fastmcp, "_requires_live_resource", None)
+        if requires_live is not None and requires_live(uri):
+            return await call_next(context)
+        server_id = self._server_id(context)
+
+        async def load() -> dict[str, Any] | _Uncached:
+            result = await call_next(context)
+            if not isinstance(result, ResourceResult) or isinstance(
+                result, InputRequiredResourceResult
+            ):
+                return _Uncached(result)
+            return _dump_resource_result(result)
+
+        value = await self._read_through(
+            self.resources_layer,
+            context,
+            ("read_resource", server_id, uri, _requested_version(context.message)),
+            "resource",
+            self.read_resource_ttl,
+            f"resource:{server_id}/{uri}",
+            load,
+        )
+        if isinstance(value, _Uncached):
+            result: ResourceResult = value.value
+            return result
+        return _load_resource_result(value)
+
+    async def on_get_prompt(
+        self,
+        context: MiddlewareContext[mcp_types.GetPromptRequestParams],
+        call_next: CallNext[mcp_types.GetPromptRequestParams, PromptResult],
+    ) -> PromptResult:
+        message = context.message
+        if not self.get_prompt_enabled or _is_continuation(context):
+            return await call_next(context)
+        server_id = self._server_id(context)
+
+        async def load() -> dict[str, Any] | _Uncached:
+            result = await call_next(context)
+            if not isinstance(result, PromptResult) or isinstance(
+                result, InputRequiredPromptResult
+            ):
+                return _Uncached(result)
+            return _dump_prompt_result(result)
+
+        value = await self._read_through(
+            self.prompts_layer,
+            context,
+            (
+                "get_prompt",
+                server_id,
+                message.name,
+                dict(message.arguments or {}),
+                _requested_version(message),
+            ),
+            message.name,
+            self.get_prompt_ttl,
+            f"prompt:{server_id}/{message.name}",
+            load,
+        )
+        if isinstance(value, _Uncached):
+            result: PromptResult = value.value
+            return result
+        return _load_prompt_result(value)

@@ -1,0 +1,561 @@
+"""ToolCache for MCP clients built on the MCP Python SDK (2.x).
+
+Two pieces:
+
+``ToolCacheResponseStore``
+    A ``ResponseCacheStore`` for the SDK's own client response cache
+    (``mcp.client.caching.CacheConfig(store=...)``). The SDK decides what is
+    cacheable (``tools/list``, ``resources/read`` … with the server's
+    ``ttlMs``/``cacheScope`` hints) and when an entry is fresh; the store only
+    keeps entries, so every client of a fleet, on one Redis, shares them::
+
+        store = ToolCacheResponseStore(cache)
+        config = CacheConfig(store=store, partition=partition_for_token(token), target_id="weather")
+        async with Client(url, cache=config) as client: ...
+
+``ToolCallCache`` / ``cached_call_tool``
+    Caches ``tools/call`` results made through a connected ``mcp.Client``,
+    ``mcp.ClientSession`` or ``fastmcp.Client``, under the same rules as the
+    FastMCP middleware: only tools annotated ``readOnlyHint`` or
+    ``idempotentHint`` (or allow-listed, never deny-listed) are cached; error
+    results, exceptions, input-required asks and extension (task) results
+    never are. The tool listing itself is cached in the discovery layer,
+    honouring the server's ``ttlMs``/``cacheScope`` hints on protocol
+    2026-07-28. ``message_handler()`` turns ``notifications/tools/list_changed``
+    into ``cache.on_tools_list_changed(server_id)``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from types import UnionType
+from typing import TYPE_CHECKING, Any, Final, Literal, get_args
+
+try:
+    import mcp_types
+    from mcp.client.caching import MAX_TTL_MS, CacheEntry, CacheKey
+    from mcp.client.session import ClientSession, IncomingMessage, MessageHandlerFnT
+    from mcp.shared.exceptions import MCPError
+    from mcp_types import (
+        HEADER_MISMATCH,
+        CacheableResult,
+        CallToolResult,
+        ListToolsResult,
+        PaginatedRequestParams,
+        Tool,
+    )
+    from mcp_types.methods import MONOLITH_RESULTS
+    from mcp_types.version import MODERN_PROTOCOL_VERSIONS
+except ImportError as exc:  # pragma: no cover - exercised only without the extra
+    raise ImportError(
+        "aiotoolcache.integrations.mcp needs the MCP Python SDK 2.x: "
+        "pip install 'aiotoolcache[mcp]'"
+    ) from exc
+
+from aiotoolcache.errors import ConfigurationError
+from aiotoolcache.layers import LayerConfig
+from aiotoolcache.toolcache import server_tag
+
+if TYPE_CHECKING:
+    from aiotoolcache.cache import Layer
+    from aiotoolcache.toolcache import ToolCache
+
+__all__ = [
+    "DEFAULT_RESPONSE_LAYER",
+    "ToolCacheResponseStore",
+    "ToolCallCache",
+    "cached_call_tool",
+    "list_changed_handler",
+    "partition_for_token",
+]
+
+DEFAULT_RETENTION: Final = 3600.0
+"""Seconds an SDK response entry is kept past its ``expires_at`` (the SDK evicts it sooner)."""
+
+DEFAULT_RESPONSE_LAYER = LayerConfig(
+    ttl=MAX_TTL_MS / 1000 + DEFAULT_RETENTION, jitter=0.0, beta=0.0, max_value_bytes=8 * 2**20
+)
+"""Policy of the ``mcp_responses`` layer: retention is computed per entry, never refreshed early."""
+
+_MAX_PAGES: Final = 100
+"""Bound on the tools/list pages walked when listing a server's tools."""
+
+
+def partition_for_token(token: str) -> str:
+    """Return an opaque partition for an access token: its SHA-256, never the token itself."""
+    return "tok:" + hashlib.sha256(token.encode()).hexdigest()
+
+
+def _ensure_layer(cache: ToolCache, name: str, config: LayerConfig) -> Layer:
+    """Return the layer ``name``, adding it with ``config`` when the cache has none."""
+    try:
+        return cache.layer(name)
+    except ConfigurationError:
+        return cache.add_layer(name, config)
+
+
+def _cacheable_result_models() -> dict[str, type[CacheableResult]]:
+    """Allowlist of the SDK's cacheable result models, by class name."""
+    models: dict[str, type[CacheableResult]] = {}
+    for row in MONOLITH_RESULTS.values():
+        arms = get_args(row) if isinstance(row, UnionType) else (row,)
+        for arm in arms:
+            if isinstance(arm, type) and issubclass(arm, CacheableResult):
+                models[arm.__name__] = arm
+    return models
+
+
+# -- SDK response cache store ---------------------------------------------------------------
+
+
+class ToolCacheResponseStore:
+    """ToolCacheResponseStore keeps the MCP SDK client response cache in a ToolCache.
+
+    Keys: the SDK's ``CacheKey`` fields stay apart, as the key
+    ``(method, params_key, partition)`` and, separately, the cache partition
+    ``partition`` (the SDK's scope arm), so crafted values can never collide
+    across fields or arms. Values: cacheable result models are stored as their
+    JSON dump with a type tag checked against an allowlist (a store entry never
+    names a class to import); other values (plain JSON-able data) round-trip
+    as they are. ``scope`` and ``expires_at`` round-trip exactly.
+
+    Freshness belongs to the SDK: an entry past ``expires_at`` is still
+    returned until the SDK deletes it. Retention in the cache is separate and
+    bounded: ``expires_at`` (at most 24 h ahead, the SDK's cap) plus
+    ``retention`` seconds. ``clear()`` drops only this store's entries (tag
+    ``mcp-responses:<name>``), in every worker.
+    """
+
+    def __init__(
+        self,
+        cache: ToolCache,
+        *,
+        layer: str = "mcp_responses",
+        name: str = "default",
+        retention: float = DEFAULT_RETENTION,
+        models: Iterable[type[CacheableResult]] = (),
+    ) -> None:
+        if retention <= 0:
+            raise ConfigurationError(f"retention must be positive, got {retention!r}")
+        self._cache = cache
+        self._layer = _ensure_layer(cache, layer, DEFAULT_RESPONSE_LAYER)
+        self._name = name
+        self._retention = retention
+        self._models = _cacheable_result_models()
+        for model in models:
+            self._models[model.__name__] = model
+
+    @property
+    def tag(self) -> str:
+        """The tag every entry of this store carries."""
+        return f"mcp-responses:{self._name}"
+
+    @staticmethod
+    def _key(key: CacheKey) -> list[str]:
+        return [key.method, key.params_key, key.partition]
+
+    @staticmethod
+    def _partition(key: CacheKey) -> str:
+        # Length-prefixed by the cache, so no partition can collide with another.
+        return "sdk-arm:" + key.partition
+
+    def _encode(self, value: Any) -> dict[str, Any]:
+        if isinstance(value, CacheableResult):
+            tag = type(value).__name__
+            if self._models.get(tag) is not type(value):
+                raise TypeError(f"{tag} is not a cacheable result model this store knows")
+            return {
+                "kind": "model",
+                "type": tag,
+                "data": value.model_dump(mode="json", by_alias=True),
+            }
+        return {"kind": "value", "data": value}
+
+    def _decode(self, stored: Any) -> CacheEntry | None:
+        if not isinstance(stored, dict):
+            return None
+        scope = stored.get("scope")
+        expires_at = stored.get("expires_at")
+        payload = stored.get("value")
+        if scope not in ("public", "private") or not isinstance(payload, dict):
+            return None
+        if expires_at is not None and not isinstance(expires_at, int | float):
+            return None
+        kind = payload.get("kind")
+        value: Any
+        if kind == "model":
+            model = self._models.get(str(payload.get("type")))
+            if model is None:
+                return None  # an unknown tag is a miss, never an import
+            value = model.model_validate(payload.get("data"))
+        elif kind == "value":
+            value = payload.get("data")
+        else:
+            return None
+        checked_scope: Literal["public", "private"] = "public" if scope == "public" else "private"
+        return CacheEntry(
+            value=value,
+            scope=checked_scope,
+            expires_at=None if expires_at is None else float(expires_at),
+        )
+
+    def _retention_for(self, entry: CacheEntry) -> float:
+        remaining = 0.0 if entry.expires_at is None else entry.expires_at - time.time()
+        return min(max(remaining, 0.0), MAX_TTL_MS / 1000) + self._retention
+
+    async def get(self, key: CacheKey) -> CacheEntry | None:
+        stored = await self._layer.get(
+            self._key(key), partition=self._partition(key), label=key.method
+        )
+        return self._decode(stored)
+
+    async def set(self, key: CacheKey, entry: CacheEntry) -> None:
+        stored = {
+            "value": self._encode(entry.value),
+            "scope": entry.scope,
+            "expires_at": entry.expires_at,
+        }
+        await self._layer.set(
+            self._key(key),
+            stored,
+            self._retention_for(entry),
+            tags=[self.tag],
+            partition=self._partition(key),
+            label=key.method,
+        )
+
+    async def delete(self, key: CacheKey) -> None:
+        await self._layer.delete(self._key(key), partition=self._partition(key), label=key.method)
+
+    async def clear(self) -> None:
+        await self._cache.invalidate(tags=[self.tag])
+
+
+# -- tool calls through an MCP client ---------------------------------------------------------
+
+
+def list_changed_handler(
+    cache: ToolCache, server_id: str, inner: MessageHandlerFnT | None = None
+) -> MessageHandlerFnT:
+    """Return a client ``message_handler`` that invalidates ``server_id`` on tools/list_changed.
+
+    Every message still reaches ``inner`` (when given), after the invalidation.
+    """
+
+    async def handler(message: IncomingMessage) -> None:
+        if isinstance(message, mcp_types.ToolListChangedNotification):
+            await cache.on_tools_list_changed(server_id)
+        if inner is not None:
+            await inner(message)
+
+    return handler
+
+
+class _Uncached:
+    """A tool call outcome returned to its callers but never stored."""
+
+    __slots__ = ("result",)
+
+    def __init__(self, result: CallToolResult | None) -> None:
+        self.result = result
+
+
+def _is_stored_result(value: Any) -> bool:
+    return isinstance(value, dict)
+
+
+def _session_of(client: Any) -> ClientSession:
+    if isinstance(client, ClientSession):
+        return client
+    session = getattr(client, "session", None)
+    if not isinstance(session, ClientSession):
+        raise TypeError(
+            "expected a connected mcp.Client, mcp.ClientSession or fastmcp.Client, "
+            f"got {type(client).__name__}"
+        )
+    return session
+
+
+def _annotated_cacheable(tool: Tool) -> bool:
+    annotations = tool.annotations
+    return bool(annotations and (annotations.read_only_hint or annotations.idempotent_hint))
+
+
+class ToolCallCache:
+    """ToolCallCache caches one MCP server's tool listing and tool results for a client.
+
+    ``server_id`` names the server (it is in every key and tag, so
+    ``cache.invalidate_server(server_id)`` drops everything about it);
+    ``partition`` isolates one principal's entries (derive it from a verified
+    credential, e.g. ``partition_for_token(token)``; None shares entries with
+    every client without one). A tool's results are cached only when its
+    annotations say ``readOnlyHint`` or ``idempotentHint`` is true, or its name
+    is in ``allow_tools``, and never when its name is in ``deny_tools``. Tools
+    that may run as tasks are never cached.
+
+    ``ttl`` is the tool-result TTL (None: the results layer's), ``list_ttl``
+    the tool-listing TTL used when the server gives no hint (None: the
+    discovery layer's). On protocol 2026-07-28 a listing's ``ttlMs`` hint
+    replaces ``list_ttl`` (``0`` means do not cache) and ``cacheScope:
+    "public"`` shares the listing across partitions when ``share_public``.
+    """
+
+    def __init__(
+        self,
+        cache: ToolCache,
+        *,
+        server_id: str,
+        partition: str | None = None,
+        ttl: float | None = None,
+        list_ttl: float | None = None,
+        allow_tools: Iterable[str] = (),
+        deny_tools: Iterable[str] = (),
+        share_public: bool = False,
+    ) -> None:
+        if not server_id:
+            raise ConfigurationError("server_id must be a non-empty string")
+        self.cache = cache
+        self.server_id = server_id
+        self.partition = partition
+        self.ttl = ttl
+        self.list_ttl = list_ttl
+        self.allow_tools = frozenset(allow_tools)
+        self.deny_tools = frozenset(deny_tools)
+        self.share_public = share_public
+
+    # -- notifications ----------------------------------------------------------------
+    def message_handler(self, inner: MessageHandlerFnT | None = None) -> MessageHandlerFnT:
+        """A client ``message_handler`` invalidating this server on tools/list_changed."""
+        return list_changed_handler(self.cache, self.server_id, inner)
+
+    async def invalidate(self) -> None:
+        """Drop everything cached about this server (listing and results, every partition)."""
+        await self.cache.invalidate_server(self.server_id)
+
+    # -- discovery ----------------------------------------------------------------------
+    def _list_key(self) -> tuple[str, str]:
+        return ("list_tools", self.server_id)
+
+    async def list_tools(self, client: Any, *, refresh: bool = False) -> list[Tool]:
+        """Return every tool of the server (all pages), from the discovery layer when cached."""
+        layer = self.cache.discovery
+        if not refresh:
+            partitions = [self.partition]
+            if self.share_public and self.partition is not None:
+                partitions.append(None)
+            for partition in partitions:
+                stored = await layer.get(
+                    self._list_key(), partition=partition, label=self.server_id
+                )
+                if isinstance(stored, list):
+                    try:
+                        return [Tool.model_validate(item) for item in stored]
+                    except ValueError:
+                        break
+        pages = await self._fetch_listing(client)
+        tools = [tool for page in pages for tool in page.tools]
+        ttl, scope = self._listing_policy(client, pages[0])
+        if ttl is None or ttl > 0:
+            partition = None if scope == "public" and self.share_public else self.partition
+            await layer.set(
+                self._list_key(),
+                [tool.model_dump(mode="json", by_alias=True) for tool in tools],
+                ttl,
+                tags=[server_tag(self.server_id)],
+                partition=partition,
+                label=self.server_id,
+            )
+        return tools
+
+    async def _fetch_listing(self, client: Any) -> list[ListToolsResult]:
+        pages: list[ListToolsResult] = []
+        cursor: str | None = None
+        seen: set[str] = set()
+        for _ in range(_MAX_PAGES):
+            page = await self._fetch_page(client, cursor)
+            pages.append(page)
+            cursor = page.next_cursor
+            if cursor is None or cursor in seen:
+                break
+            seen.add(cursor)
+        return pages
+
+    @staticmethod
+    async def _fetch_page(client: Any, cursor: str | None) -> ListToolsResult:
+        if isinstance(client, ClientSession):
+            params = None if cursor is None else PaginatedRequestParams(cursor=cursor)
+            return await client.list_tools(params=params)
+        list_tools_mcp = getattr(client, "list_tools_mcp", None)
+        if list_tools_mcp is not None:  # fastmcp.Client
+            page = await list_tools_mcp(cursor=cursor)
+        else:  # mcp.Client
+            page = await client.list_tools(cursor=cursor)
+        if not isinstance(page, ListToolsResult):
+            raise TypeError(f"tools/list returned {type(page).__name__}")
+        return page
+
+    def _listing_policy(
+        self, client: Any, first: ListToolsResult
+    ) -> tuple[float | None, Literal["public", "private"]]:
+        """TTL and scope for a listing: the server's hints on a modern connection, else ours."""
+        version = _session_of(client).protocol_version
+        if version not in MODERN_PROTOCOL_VERSIONS:
+            return self.list_ttl, "private"
+        ttl = first.ttl_ms / 1000 if "ttl_ms" in first.model_fields_set else self.list_ttl
+        if ttl is not None:
+            ttl = min(ttl, MAX_TTL_MS / 1000)
+        return ttl, "public" if first.cache_scope == "public" else "private"
+
+    # -- tool calls -----------------------------------------------------------------------
+    def cacheable(self, tool: Tool | None, name: str) -> bool:
+        """Whether results of ``tool`` (called as ``name``) may be cached."""
+        if name in self.deny_tools:
+            return False
+        if tool is not None and tool.execution is not None:
+            if tool.execution.task_support not in (None, "forbidden"):
+                return False
+        if name in self.allow_tools:
+            return True
+        return tool is not None and _annotated_cacheable(tool)
+
+    async def call_tool(
+        self,
+        client: Any,
+        name: str,
+        arguments: Mapping[str, Any] | None = None,
+        *,
+        meta: Mapping[str, Any] | None = None,
+        ttl: float | None = None,
+    ) -> CallToolResult:
+        """Call ``name`` through ``client``; serve it from the results layer when it may be cached.
+
+        Argument order does not matter (the cache canonicalises the key);
+        the tool's ``_meta`` and a requested FastMCP version are part of the key.
+        """
+        args: dict[str, Any] = dict(arguments or {})
+        tool = None
+        if name not in self.deny_tools:
+            tools = await self.list_tools(client)
+            tool = next((candidate for candidate in tools if candidate.name == name), None)
+        if not self.cacheable(tool, name):
+            return await self._full_call(client, name, args, meta)
+
+        async def load() -> dict[str, Any] | _Uncached:
+            return await self._first_leg(client, name, args, meta)
+
+        variant = self._variant(tool, meta)
+        result_ttl = self.ttl if ttl is None else ttl
+        value: dict[str, Any] | _Uncached
+        if variant is None:
+            value = await self.cache.call_tool(
+                self.server_id,
+                name,
+                args,
+                load,
+                partition=self.partition,
+                ttl=result_ttl,
+                should_cache=_is_stored_result,
+            )
+        else:
+            value = await self.cache.results.get_or_load(
+                ("call_tool", self.server_id, name, args, variant),
+                load,
+                result_ttl,
+                tags=[server_tag(self.server_id), f"tool:{self.server_id}/{name}"],
+                partition=self.partition,
+                label=name,
+                should_cache=_is_stored_result,
+            )
+        if isinstance(value, dict):
+            return CallToolResult.model_validate(value)
+        if value.result is not None:
+            return value.result
+        # An input-required ask or an extension result: let the client drive it, uncached.
+        return await self._full_call(client, name, args, meta)
+
+    @staticmethod
+    def _variant(tool: Tool | None, meta: Mapping[str, Any] | None) -> Any:
+        requested = None
+        if meta is not None:
+            fastmcp_meta = meta.get("fastmcp")
+            if isinstance(fastmcp_meta, Mapping):
+                requested = fastmcp_meta.get("version")
+        tool_meta = tool.meta if tool is not None else None
+        if requested is None and not tool_meta:
+            return None
+        return {"meta": tool_meta, "version": requested}
+
+    async def _first_leg(
+        self,
+        client: Any,
+        name: str,
+        arguments: dict[str, Any],
+        meta: Mapping[str, Any] | None,
+    ) -> dict[str, Any] | _Uncached:
+        session = _session_of(client)
+        request_meta: Any = dict(meta) if meta is not None else None
+        try:
+            result = await session.call_tool(
+                name,
+                arguments,
+                meta=request_meta,
+                allow_input_required=True,
+                allow_claimed=True,
+            )
+        except MCPError as exc:
+            if exc.code != HEADER_MISMATCH:
+                raise
+            # The client's full path re-lists the tool and resends once.
+            result = await self._full_call(client, name, arguments, meta)
+        if not isinstance(result, CallToolResult):
+            return _Uncached(None)
+        if result.is_error:
+            return _Uncached(result)
+        return result.model_dump(mode="json", by_alias=True)
+
+    @staticmethod
+    async def _full_call(
+        client: Any,
+        name: str,
+        arguments: dict[str, Any],
+        meta: Mapping[str, Any] | None,
+    ) -> CallToolResult:
+        request_meta: Any = dict(meta) if meta is not None else None
+        call_tool_mcp: Callable[..., Awaitable[Any]] | None = getattr(client, "call_tool_mcp", None)
+        if call_tool_mcp is not None:  # fastmcp.Client
+            result = await call_tool_mcp(name, arguments, meta=request_meta)
+        else:  # mcp.Client or mcp.ClientSession
+            result = await client.call_tool(name, arguments, meta=request_meta)
+        if not isinstance(result, CallToolResult):
+            raise TypeError(f"tools/call returned {type(result).__name__}")
+        return result
+
+
+async def cached_call_tool(
+    client: Any,
+    cache: ToolCache,
+    name: str,
+    arguments: Mapping[str, Any] | None = None,
+    *,
+    server_id: str,
+    partition: str | None = None,
+    ttl: float | None = None,
+    allow_tools: Iterable[str] = (),
+    deny_tools: Iterable[str] = (),
+    meta: Mapping[str, Any] | None = None,
+) -> CallToolResult:
+    """Call one tool through ``client``, serving repeated read-only calls from ``cache``.
+
+    A one-call form of ``ToolCallCache(...).call_tool(...)``; see there for the rules.
+    """
+    calls = ToolCallCache(
+        cache,
+        server_id=server_id,
+        partition=partition,
+        ttl=ttl,
+        allow_tools=allow_tools,
+        deny_tools=deny_tools,
+    )
+    return await calls.call_tool(client, name, arguments, meta=meta)
