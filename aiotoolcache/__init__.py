@@ -11,6 +11,7 @@ from aiotoolcache.codec import Codec, Envelope, ModelRegistry
 from aiotoolcache.errors import (
     BackendError,
     BackendTimeout,
+    CachedLoaderError,
     CircuitOpen,
     ConfigurationError,
     KeyEncodingError,
@@ -34,6 +35,7 @@ __all__ = [
     "BackendTimeout",
     "BreakerState",
     "CacheStats",
+    "CachedLoaderError",
     "CircuitBreaker",
     "CircuitOpen",
     "Codec",

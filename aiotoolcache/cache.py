@@ -14,7 +14,12 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, Final, TypeVar, cast
 
 from aiotoolcache.codec import CorruptValue, Envelope
-from aiotoolcache.errors import BackendError, UnserializableValue, ValueTooLarge
+from aiotoolcache.errors import (
+    BackendError,
+    CachedLoaderError,
+    UnserializableValue,
+    ValueTooLarge,
+)
 from aiotoolcache.fills import Fill
 from aiotoolcache.freshness import Freshness, classify, jittered
 from aiotoolcache.keys import KeyRef, digest, sanitize_label
@@ -105,12 +110,16 @@ class Layer:
         tag_list = sorted(set(tags)) if tags else None
         value = self._l1_value(ref, loader, ttl, tag_list, should_cache)
         if value is not MISSING:
+            if isinstance(value, CachedLoaderError):
+                raise value
             return cast(T, value)
         value, shared = await self._owner.flight.do(
             ref.value_key, lambda: self._fetch_or_load(ref, loader, ttl, tag_list, should_cache)
         )
         if shared:
             self.counters.coalesced += 1
+        if isinstance(value, CachedLoaderError):
+            raise value
         return cast(T, value)
 
     async def get(
@@ -125,7 +134,7 @@ class Layer:
         ref = self.ref(key, partition, label)
         value = self._l1_value(ref, None, None, None, None)
         if value is not MISSING:
-            return value
+            return default if isinstance(value, CachedLoaderError) else value
         fill = self._owner.fills.begin(ref)
         try:
             envelope = await self.read_l2(ref)
@@ -133,7 +142,7 @@ class Layer:
                 self.counters.misses += 1
                 return default
             value = self.decode(ref, envelope)
-            if value is MISSING:
+            if value is MISSING or isinstance(value, CachedLoaderError):
                 return default
             self.counters.l2_hits += 1
             self.keep_in_l1(ref, envelope, fill)

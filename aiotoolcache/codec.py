@@ -18,7 +18,7 @@ from typing import Any
 
 import msgpack
 
-from aiotoolcache.errors import ConfigurationError, UnserializableValue
+from aiotoolcache.errors import CachedLoaderError, ConfigurationError, UnserializableValue
 
 __all__ = ["Codec", "CorruptValue", "Envelope", "ModelRegistry"]
 
@@ -27,6 +27,7 @@ _FLAG_COMPRESSED = 1
 _FLAG_SIGNED = 2
 _MAC_SIZE = 16
 _EXT_MODEL = 1
+_EXT_ERROR = 2
 _MAX_DECODED = 64 * 2**20
 
 
@@ -103,6 +104,9 @@ class Codec:
         if name is not None:
             data = value.model_dump(mode="json")
             return msgpack.ExtType(_EXT_MODEL, msgpack.packb([name, data], use_bin_type=True))
+        if isinstance(value, CachedLoaderError):
+            fields = [value.error_type, value.message]
+            return msgpack.ExtType(_EXT_ERROR, msgpack.packb(fields, use_bin_type=True))
         if isinstance(value, bytearray | memoryview):
             return bytes(value)
         raise TypeError(f"cannot cache a value of type {type(value).__name__}")
@@ -115,6 +119,9 @@ class Codec:
             raise UnserializableValue(str(exc)) from None
 
     def _ext_hook(self, code: int, data: bytes) -> Any:
+        if code == _EXT_ERROR:
+            error_type, message = msgpack.unpackb(data, raw=False)
+            return CachedLoaderError(str(error_type), str(message))
         if code != _EXT_MODEL:
             raise CorruptValue(f"unknown extension type {code}")
         name, fields = msgpack.unpackb(data, raw=False)

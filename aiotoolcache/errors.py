@@ -7,6 +7,7 @@
     ├── KeyEncodingError        (also a TypeError)
     ├── UnserializableValue     (also a TypeError)
     ├── ValueTooLarge
+    ├── CachedLoaderError
     └── BackendError
         ├── BackendTimeout
         └── CircuitOpen
@@ -23,6 +24,7 @@ from __future__ import annotations
 __all__ = [
     "BackendError",
     "BackendTimeout",
+    "CachedLoaderError",
     "CircuitOpen",
     "ConfigurationError",
     "KeyEncodingError",
@@ -50,6 +52,19 @@ class UnserializableValue(ToolCacheError, TypeError):
 
 class ValueTooLarge(ToolCacheError):
     """Raised (strict mode only) when an encoded value exceeds the layer's size limit."""
+
+
+class CachedLoaderError(ToolCacheError):
+    """Raised when a loader failure was negatively cached and is served from the cache.
+
+    ``error_type`` and ``message`` describe the original exception; the
+    original object itself is never stored.
+    """
+
+    def __init__(self, error_type: str, message: str) -> None:
+        super().__init__(f"{error_type}: {message} (cached failure)")
+        self.error_type = error_type
+        self.message = message
 
 
 class BackendError(ToolCacheError):

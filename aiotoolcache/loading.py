@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from aiotoolcache.cache import MISSING
-from aiotoolcache.errors import BackendError
+from aiotoolcache.errors import BackendError, CachedLoaderError
 from aiotoolcache.fills import Fill
 from aiotoolcache.flight import SingleFlight
 from aiotoolcache.keys import KeyRef
@@ -81,8 +81,12 @@ class LoadCoordinator:
         renewal = self._start_renewal(ref, token)
         try:
             value, elapsed = await layer.run_loader(loader)
-        except Exception:
-            if token is not None:
+        except Exception as exc:
+            negative_ttl = layer.config.negative_ttl
+            if negative_ttl is not None and not isinstance(exc, CachedLoaderError):
+                failure = CachedLoaderError(type(exc).__qualname__, str(exc))
+                await self._store(layer, ref, fill, token, failure, negative_ttl, tags, 0.0)
+            elif token is not None:
                 await self._release(ref, token)  # waiters elsewhere retry at once
             raise
         except BaseException:

@@ -219,7 +219,7 @@ async def test_every_layer_shares_one_pool(cache: atc.ToolCache) -> None:
     for name in ("discovery", "tools", "search", "results", "embeddings"):
         _, load = counting_loader(name)
         await cache.layer(name).get_or_load(name, load)
-    stores = {id(layer._owner.store) for layer in cache.layers.values()}  # noqa: SLF001
+    stores = {id(layer._owner.store) for layer in cache.layers.values()}
     assert stores == {id(cache.store)}
     assert cache.store.client is cache.redis  # type: ignore[attr-defined]
     assert cache.bus.client is cache.redis  # type: ignore[attr-defined]
@@ -344,3 +344,29 @@ def test_public_api_is_sorted_and_importable() -> None:
     assert list(atc.__all__) == sorted(atc.__all__, key=lambda n: (not n.isupper(), n))
     for name in atc.__all__:
         assert getattr(atc, name) is not None
+
+
+async def test_negative_caching_is_off_by_default_and_short_when_on(cache: atc.ToolCache) -> None:
+    calls = [0]
+
+    async def fail() -> None:
+        calls[0] += 1
+        raise ValueError("no such city")
+
+    for _ in range(2):
+        with pytest.raises(ValueError):
+            await cache.results.get_or_load("city", fail)
+    assert calls[0] == 2
+
+    cache.add_layer("lookups", atc.LayerConfig(ttl=60, negative_ttl=0.3, jitter=0))
+    for _ in range(3):
+        with pytest.raises((ValueError, atc.CachedLoaderError)) as info:
+            await cache.layer("lookups").get_or_load("city", fail)
+    assert calls[0] == 3
+    assert isinstance(info.value, atc.CachedLoaderError)
+    assert info.value.error_type == "ValueError" and info.value.message == "no such city"
+    assert await cache.layer("lookups").get("city", default="MISS") == "MISS"
+    await asyncio.sleep(0.4)
+    with pytest.raises(ValueError):
+        await cache.layer("lookups").get_or_load("city", fail)
+    assert calls[0] == 4
