@@ -342,7 +342,7 @@ class ToolCacheMiddleware(Middleware):
             return _dump_components(await call_next(context), base)
 
         data = await self.cache.discovery.get_or_load(
-            (kind, server_id),
+            ("fastmcp." + kind, server_id),
             load,
             ttl,
             tags=[server_tag(server_id)],
@@ -358,7 +358,6 @@ class ToolCacheMiddleware(Middleware):
     ) -> Sequence[Tool]:
         if not self.list_tools_enabled:
             return await call_next(context)
-        # The same key as ToolCache.list_tools, so both share one entry.
         return await self._listing(context, call_next, "list_tools", Tool, self.list_tools_ttl)
 
     async def on_list_resources(
@@ -428,35 +427,16 @@ class ToolCacheMiddleware(Middleware):
                 return _Uncached(result)
             return _dump_tool_result(result)
 
-        partition = self._partition_fn(context)
-        value: dict[str, Any] | _Uncached
-        if tool.version is None and not tool.meta:
-            # The same key as ToolCache.call_tool, so both share one entry.
-            value = await self.cache.call_tool(
-                server_id,
-                name,
-                arguments,
-                load,
-                partition=partition,
-                ttl=self.call_tool_ttl,
-                should_cache=_stored,
-            )
-        else:
-            value = await self.cache.results.get_or_load(
-                (
-                    "call_tool",
-                    server_id,
-                    name,
-                    arguments,
-                    {"version": tool.version, "meta": tool.meta},
-                ),
-                load,
-                self.call_tool_ttl,
-                tags=[server_tag(server_id), f"tool:{server_id}/{name}"],
-                partition=partition,
-                label=name,
-                should_cache=_stored,
-            )
+        variant = None if tool.version is None and not tool.meta else [tool.version, tool.meta]
+        value = await self.cache.results.get_or_load(
+            ("fastmcp.call_tool", server_id, name, arguments, variant),
+            load,
+            self.call_tool_ttl,
+            tags=[server_tag(server_id), f"tool:{server_id}/{name}"],
+            partition=self._partition_fn(context),
+            label=name,
+            should_cache=_stored,
+        )
         if isinstance(value, _Uncached):
             result: ToolResult = value.value
             return result
@@ -510,7 +490,7 @@ class ToolCacheMiddleware(Middleware):
         value = await self._read_through(
             self.resources_layer,
             context,
-            ("read_resource", server_id, uri, _requested_version(context.message)),
+            ("fastmcp.read_resource", server_id, uri, _requested_version(context.message)),
             "resource",
             self.read_resource_ttl,
             f"resource:{server_id}/{uri}",
@@ -543,7 +523,7 @@ class ToolCacheMiddleware(Middleware):
             self.prompts_layer,
             context,
             (
-                "get_prompt",
+                "fastmcp.get_prompt",
                 server_id,
                 message.name,
                 dict(message.arguments or {}),

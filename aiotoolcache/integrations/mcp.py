@@ -114,9 +114,9 @@ class ToolCacheResponseStore:
     """ToolCacheResponseStore keeps the MCP SDK client response cache in a ToolCache.
 
     Keys: the SDK's ``CacheKey`` fields stay apart, as the key
-    ``(method, params_key, partition)`` and, separately, the cache partition
-    ``partition`` (the SDK's scope arm), so crafted values can never collide
-    across fields or arms. Values: cacheable result models are stored as their
+    ``(store name, method, params_key, partition)`` and, separately, the cache
+    partition ``partition`` (the SDK's scope arm), so crafted values can never
+    collide across fields, arms or stores. Values: cacheable result models are stored as their
     JSON dump with a type tag checked against an allowlist (a store entry never
     names a class to import); other values (plain JSON-able data) round-trip
     as they are. ``scope`` and ``expires_at`` round-trip exactly.
@@ -152,9 +152,8 @@ class ToolCacheResponseStore:
         """The tag every entry of this store carries."""
         return f"mcp-responses:{self._name}"
 
-    @staticmethod
-    def _key(key: CacheKey) -> list[str]:
-        return [key.method, key.params_key, key.partition]
+    def _key(self, key: CacheKey) -> list[str]:
+        return [self._name, key.method, key.params_key, key.partition]
 
     @staticmethod
     def _partition(key: CacheKey) -> str:
@@ -297,9 +296,12 @@ class ToolCallCache:
 
     ``ttl`` is the tool-result TTL (None: the results layer's), ``list_ttl``
     the tool-listing TTL used when the server gives no hint (None: the
-    discovery layer's). On protocol 2026-07-28 a listing's ``ttlMs`` hint
-    replaces ``list_ttl`` (``0`` means do not cache) and ``cacheScope:
-    "public"`` shares the listing across partitions when ``share_public``.
+    discovery layer's). On protocol 2026-07-28 a listing's positive ``ttlMs``
+    hint replaces ``list_ttl`` (and is exact: the listing is never served past
+    it) and ``cacheScope: "public"`` shares the listing across partitions when
+    ``share_public``. ``ttlMs: 0`` is also what servers send when they set no
+    hint, so it falls back to ``list_ttl`` unless ``respect_zero_ttl`` (then
+    the listing is fetched for every call and never stored).
     """
 
     def __init__(
@@ -313,6 +315,7 @@ class ToolCallCache:
         allow_tools: Iterable[str] = (),
         deny_tools: Iterable[str] = (),
         share_public: bool = False,
+        respect_zero_ttl: bool = False,
     ) -> None:
         if not server_id:
             raise ConfigurationError("server_id must be a non-empty string")
@@ -324,6 +327,7 @@ class ToolCallCache:
         self.allow_tools = frozenset(allow_tools)
         self.deny_tools = frozenset(deny_tools)
         self.share_public = share_public
+        self.respect_zero_ttl = respect_zero_ttl
 
     # -- notifications ----------------------------------------------------------------
     def message_handler(self, inner: MessageHandlerFnT | None = None) -> MessageHandlerFnT:
@@ -336,7 +340,7 @@ class ToolCallCache:
 
     # -- discovery ----------------------------------------------------------------------
     def _list_key(self) -> tuple[str, str]:
-        return ("list_tools", self.server_id)
+        return ("mcp.list_tools", self.server_id)
 
     async def list_tools(self, client: Any, *, refresh: bool = False) -> list[Tool]:
         """Return every tool of the server (all pages), from the discovery layer when cached."""
@@ -349,25 +353,38 @@ class ToolCallCache:
                 stored = await layer.get(
                     self._list_key(), partition=partition, label=self.server_id
                 )
-                if isinstance(stored, list):
-                    try:
-                        return [Tool.model_validate(item) for item in stored]
-                    except ValueError:
-                        break
+                tools = self._fresh_listing(stored)
+                if tools is not None:
+                    return tools
         pages = await self._fetch_listing(client)
         tools = [tool for page in pages for tool in page.tools]
         ttl, scope = self._listing_policy(client, pages[0])
         if ttl is None or ttl > 0:
-            partition = None if scope == "public" and self.share_public else self.partition
             await layer.set(
                 self._list_key(),
-                [tool.model_dump(mode="json", by_alias=True) for tool in tools],
+                {
+                    "tools": [tool.model_dump(mode="json", by_alias=True) for tool in tools],
+                    "expires_at": None if ttl is None else time.time() + ttl,
+                },
                 ttl,
                 tags=[server_tag(self.server_id)],
-                partition=partition,
+                partition=None if scope == "public" and self.share_public else self.partition,
                 label=self.server_id,
             )
         return tools
+
+    @staticmethod
+    def _fresh_listing(stored: Any) -> list[Tool] | None:
+        """The tools of a stored listing, or None when missing, malformed or past a server TTL."""
+        if not isinstance(stored, dict) or not isinstance(stored.get("tools"), list):
+            return None
+        expires_at = stored.get("expires_at")
+        if isinstance(expires_at, int | float) and expires_at <= time.time():
+            return None  # a server-hinted TTL is exact, never served stale
+        try:
+            return [Tool.model_validate(item) for item in stored["tools"]]
+        except ValueError:
+            return None
 
     async def _fetch_listing(self, client: Any) -> list[ListToolsResult]:
         pages: list[ListToolsResult] = []
@@ -401,11 +418,12 @@ class ToolCallCache:
     ) -> tuple[float | None, Literal["public", "private"]]:
         """TTL and scope for a listing: the server's hints on a modern connection, else ours."""
         version = _session_of(client).protocol_version
-        if version not in MODERN_PROTOCOL_VERSIONS:
+        if version not in MODERN_PROTOCOL_VERSIONS or "ttl_ms" not in first.model_fields_set:
             return self.list_ttl, "private"
-        ttl = first.ttl_ms / 1000 if "ttl_ms" in first.model_fields_set else self.list_ttl
-        if ttl is not None:
-            ttl = min(ttl, MAX_TTL_MS / 1000)
+        if first.ttl_ms == 0 and not self.respect_zero_ttl:
+            # 0 is also what a server sends when it sets no hint at all.
+            return self.list_ttl, "private"
+        ttl = min(first.ttl_ms, MAX_TTL_MS) / 1000
         return ttl, "public" if first.cache_scope == "public" else "private"
 
     # -- tool calls -----------------------------------------------------------------------
@@ -445,29 +463,15 @@ class ToolCallCache:
         async def load() -> dict[str, Any] | _Uncached:
             return await self._first_leg(client, name, args, meta)
 
-        variant = self._variant(tool, meta)
-        result_ttl = self.ttl if ttl is None else ttl
-        value: dict[str, Any] | _Uncached
-        if variant is None:
-            value = await self.cache.call_tool(
-                self.server_id,
-                name,
-                args,
-                load,
-                partition=self.partition,
-                ttl=result_ttl,
-                should_cache=_is_stored_result,
-            )
-        else:
-            value = await self.cache.results.get_or_load(
-                ("call_tool", self.server_id, name, args, variant),
-                load,
-                result_ttl,
-                tags=[server_tag(self.server_id), f"tool:{self.server_id}/{name}"],
-                partition=self.partition,
-                label=name,
-                should_cache=_is_stored_result,
-            )
+        value = await self.cache.results.get_or_load(
+            ("mcp.call_tool", self.server_id, name, args, self._variant(tool, meta)),
+            load,
+            self.ttl if ttl is None else ttl,
+            tags=[server_tag(self.server_id), f"tool:{self.server_id}/{name}"],
+            partition=self.partition,
+            label=name,
+            should_cache=_is_stored_result,
+        )
         if isinstance(value, dict):
             return CallToolResult.model_validate(value)
         if value.result is not None:

@@ -1,0 +1,192 @@
+"""The AsyncKeyValue contract a py-key-value store must keep, as reusable pytest tests.
+
+Origin: the behaviours are those py-key-value (https://github.com/strawgate/py-key-value,
+Apache License 2.0) checks for every store in its shared ``BaseStoreTests``: round trips
+of JSON-able values, bulk operations, delete results, TTL reporting and expiry,
+serialization and TTL errors, long and unusual keys and collections, concurrency.
+These tests are written for this project against py-key-value-aio 0.4.x; subclass
+``KeyValueStoreContract`` and provide a ``store`` fixture to run them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+pytest.importorskip("key_value.aio")
+
+from key_value.aio.errors import InvalidTTLError, SerializationError
+from key_value.aio.protocols.key_value import AsyncKeyValue, AsyncKeyValueProtocol
+from pydantic import AnyHttpUrl
+
+ROUND_TRIP_VALUES: list[dict[str, Any]] = [
+    {"none": None},
+    {"nones": [None, None]},
+    {"nested": {"a": None, "b": {"c": None}}},
+    {"null": "the key is the string null"},
+    {"flag": True, "other": False},
+    {"flags": [True, False, True]},
+    {"true": "not a bool"},
+    {"int": 1, "negative": -42, "big": 10**18},
+    {"1": "a string key that looks like a number"},
+    {"number_as_text": "1"},
+    {"float": 1.0, "big_float": 1.23456789012345e10},
+    {"text": "plain", "kb": "x" * 1024},
+    {"unicode": "Grüße 世界 🌍"},
+    {"escapes": "line1\nline2\ttab"},
+    {"uuid_text": "12345678-1234-5678-1234-567812345678"},
+    {"deep": {"a": {"b": {"c": {"d": "bottom"}}}}},
+    {"items": [{"id": 1, "name": "one"}, {"id": 2, "name": "two"}] * 50},
+    {"large_text": "y" * 10_000, "large_list": list(range(1000))},
+]
+
+NOT_JSON_VALUES: list[dict[str, Any]] = [
+    {"when": datetime(2025, 1, 1, tzinfo=UTC)},
+    {"day": datetime(2025, 1, 1, tzinfo=UTC).date()},
+    {"time": datetime(2025, 1, 1, tzinfo=UTC).time()},
+    {"id": uuid.UUID("12345678-1234-5678-1234-567812345678")},
+    {"url": AnyHttpUrl("https://example.com")},
+    {"raw": b"bytes"},
+    {"set": {1, 2, 3}},
+]
+
+
+class KeyValueStoreContract:
+    """Tests every AsyncKeyValue store must pass; subclasses provide the ``store`` fixture."""
+
+    async def test_is_an_async_key_value(self, store: AsyncKeyValue) -> None:
+        assert isinstance(store, AsyncKeyValueProtocol)
+
+    async def test_missing_key_reads_as_none(self, store: AsyncKeyValue) -> None:
+        assert await store.get("absent", collection="c") is None
+        assert await store.ttl("absent", collection="c") == (None, None)
+        assert await store.get_many(["a", "b"], collection="c") == [None, None]
+        assert await store.ttl_many(["a"], collection="c") == [(None, None)]
+
+    @pytest.mark.parametrize("value", ROUND_TRIP_VALUES)
+    async def test_json_values_round_trip(
+        self, store: AsyncKeyValue, value: dict[str, Any]
+    ) -> None:
+        await store.put("k", value, collection="c")
+        assert await store.get("k", collection="c") == value
+
+    async def test_tuples_come_back_as_lists(self, store: AsyncKeyValue) -> None:
+        await store.put("k", {"pair": (1, "two", 3.0)}, collection="c")
+        assert await store.get("k", collection="c") == {"pair": [1, "two", 3.0]}
+
+    @pytest.mark.parametrize("value", NOT_JSON_VALUES)
+    async def test_values_json_cannot_hold_are_refused(
+        self, store: AsyncKeyValue, value: dict[str, Any]
+    ) -> None:
+        with pytest.raises(SerializationError):
+            await store.put("k", value, collection="c")
+        assert await store.get("k", collection="c") is None
+
+    async def test_put_replaces(self, store: AsyncKeyValue) -> None:
+        await store.put("k", {"v": 1}, collection="c")
+        await store.put("k", {"v": 2}, collection="c")
+        assert await store.get("k", collection="c") == {"v": 2}
+
+    async def test_bulk_operations(self, store: AsyncKeyValue) -> None:
+        keys = [f"k{i}" for i in range(10)]
+        values = [{"i": i} for i in range(10)]
+        await store.put_many(keys, values, collection="c")
+        assert await store.get_many(keys, collection="c") == values
+        assert await store.get_many(["k0", "nope", "k9"], collection="c") == [
+            {"i": 0},
+            None,
+            {"i": 9},
+        ]
+        assert await store.delete_many(keys + ["nope"], collection="c") == 10
+        assert await store.get_many(keys, collection="c") == [None] * 10
+        assert await store.delete_many(keys, collection="c") == 0
+
+    async def test_put_many_accepts_tuples(self, store: AsyncKeyValue) -> None:
+        await store.put_many(("a", "b"), ({"v": "a"}, {"v": "b"}), collection="c")
+        assert await store.get_many(["a", "b"], collection="c") == [{"v": "a"}, {"v": "b"}]
+
+    async def test_put_many_needs_one_value_per_key(self, store: AsyncKeyValue) -> None:
+        with pytest.raises(ValueError):
+            await store.put_many(["a", "b"], [{"v": 1}], collection="c")
+
+    async def test_delete_reports_whether_the_key_existed(self, store: AsyncKeyValue) -> None:
+        assert await store.delete("k", collection="c") is False
+        await store.put("k", {"v": 1}, collection="c")
+        assert await store.delete("k", collection="c") is True
+        assert await store.delete("k", collection="c") is False
+        assert await store.get("k", collection="c") is None
+
+    async def test_collections_are_separate(self, store: AsyncKeyValue) -> None:
+        await store.put("k", {"in": "one"}, collection="one")
+        await store.put("k", {"in": "two"}, collection="two")
+        assert await store.get("k", collection="one") == {"in": "one"}
+        assert await store.get("k", collection="two") == {"in": "two"}
+        await store.delete("k", collection="one")
+        assert await store.get("k", collection="two") == {"in": "two"}
+
+    async def test_default_collection(self, store: AsyncKeyValue) -> None:
+        await store.put("k", {"v": 1})
+        assert await store.get("k") == {"v": 1}
+        assert await store.get("k", collection="elsewhere") is None
+
+    async def test_ttl_is_reported(self, store: AsyncKeyValue) -> None:
+        await store.put("k", {"v": 1}, collection="c", ttl=100)
+        value, ttl = await store.ttl("k", collection="c")
+        assert value == {"v": 1}
+        assert ttl is not None and math.isclose(ttl, 100, abs_tol=2)
+        await store.put("forever", {"v": 2}, collection="c")
+        assert await store.ttl("forever", collection="c") == ({"v": 2}, None)
+
+    async def test_invalid_ttls_are_refused(self, store: AsyncKeyValue) -> None:
+        with pytest.raises(InvalidTTLError):
+            await store.put("k", {"v": 1}, collection="c", ttl=-1)
+        with pytest.raises(InvalidTTLError):
+            await store.put("k", {"v": 1}, collection="c", ttl=True)
+
+    async def test_entries_expire(self, store: AsyncKeyValue) -> None:
+        await store.put("k", {"v": 1}, collection="c", ttl=1)
+        await store.put_many(["a"], [{"v": 2}], collection="c", ttl=1)
+        assert await store.get("k", collection="c") == {"v": 1}
+        for _ in range(30):
+            await asyncio.sleep(0.1)
+            if await store.get("k", collection="c") is None:
+                break
+        assert await store.get("k", collection="c") is None
+        assert await store.get_many(["a"], collection="c") == [None]
+        assert await store.ttl("k", collection="c") == (None, None)
+
+    async def test_long_and_unusual_names(self, store: AsyncKeyValue) -> None:
+        for collection, key in [
+            ("collection" * 100, "key"),
+            ("c!@#$%^&*() /:{}", "key"),
+            ("c", "key" * 200),
+            ("c", "k!@#$%^&*() /:{}\n"),
+            ("c", ""),
+        ]:
+            await store.put(key, {"at": [collection, key]}, collection=collection)
+            assert await store.get(key, collection=collection) == {"at": [collection, key]}
+
+    async def test_keys_that_concatenate_alike_stay_apart(self, store: AsyncKeyValue) -> None:
+        await store.put("b::c", {"v": 1}, collection="a")
+        await store.put("c", {"v": 2}, collection="a::b")
+        assert await store.get("b::c", collection="a") == {"v": 1}
+        assert await store.get("c", collection="a::b") == {"v": 2}
+
+    async def test_concurrent_workers(self, store: AsyncKeyValue) -> None:
+        async def worker(n: int) -> None:
+            for i in range(5):
+                key = f"w{n}-{i}"
+                assert await store.get(key, collection="c") is None
+                await store.put(key, {"i": i}, collection="c")
+                assert await store.get(key, collection="c") == {"i": i}
+                await store.put(key, {"i": -i}, collection="c")
+                assert await store.get(key, collection="c") == {"i": -i}
+                assert await store.delete(key, collection="c") is True
+                assert await store.get(key, collection="c") is None
+
+        await asyncio.gather(*(worker(n) for n in range(4)))
