@@ -76,6 +76,11 @@ class CircuitBreaker:
             return BreakerState.HALF_OPEN
         return self._state
 
+    @property
+    def failing(self) -> bool:
+        """True when the last backend call failed or the breaker is not closed."""
+        return self._consecutive > 0 or self._state is not BreakerState.CLOSED
+
     def allows(self) -> bool:
         """True when a call would be let through now."""
         state = self.state

@@ -16,7 +16,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from aiotoolcache.cache import MISSING
 from aiotoolcache.errors import BackendError, CachedLoaderError
@@ -72,10 +72,13 @@ class LoadCoordinator:
         someone is already refreshing: return None without loading.
         """
         token: str | None = None
-        if self.leases is not None:
+        # After a failed backend call, skip the lease and fill in the background,
+        # so a sick Redis costs a caller at most one time budget.
+        degraded = self._owner.breaker.failing
+        if self.leases is not None and not degraded:
             token, found = await self._acquire_or_wait(layer, ref, fill, wait)
-            if found is not None:
-                return found  # type: ignore[no-any-return]
+            if found is not MISSING:
+                return cast(T, found)
             if token is None and not wait:
                 return None
         renewal = self._start_renewal(ref, token)
@@ -103,7 +106,11 @@ class LoadCoordinator:
                 await self._release(ref, token)
         else:
             # The fill script releases the lease itself.
-            await self._store(layer, ref, fill, token, value, ttl, tags, elapsed)
+            store = self._store(layer, ref, fill, token, value, ttl, tags, elapsed)
+            if degraded:
+                self._in_background(store)
+            else:
+                await store
         return value
 
     async def _acquire_or_wait(
@@ -120,17 +127,17 @@ class LoadCoordinator:
                 holder_ms = await self.leases.acquire(ref.lease_key, token, self.lease_ms)
             except BackendError:
                 layer.counters.backend_errors += 1
-                return None, None  # fail-open: load without a lease
+                return None, MISSING  # fail-open: load without a lease
             if holder_ms == -1:
                 if waited:
                     layer.counters.lease_takeovers += 1
-                return token, None
+                return token, MISSING
             if not wait:
-                return None, None
+                return None, MISSING
             waited = True
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                return None, None  # waited long enough: load ourselves
+                return None, MISSING  # waited long enough: load ourselves
             waiter = bus.filled_waiter(ref.value_key)
             try:
                 # Checked after subscribing to the wake-up so a fill in between is not missed.
