@@ -1,0 +1,281 @@
+"""OpenAI Agents SDK integration: function tools whose results come from the cache.
+
+:func:`cached_function_tool` returns a copy of a ``FunctionTool`` whose
+invocations are answered from aiotoolcache's results layer when the same
+arguments (in any order) were seen before; :func:`cached_function_tools`
+applies it to a list of tools under an allow / deny policy::
+
+    from agents import Agent, function_tool
+    from aiotoolcache.integrations.openai_agents import cached_function_tool
+
+    @function_tool
+    async def get_weather(city: str) -> str: ...
+
+    agent = Agent(name="a", tools=[cached_function_tool(get_weather, cache, ttl=300)])
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import json
+from collections.abc import Awaitable, Callable, Collection, Sequence
+from typing import Any, TypeVar
+
+try:
+    from agents import FunctionTool
+    from agents.tool import ToolOutputFileContent, ToolOutputImage, ToolOutputText
+    from agents.tool_context import ToolContext
+except ImportError as exc:  # pragma: no cover - exercised only without the extra
+    raise ImportError(
+        "aiotoolcache.integrations.openai_agents needs the OpenAI Agents SDK: "
+        "pip install 'aiotoolcache[openai-agents]'"
+    ) from exc
+
+from aiotoolcache import ToolCache
+from aiotoolcache.errors import KeyEncodingError
+
+__all__ = ["cached_function_tool", "cached_function_tools"]
+
+_UNCACHEABLE_KEY = "uncacheable"
+_FORMAT = 1
+_STRUCTURED_OUTPUTS = (ToolOutputText, ToolOutputImage, ToolOutputFileContent)
+
+Invoker = Callable[[ToolContext[Any], str], Awaitable[Any]]
+PartitionFor = Callable[[ToolContext[Any]], "str | None"]
+T = TypeVar("T")
+
+
+def _is_plain(value: Any) -> bool:
+    """Return True when ``value`` survives a msgpack round trip unchanged.
+
+    Tuples are refused (they come back as lists and print differently), as are
+    non-str dict keys.
+    """
+    if value is None or isinstance(value, str | bytes | bool | int | float):
+        return True
+    if isinstance(value, list):
+        return all(_is_plain(item) for item in value)
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and _is_plain(v) for k, v in value.items())
+    return False
+
+
+def _to_plain(output: Any) -> Any:
+    """Return a plain form of a tool output the SDK treats the same way, or raise TypeError.
+
+    ``ToolOutputText`` / ``ToolOutputImage`` / ``ToolOutputFileContent`` (and
+    lists of them) become their dict forms, which the SDK accepts in their place.
+    """
+    if isinstance(output, _STRUCTURED_OUTPUTS):
+        return output.model_dump(mode="json", exclude_none=True)
+    if (
+        isinstance(output, list)
+        and output
+        and all(isinstance(item, _STRUCTURED_OUTPUTS) for item in output)
+    ):
+        return [item.model_dump(mode="json", exclude_none=True) for item in output]
+    if _is_plain(output):
+        return output
+    raise TypeError(f"{type(output).__name__} output is not cached")
+
+
+def _storable(value: Any) -> bool:
+    return isinstance(value, dict) and not value.get(_UNCACHEABLE_KEY, False)
+
+
+class _Outcome:
+    """What this caller's own loader produced (see ``owns``)."""
+
+    __slots__ = ("error", "result", "returned")
+
+    def __init__(self) -> None:
+        self.returned: dict[str, Any] | None = None
+        self.result: Any = None
+        self.error: Exception | None = None
+
+    def owns(self, value: Any) -> bool:
+        # The loader can also run as a background refresh or for a concurrent
+        # identical call: only the very object it returned means "ran for us".
+        return self.returned is not None and value is self.returned
+
+
+def _caching_invoker(
+    invoke: Invoker,
+    cache: ToolCache,
+    tool_name: str,
+    *,
+    ttl: float | None,
+    partition: str | PartitionFor | None,
+    server_id: str,
+    should_cache: Callable[[Any], bool] | None,
+) -> Invoker:
+    async def invoke_cached(ctx: ToolContext[Any], input: str) -> Any:
+        try:
+            arguments = json.loads(input) if input.strip() else {}
+        except ValueError:
+            return await invoke(ctx, input)  # let the tool report its own parse error
+        if not isinstance(arguments, dict):
+            return await invoke(ctx, input)
+        outcome = _Outcome()
+
+        async def load() -> dict[str, Any]:
+            value: dict[str, Any] = {_UNCACHEABLE_KEY: True}
+            try:
+                result = await invoke(ctx, input)
+            except Exception as exc:  # never cached; re-raised below for this caller
+                outcome.error = exc
+            else:
+                outcome.result = result
+                if should_cache is None or should_cache(result):
+                    try:
+                        value = {"v": _FORMAT, "output": _to_plain(result)}
+                    except TypeError:
+                        pass
+            outcome.returned = value
+            return value
+
+        part = partition(ctx) if callable(partition) else partition
+        try:
+            value = await cache.call_tool(
+                server_id,
+                tool_name,
+                arguments,
+                load,
+                partition=part,
+                ttl=ttl,
+                should_cache=_storable,
+            )
+        except KeyEncodingError:
+            return await invoke(ctx, input)
+        if outcome.owns(value):
+            if outcome.error is not None:
+                raise outcome.error
+            return outcome.result
+        if _storable(value) and value.get("v") == _FORMAT and "output" in value:
+            return value["output"]
+        # A concurrent identical call produced an uncacheable result: run our own.
+        return await invoke(ctx, input)
+
+    return invoke_cached
+
+
+def cached_function_tool(
+    tool: FunctionTool,
+    cache: ToolCache,
+    *,
+    ttl: float | None = None,
+    partition: str | PartitionFor | None = None,
+    server_id: str = "openai-agents",
+    should_cache: Callable[[Any], bool] | None = None,
+) -> FunctionTool:
+    """Return a copy of ``tool`` whose results are served from the cache when possible.
+
+    The key is the tool's qualified name plus its JSON arguments in canonical
+    form (argument order never matters), optionally within a ``partition``
+    that no other partition can read. The original tool is left unchanged;
+    the copy keeps its schema, guardrails, approval policy and timeout.
+
+    Never cached: exceptions raised by the tool and the error text the SDK
+    sends the model in their place (for tools made with ``@function_tool`` the
+    cache sits inside the SDK's failure handling, so a failure is never
+    stored), outputs that are not plain data (str, numbers, bool, None, bytes,
+    lists, str-keyed dicts, and the SDK's ``ToolOutputText`` / ``ToolOutputImage``
+    / ``ToolOutputFileContent``, which a hit returns in dict form), and outputs
+    rejected by ``should_cache``. For a ``FunctionTool`` built by hand with an
+    ``on_invoke_tool`` that *returns* its error messages, pass ``should_cache``
+    to recognise them.
+
+    Args:
+        tool: The tool to wrap.
+        cache: The ``ToolCache`` to use.
+        ttl: Seconds a result stays fresh; ``None`` uses the results layer's TTL.
+        partition: A fixed partition, or ``(ToolContext) -> str | None``, e.g.
+            ``lambda ctx: ctx.context.user_id``.
+        server_id: The cache's tool namespace for these results;
+            ``await cache.invalidate_server(server_id)`` drops them all.
+        should_cache: Optional predicate on the tool's output; ``False`` returns
+            it without storing it.
+    """
+    if not isinstance(tool, FunctionTool):
+        raise TypeError(f"cached_function_tool wraps a FunctionTool, got {type(tool).__name__}")
+    options: dict[str, Any] = {
+        "ttl": ttl,
+        "partition": partition,
+        "server_id": server_id,
+        "should_cache": should_cache,
+    }
+    name = tool.qualified_name
+    new_tool = copy.copy(tool)
+    invoker: Any = new_tool.on_invoke_tool
+    inner = getattr(invoker, "_invoke_tool_impl", None)
+    bind = getattr(invoker, "__agents_bind_function_tool__", None)
+    if callable(inner) and callable(bind):
+        # A tool made by @function_tool: its invoker turns exceptions into an
+        # error message for the model. Cache the implementation inside it, so
+        # exceptions reach that handler and never the cache.
+        cached_impl = _caching_invoker(inner, cache, name, **options)
+        # Carry the markers the SDK reads from the implementation (argument
+        # preparation for approvals, the wrapped Python callable).
+        functools.update_wrapper(cached_impl, inner)
+        new_invoker = copy.copy(invoker)
+        new_invoker._invoke_tool_impl = cached_impl
+        new_invoker._function_tool = None
+        new_tool.on_invoke_tool = new_invoker.__agents_bind_function_tool__(new_tool)
+    else:
+        new_tool.on_invoke_tool = _caching_invoker(invoker, cache, name, **options)
+    return new_tool
+
+
+def cached_function_tools(
+    tools: Sequence[T],
+    cache: ToolCache,
+    *,
+    allow_tools: Collection[str] | Callable[[FunctionTool], bool] | None = None,
+    deny_tools: Collection[str] = (),
+    ttl: float | None = None,
+    partition: str | PartitionFor | None = None,
+    server_id: str = "openai-agents",
+    should_cache: Callable[[Any], bool] | None = None,
+) -> list[T]:
+    """Return ``tools`` with each ``FunctionTool`` the policy allows wrapped by the cache.
+
+    By default **every** ``FunctionTool`` is cached except those named in
+    ``deny_tools``; pass ``allow_tools`` (tool names, or a predicate on the tool) to cache
+    only the tools it accepts; ``deny_tools`` always wins. Other tools (hosted tools,
+    MCP servers' tools, tools the policy excludes) are returned unchanged.
+    Cache only tools whose result depends on their arguments alone.
+    """
+    if isinstance(allow_tools, str):
+        allow_tools = [allow_tools]
+    if isinstance(deny_tools, str):
+        deny_tools = [deny_tools]
+    out: list[T] = []
+    for tool in tools:
+        if isinstance(tool, FunctionTool) and _allowed(tool, allow_tools, deny_tools):
+            wrapped = cached_function_tool(
+                tool,
+                cache,
+                ttl=ttl,
+                partition=partition,
+                server_id=server_id,
+                should_cache=should_cache,
+            )
+            out.append(wrapped)  # type: ignore[arg-type]
+        else:
+            out.append(tool)
+    return out
+
+
+def _allowed(
+    tool: FunctionTool,
+    allow_tools: Collection[str] | Callable[[FunctionTool], bool] | None,
+    deny_tools: Collection[str],
+) -> bool:
+    if tool.name in deny_tools or tool.qualified_name in deny_tools:
+        return False
+    if allow_tools is None:
+        return True
+    if callable(allow_tools):
+        return bool(allow_tools(tool))
+    return tool.name in allow_tools or tool.qualified_name in allow_tools

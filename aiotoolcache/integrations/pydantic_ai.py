@@ -1,0 +1,313 @@
+"""Pydantic AI integration: a tool-result cache capability and a caching embedding model.
+
+:class:`ToolCacheCapability` hooks ``wrap_tool_execute`` so a repeated tool call
+(same tool, same validated arguments in any order) is answered from the
+results layer without running the tool. :class:`CachedEmbeddingModel` wraps
+any embedding model so each text is embedded once per model and settings::
+
+    from pydantic_ai import Agent, Embedder
+    from aiotoolcache.integrations.pydantic_ai import CachedEmbeddingModel, ToolCacheCapability
+
+    agent = Agent(model, tools=[...], capabilities=[ToolCacheCapability(cache, ttl=300)])
+    embedder = Embedder(CachedEmbeddingModel("openai:text-embedding-3-small", cache))
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection, Sequence
+from dataclasses import KW_ONLY, dataclass, field
+from hashlib import blake2b
+from typing import Any
+
+try:
+    import orjson
+    from pydantic_ai.capabilities import AbstractCapability, WrapToolExecuteHandler
+    from pydantic_ai.embeddings import EmbeddingModel, EmbeddingResult
+    from pydantic_ai.embeddings.result import EmbedInputType
+    from pydantic_ai.embeddings.settings import EmbeddingSettings, merge_embedding_settings
+    from pydantic_ai.embeddings.wrapper import WrapperEmbeddingModel
+    from pydantic_ai.messages import ToolCallPart
+    from pydantic_ai.tools import RunContext, ToolDefinition
+    from pydantic_ai.usage import RequestUsage
+    from pydantic_core import to_jsonable_python
+except ImportError as exc:  # pragma: no cover - exercised only without the extra
+    raise ImportError(
+        "aiotoolcache.integrations.pydantic_ai needs Pydantic AI: "
+        "pip install 'aiotoolcache[pydantic-ai]'"
+    ) from exc
+
+from aiotoolcache import ToolCache
+from aiotoolcache.errors import KeyEncodingError
+
+__all__ = ["CachedEmbeddingModel", "ToolCacheCapability"]
+
+_UNCACHEABLE_KEY = "uncacheable"
+_FORMAT = 1
+# Settings that never change the vectors a model returns.
+_NEUTRAL_SETTINGS = frozenset({"extra_headers", "dimensions"})
+
+
+def _is_plain(value: Any) -> bool:
+    """Return True when ``value`` survives a msgpack round trip unchanged.
+
+    Tuples are refused (they come back as lists), as are non-str dict keys.
+    """
+    if value is None or isinstance(value, str | bytes | bool | int | float):
+        return True
+    if isinstance(value, list):
+        return all(_is_plain(item) for item in value)
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and _is_plain(v) for k, v in value.items())
+    return False
+
+
+def _storable(value: Any) -> bool:
+    return isinstance(value, dict) and not value.get(_UNCACHEABLE_KEY, False)
+
+
+class _Outcome:
+    """What this caller's own loader produced (see ``owns``)."""
+
+    __slots__ = ("error", "result", "returned")
+
+    def __init__(self) -> None:
+        self.returned: dict[str, Any] | None = None
+        self.result: Any = None
+        self.error: Exception | None = None
+
+    def owns(self, value: Any) -> bool:
+        # The loader can also run as a background refresh or for a concurrent
+        # identical call: only the very object it returned means "ran for us".
+        return self.returned is not None and value is self.returned
+
+
+@dataclass
+class ToolCacheCapability(AbstractCapability[Any]):
+    """Answer repeated tool calls from aiotoolcache's results layer.
+
+    The key is the tool name plus its validated arguments in canonical JSON
+    form (argument order never matters), optionally within a ``partition``
+    (tenant, user, auth principal) that no other partition can read. On a hit
+    the tool does not run, nor do the ``before_tool_execute`` /
+    ``after_tool_execute`` hooks of capabilities inside this one.
+
+    Which tools are cached: by default **every function tool**, except those
+    named in ``deny_tools``. Pass ``allow_tools`` (a collection of tool names, or a
+    predicate taking the ``ToolDefinition``) to cache only the tools it
+    accepts; ``deny_tools`` always wins. A tool whose ``metadata`` has
+    ``{"cache": False}`` is never cached. Cache only tools whose result depends
+    on their arguments alone, never tools with side effects.
+
+    Never cached: exceptions (including ``ModelRetry``, deferrals and approvals;
+    they propagate unchanged and a concurrent identical call runs the tool
+    itself), results that are not plain data (str, numbers, bool, None, bytes,
+    lists and str-keyed dicts; with ``jsonable=True`` pydantic models and
+    dataclasses are cached as their JSON form), and results rejected by
+    ``cache_result``.
+
+    Args:
+        cache: The ``ToolCache`` to use.
+        ttl: Seconds a result stays fresh; ``None`` uses the results layer's TTL.
+        allow_tools: Tool names to cache, or a predicate ``(ToolDefinition) -> bool``;
+            ``None`` (the default) allows every tool.
+        deny_tools: Tool names never cached.
+        partition: A fixed partition, or ``(RunContext) -> str | None``, e.g.
+            ``lambda ctx: ctx.deps.user_id``.
+        server_id: The cache's tool namespace for these results;
+            ``await cache.invalidate_server(server_id)`` drops them all.
+        cache_result: Optional predicate on the tool's return value; ``False``
+            returns it without storing it.
+        jsonable: Cache pydantic models, dataclasses and other values pydantic
+            can serialise as their JSON form (a hit then returns that form).
+    """
+
+    cache: ToolCache
+    _: KW_ONLY
+    ttl: float | None = None
+    allow_tools: Collection[str] | Callable[[ToolDefinition], bool] | None = None
+    deny_tools: Collection[str] = ()
+    partition: str | Callable[[RunContext[Any]], str | None] | None = None
+    server_id: str = "pydantic-ai"
+    cache_result: Callable[[Any], bool] | None = None
+    jsonable: bool = False
+
+    def __post_init__(self) -> None:
+        if isinstance(self.allow_tools, str):
+            self.allow_tools = frozenset([self.allow_tools])
+        if isinstance(self.deny_tools, str):
+            self.deny_tools = frozenset([self.deny_tools])
+
+    @classmethod
+    def get_serialization_name(cls) -> str | None:
+        return None  # holds a live cache: not constructible from an agent spec
+
+    def is_cached(self, tool_def: ToolDefinition) -> bool:
+        """Return whether calls to this tool go through the cache."""
+        if tool_def.name in self.deny_tools:
+            return False
+        if tool_def.metadata is not None and tool_def.metadata.get("cache") is False:
+            return False
+        if self.allow_tools is None:
+            return True
+        if callable(self.allow_tools):
+            return bool(self.allow_tools(tool_def))
+        return tool_def.name in self.allow_tools
+
+    def _partition_for(self, ctx: RunContext[Any]) -> str | None:
+        if callable(self.partition):
+            return self.partition(ctx)
+        return self.partition
+
+    def _dump(self, result: Any) -> dict[str, Any] | None:
+        if self.cache_result is not None and not self.cache_result(result):
+            return None
+        if _is_plain(result):
+            return {"v": _FORMAT, "result": result}
+        if self.jsonable:
+            try:
+                converted = to_jsonable_python(result)
+            except Exception:  # pydantic_core raises its own types for unknown objects
+                return None
+            if _is_plain(converted):
+                return {"v": _FORMAT, "result": converted}
+        return None
+
+    async def wrap_tool_execute(
+        self,
+        ctx: RunContext[Any],
+        *,
+        call: ToolCallPart,
+        tool_def: ToolDefinition,
+        args: dict[str, Any],
+        handler: WrapToolExecuteHandler,
+    ) -> Any:
+        if not self.is_cached(tool_def):
+            return await handler(args)
+        try:
+            key_args = to_jsonable_python(args)
+        except Exception:  # arguments with no JSON form: run the tool uncached
+            return await handler(args)
+        outcome = _Outcome()
+
+        async def load() -> dict[str, Any]:
+            value: dict[str, Any] = {_UNCACHEABLE_KEY: True}
+            try:
+                result = await handler(args)
+            except Exception as exc:  # never cached; re-raised below for this caller
+                outcome.error = exc
+            else:
+                outcome.result = result
+                value = self._dump(result) or value
+            outcome.returned = value
+            return value
+
+        try:
+            value = await self.cache.call_tool(
+                self.server_id,
+                tool_def.name,
+                key_args,
+                load,
+                partition=self._partition_for(ctx),
+                ttl=self.ttl,
+                should_cache=_storable,
+            )
+        except KeyEncodingError:
+            return await handler(args)
+        if outcome.owns(value):
+            if outcome.error is not None:
+                raise outcome.error
+            return outcome.result
+        if _storable(value) and value.get("v") == _FORMAT and "result" in value:
+            return value["result"]
+        # A concurrent identical call produced an uncacheable result: run our own.
+        return await handler(args)
+
+
+@dataclass(init=False)
+class CachedEmbeddingModel(WrapperEmbeddingModel):
+    """An embedding model that embeds each text once, then serves it from the embeddings layer.
+
+    Vectors are keyed by provider, model name, input type (``query`` /
+    ``document``), the dimensions setting and a digest of any other settings
+    that can change the output, so a vector is never served for a request it
+    was not computed for. Only the texts missing from the cache reach the
+    wrapped model, in one call; ``usage`` on the result counts only those.
+
+    Args:
+        wrapped: The model to wrap, or a model name such as
+            ``"openai:text-embedding-3-small"``.
+        cache: The ``ToolCache`` to use.
+        model_id: Overrides the ``provider:model`` part of the key, e.g. to
+            share vectors between two clients of the same model.
+        partition: Optional partition (tenant); partitions never share vectors.
+    """
+
+    cache: ToolCache = field(repr=False, compare=False)
+    model_id: str | None = None
+    partition: str | None = None
+
+    def __init__(
+        self,
+        wrapped: EmbeddingModel | str,
+        cache: ToolCache,
+        *,
+        model_id: str | None = None,
+        partition: str | None = None,
+    ) -> None:
+        super().__init__(wrapped)
+        self.cache = cache
+        self.model_id = model_id
+        self.partition = partition
+
+    def _cache_model(self, input_type: EmbedInputType, settings: EmbeddingSettings) -> str | None:
+        base = self.model_id or f"{self.wrapped.system}:{self.wrapped.model_name}"
+        model = f"pydantic-ai:{base}:{input_type}"
+        relevant = {k: v for k, v in settings.items() if k not in _NEUTRAL_SETTINGS}
+        if relevant:
+            try:
+                blob = orjson.dumps(relevant, option=orjson.OPT_SORT_KEYS)
+            except TypeError:
+                return None  # settings with no canonical form: do not cache
+            model += ":" + blake2b(blob, digest_size=8).hexdigest()
+        return model
+
+    async def embed(
+        self,
+        inputs: str | Sequence[str],
+        *,
+        input_type: EmbedInputType,
+        settings: EmbeddingSettings | None = None,
+    ) -> EmbeddingResult:
+        texts = [inputs] if isinstance(inputs, str) else list(inputs)
+        merged = merge_embedding_settings(self.wrapped.settings, settings) or {}
+        model = self._cache_model(input_type, merged)
+        if not texts or model is None:
+            return await self.wrapped.embed(inputs, input_type=input_type, settings=settings)
+        loaded: list[EmbeddingResult] = []
+
+        async def load(missing: list[str]) -> list[list[float]]:
+            result = await self.wrapped.embed(missing, input_type=input_type, settings=settings)
+            loaded.append(result)
+            return [[float(x) for x in vector] for vector in result.embeddings]
+
+        vectors = await self.cache.embed(
+            texts,
+            model=model,
+            loader=load,
+            dimensions=merged.get("dimensions"),
+            partition=self.partition,
+        )
+        usage = RequestUsage()
+        for result in loaded:
+            usage = usage + result.usage
+        last = loaded[-1] if loaded else None
+        return EmbeddingResult(
+            [list(v) for v in vectors],
+            inputs=texts,
+            input_type=input_type,
+            model_name=last.model_name if last else self.model_name,
+            provider_name=last.provider_name if last else self.system,
+            usage=usage,
+            provider_details=last.provider_details if last else None,
+            provider_response_id=last.provider_response_id if last else None,
+        )
