@@ -1,0 +1,93 @@
+"""The benchmarks keep working: every asv benchmark runs once, and the peer comparison runs small.
+
+Each asv benchmark goes through its own ``setup`` (which starts a redis-server), one call
+and ``teardown``. The comparison script runs as ``compare.py --quick`` in a subprocess when
+its peers (cashews, aiocache) are installed.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import subprocess
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+from tests.servers import require_redis_server
+
+ROOT = Path(__file__).resolve().parents[1]
+PREFIXES = ("time_", "track_")
+
+
+def bench_module() -> ModuleType:
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
+    return importlib.import_module("benchmarks.bench_cache")
+
+
+def benchmarks() -> list[tuple[type, str]]:
+    module = bench_module()
+    found = []
+    for _, suite in inspect.getmembers(module, inspect.isclass):
+        if suite.__module__ != module.__name__ or suite.__name__.startswith("_"):
+            continue
+        found.extend((suite, name) for name in sorted(dir(suite)) if name.startswith(PREFIXES))
+    return found
+
+
+BENCHMARKS = benchmarks()
+
+
+def test_every_named_benchmark_exists() -> None:
+    names = {name for _, name in BENCHMARKS}
+    assert names >= {
+        "time_l1_hit",
+        "time_l2_hit",
+        "time_miss_and_load",
+        "time_get_many_100",
+        "time_1000_concurrent_l2_hits",
+        "time_embed_batch_64",
+        "track_stampede_loader_calls",
+        "track_remote_wake_ms",
+        "track_polling_wake_ms",
+        "track_invalidation_propagation_ms",
+    }
+
+
+@pytest.mark.parametrize(
+    ("suite", "name"), BENCHMARKS, ids=[f"{suite.__name__}.{name}" for suite, name in BENCHMARKS]
+)
+def test_benchmark_runs_once(suite: type, name: str) -> None:
+    require_redis_server()
+    instance = suite()
+    instance.setup()
+    try:
+        result = getattr(instance, name)()
+    finally:
+        instance.teardown()
+    if name.startswith("track_"):
+        assert isinstance(result, int | float) and result >= 0
+    if name == "track_stampede_loader_calls":
+        assert result == 1  # one load for the whole fleet
+
+
+@pytest.mark.timeout(120)
+def test_compare_quick_prints_a_table(tmp_path: Path) -> None:
+    pytest.importorskip("cashews")
+    pytest.importorskip("aiocache")
+    require_redis_server()
+    output = tmp_path / "results.md"
+    run = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "compare.py"), "--quick", "--output", output],
+        capture_output=True,
+        text=True,
+        timeout=110,
+        cwd=ROOT,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "| metric | unit | raw redis-py |" in run.stdout
+    assert "| (a) sequential L2 hit | µs/op |" in run.stdout
+    assert "(d) zipf Redis commands" in output.read_text()
