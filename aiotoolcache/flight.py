@@ -60,14 +60,33 @@ class SingleFlight(Generic[T]):
                 # The work finished; it is this caller that was cancelled.
                 raise
             if call.waiters == 1:
+                # The last caller left: stop the work, and let the next caller start a
+                # new execution instead of joining one that is being cancelled.
                 call.task.cancel()
+                self._drop(key, call)
             raise
         finally:
             call.waiters -= 1
 
-    def _forget(self, key: Hashable, call: _Call[T], _task: object = None) -> None:
+    def forget(self, key: Hashable) -> None:
+        """Make the next ``do(key)`` start a new execution; callers already waiting keep theirs.
+
+        Used when the key's data was invalidated: a caller arriving afterwards
+        must not join a load that may have read the old data.
+        """
+        self._calls.pop(key, None)
+
+    def forget_all(self) -> None:
+        """Forget every key (see ``forget``)."""
+        self._calls.clear()
+
+    def _drop(self, key: Hashable, call: _Call[T]) -> None:
+        # Only if the entry still belongs to this call: a later call may have replaced it.
         if self._calls.get(key) is call:
             del self._calls[key]
+
+    def _forget(self, key: Hashable, call: _Call[T], _task: object = None) -> None:
+        self._drop(key, call)
         if not call.task.cancelled():
             # Retrieve the exception so an error nobody awaited is not logged as lost.
             call.task.exception()

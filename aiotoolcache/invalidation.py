@@ -151,6 +151,9 @@ class RedisBus(Bus):
         self.reconnects = 0
         self._connected = asyncio.Event()
         self._closing = False
+        # Set when redis-py re-establishes the subscriber connection by itself (it
+        # resubscribes silently; whatever was published in between is lost).
+        self._reconnected_underneath = False
         self._task: asyncio.Task[None] | None = None
 
     @property
@@ -213,12 +216,17 @@ class RedisBus(Bus):
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 1.0)
             finally:
+                if pubsub.connection is not None:
+                    pubsub.connection.deregister_connect_callback(self._connection_remade)
                 with contextlib.suppress(Exception):
                     await pubsub.aclose()  # type: ignore[no-untyped-call]
 
     async def _subscribe(self, pubsub: PubSub) -> None:
         async with asyncio.timeout(max(2.0, self.health_interval * 2)):
             await pubsub.subscribe(self.channel)
+            assert pubsub.connection is not None
+            self._reconnected_underneath = False
+            pubsub.connection.register_connect_callback(self._connection_remade)
             while True:
                 reply = await pubsub.get_message(timeout=self.health_interval)
                 if reply is not None and reply.get("type") == "subscribe":
@@ -235,6 +243,8 @@ class RedisBus(Bus):
         pinged = False
         while not self._closing:
             reply = await pubsub.get_message(timeout=self.health_interval)
+            if self._reconnected_underneath:
+                raise ConnectionError("subscriber connection was re-established")
             now = time.monotonic()
             if reply is not None:
                 last_seen, pinged = now, False
@@ -246,6 +256,9 @@ class RedisBus(Bus):
             if not pinged and now - last_seen >= self.health_interval:
                 await pubsub.ping()
                 pinged = True
+
+    async def _connection_remade(self, _connection: Any) -> None:
+        self._reconnected_underneath = True
 
     def _receive(self, data: Any) -> None:
         message = decode_message(data)

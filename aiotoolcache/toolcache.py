@@ -358,6 +358,10 @@ class ToolCache:
             keys = [key for key in message.get("k") or () if isinstance(key, str)]
             for key in keys:
                 self.l1.pop(key)
+                # Reads from now on must not join a load begun before the delete, and
+                # waiters on the lease it revoked look again at once.
+                self.flight.forget(key)
+                self.bus.wake(key)
             self.fills.revoke_keys(keys)
         elif op == "gen":
             field = message.get("f")
@@ -371,10 +375,12 @@ class ToolCache:
                 tag = field.removeprefix("tag:")
                 self.l1.remove_if(lambda _key, entry: tag in (entry.envelope.tag_generations or ()))
                 self.fills.revoke_all()
+                self.flight.forget_all()
 
     def _flush_l1(self) -> None:
         self.l1.clear()
         self.fills.revoke_all()
+        self.flight.forget_all()
 
     # -- domain helpers ---------------------------------------------------------------------
     async def list_tools(
