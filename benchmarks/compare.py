@@ -32,6 +32,7 @@ import os
 import platform
 import random
 import shlex
+import subprocess
 import sys
 import time
 import warnings
@@ -48,6 +49,7 @@ if str(ROOT) not in sys.path:
 
 import msgpack  # noqa: E402
 from redis.asyncio import BlockingConnectionPool, Redis  # noqa: E402
+from redis.asyncio.connection import AbstractConnection  # noqa: E402
 
 import aiotoolcache as atc  # noqa: E402
 from tests.servers import RedisServer  # noqa: E402
@@ -282,8 +284,34 @@ class ZipfResult:
     wall: float
     loads: int
     distinct: int
-    commands: int
+    commands: int  # executed by Redis (INFO commandstats), script-internal calls included
     breakdown: dict[str, int]
+    sent: int  # commands the clients sent (a script call counts once)
+
+
+class ClientTraffic:
+    """ClientTraffic counts the commands every redis-py connection sends while it is active.
+
+    Every peer talks to Redis through redis-py's asyncio connections, which pack each
+    command (pipelined ones too) with ``pack_command``.
+    """
+
+    def __init__(self) -> None:
+        self.commands = 0
+
+    def __enter__(self) -> ClientTraffic:
+        traffic = self
+        self._pack = pack = AbstractConnection.pack_command
+
+        def pack_command(conn: AbstractConnection, *args: Any) -> Any:
+            traffic.commands += 1
+            return pack(conn, *args)
+
+        AbstractConnection.pack_command = pack_command  # type: ignore[method-assign]
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        AbstractConnection.pack_command = self._pack  # type: ignore[method-assign]
 
 
 async def zipf_run(
@@ -299,13 +327,21 @@ async def zipf_run(
 
     before = command_calls(server)
     gc.collect()
-    started = time.perf_counter()
-    await asyncio.gather(*(worker() for _ in range(concurrency)))
-    wall = time.perf_counter() - started
-    await asyncio.sleep(0.05)  # let background releases and publishes land
+    with ClientTraffic() as traffic:
+        started = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        wall = time.perf_counter() - started
+        await asyncio.sleep(0.05)  # let background releases and publishes land
     after = command_calls(server)
     delta = {k: v - before.get(k, 0) for k, v in after.items() if v - before.get(k, 0)}
-    return ZipfResult(wall, loader.calls, len(set(requests)), sum(delta.values()), delta)
+    return ZipfResult(
+        wall,
+        loader.calls,
+        len(set(requests)),
+        sum(delta.values()),
+        delta,
+        traffic.commands,
+    )
 
 
 # -- the run ---------------------------------------------------------------------------------
@@ -335,14 +371,14 @@ FULL = Plan(
     zipf_concurrency=500,
 )
 QUICK = Plan(
-    seq_ops=200,
-    l1_ops=2000,
-    trials=2,
-    concurrent=300,
-    concurrent_rounds=2,
-    zipf_requests=1000,
-    zipf_keys=300,
-    zipf_concurrency=100,
+    seq_ops=100,
+    l1_ops=1000,
+    trials=1,
+    concurrent=200,
+    concurrent_rounds=1,
+    zipf_requests=600,
+    zipf_keys=200,
+    zipf_concurrency=50,
 )
 
 RAW, CW, CWCS, AIO, ATC = (
@@ -431,6 +467,8 @@ async def run(plan: Plan, server: RedisServer) -> tuple[list[Row], dict[str, Any
         # (c) 1,000 concurrent hits: rounds interleaved across peers.
         burst: dict[str, list[float]] = {name: [] for name in [*l2_peers, CWCS]}
         burst_l1: list[float] = []
+        for peer in [*l2_peers.values(), peers[CWCS], atc_l1]:
+            await concurrent_ops(peer, keys)  # warm-up: every pool opens its connections
         for _ in range(plan.concurrent_rounds):
             for name, peer in [*l2_peers.items(), (CWCS, peers[CWCS])]:
                 ops, loads = await concurrent_ops(peer, keys)
@@ -525,6 +563,17 @@ async def run(plan: Plan, server: RedisServer) -> tuple[list[Row], dict[str, Any
             lambda r: r <= 0.6,
             "INFO commandstats delta (commands run inside scripts included)",
         ),
+        Row(
+            "(d) zipf commands sent",
+            "calls",
+            {n: float(r.sent) for n, r in zipf.items()},
+            False,
+            [CW],
+            "(context) vs cashews (plain)",
+            None,
+            "counted in redis-py: a script call is one command, the calls inside it are not; "
+            "includes commands Redis 7.0 rejects (CLIENT SETINFO on each new connection)",
+        ),
     ]
     return rows, extra
 
@@ -608,6 +657,21 @@ def package_version(name: str) -> str:
         return "not installed"
 
 
+def source_revision() -> str:
+    """Return the commit the working tree is at, with ``-dirty`` if it has changes."""
+    try:
+        run = subprocess.run(
+            ["git", "describe", "--always", "--dirty"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return run.stdout.strip() or "unknown"
+
+
 def machine() -> str:
     model = "unknown CPU"
     try:
@@ -636,7 +700,7 @@ def report(
             f"- date: {now}{' (quick run)' if quick else ''}",
             f"- machine: {machine()}",
             f"- Python {platform.python_version()}, Redis server {redis_version}, "
-            f"aiotoolcache {atc.__version__}; {versions}",
+            f"aiotoolcache {atc.__version__} ({source_revision()}); {versions}",
             f"- command: `{command}`",
             "",
             table(rows, extra),
