@@ -58,6 +58,7 @@ DEFAULT_LAYERS: dict[str, LayerConfig] = {
     "discovery": LayerConfig(ttl=24 * HOUR, stale_ttl=HOUR),
     "tools": LayerConfig(ttl=24 * HOUR, stale_ttl=HOUR),
     "search": LayerConfig(ttl=HOUR, stale_ttl=5 * 60.0),
-    "results": LayerConfig(ttl=5 * 60.0),
+    # No early refresh for results: it would re-run a tool call nobody is waiting for.
+    "results": LayerConfig(ttl=5 * 60.0, beta=0.0),
     "embeddings": LayerConfig(ttl=7 * DAY, max_value_bytes=8 * 2**20),
 }
