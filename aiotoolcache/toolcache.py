@@ -376,6 +376,12 @@ class ToolCache:
                 self.l1.remove_if(lambda _key, entry: tag in (entry.envelope.tag_generations or ()))
                 self.fills.revoke_all()
                 self.flight.forget_all()
+        elif op == "filled" and message.get("o") != self.bus.origin:
+            # Another worker stored a newer value (a refresh, say): a copy held here is
+            # older, and serving it stale would start a second refresh of the same key.
+            for key in message.get("k") or ():
+                if isinstance(key, str):
+                    self.l1.pop(key)
 
     def _flush_l1(self) -> None:
         self.l1.clear()
