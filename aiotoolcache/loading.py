@@ -21,7 +21,6 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 from aiotoolcache.cache import MISSING
 from aiotoolcache.errors import BackendError, CachedLoaderError
 from aiotoolcache.fills import Fill
-from aiotoolcache.flight import SingleFlight
 from aiotoolcache.keys import KeyRef
 from aiotoolcache.lease import LeaseManager
 
@@ -50,7 +49,9 @@ class LoadCoordinator:
         self.leases = leases
         self.lease_ms = lease_ms
         self.lease_wait = lease_wait
-        self._refreshes: SingleFlight[None] = SingleFlight()
+        # Keys with a background refresh started, added before its task first runs so a
+        # burst of reads in one loop tick starts (and counts) one refresh, not one each.
+        self._refreshing: set[str] = set()
         self._background: set[asyncio.Task[Any]] = set()
 
     # -- foreground loads -------------------------------------------------------
@@ -225,8 +226,9 @@ class LoadCoordinator:
         should_cache: ShouldCache | None,
     ) -> bool:
         """Start one background refresh of ``ref`` unless one is already running."""
-        if self._refreshes.in_flight(ref.value_key) or self._owner.closing:
+        if ref.value_key in self._refreshing or self._owner.closing:
             return False
+        self._refreshing.add(ref.value_key)
 
         async def refresh() -> None:
             fill = self._owner.fills.begin(ref)
@@ -238,8 +240,9 @@ class LoadCoordinator:
                 log.debug("background refresh of %s failed: %r", ref.value_key, exc)
             finally:
                 self._owner.fills.end(fill)
+                self._refreshing.discard(ref.value_key)
 
-        self._in_background(self._refreshes.do(ref.value_key, refresh))
+        self._in_background(refresh())
         return True
 
     def _in_background(self, awaitable: Awaitable[Any]) -> None:

@@ -70,7 +70,7 @@ async def takeover(cache: atc.ToolCache, link: Link, arg: dict[str, Any]) -> dic
         if attempt == 1:
             await plain.set(arg["holder"], os.getpid())
             await asyncio.sleep(60)  # the test SIGKILLs this process meanwhile
-        await asyncio.sleep(0.2)
+        await asyncio.sleep(0.1)
         return {"attempt": attempt}
 
     try:

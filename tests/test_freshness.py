@@ -187,6 +187,25 @@ async def test_xfetch_refreshes_early_before_soft_expiry(redis_url: str) -> None
     assert refreshed_at < first.fresh_until
 
 
+async def test_burst_of_reads_deciding_to_refresh_early_starts_and_counts_one_refresh(
+    cache: atc.ToolCache,
+) -> None:
+    eager = cache.add_layer("eager", atc.LayerConfig(ttl=30, jitter=0, beta=1e9))
+    refresh = Refresh("v2")
+    refresh.opened.set()
+
+    async def first_load() -> str:
+        await asyncio.sleep(0.01)  # a measurable load time: with this beta, every read fires
+        return "v1"
+
+    await eager.get_or_load("k", first_load)
+    values = await asyncio.gather(*(eager.get_or_load("k", refresh) for _ in range(200)))
+    assert values == ["v1"] * 200
+    await eventually(lambda: eager.counters.loads == 2)
+    assert refresh.calls == 1
+    assert eager.counters.early_refreshes == 1
+
+
 # -- TTL jitter -------------------------------------------------------------------------------
 
 
