@@ -418,7 +418,7 @@ class SentinelServer(RedisServer):
             "--dir", str(self.dir),
             "--logfile", str(self.dir / "redis.log"),
         ]
-        self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         self.wait_ready()
         return self
 
