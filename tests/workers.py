@@ -42,12 +42,14 @@ class Link:
         self.conn.send(("msg", message))
 
     async def recv(self, within: float = 30.0) -> Any:
-        kind, payload = await self._recv_frame(within)
+        """Return the next message from the other end; raise WorkerFailed on anything else."""
+        kind, payload = await self.frame(within)
         if kind == "msg":
             return payload
-        raise WorkerFailed(f"unexpected {kind!r} frame: {payload!r}")
+        raise WorkerFailed(f"worker {self.index} sent {kind!r}, not a message:\n{payload}")
 
-    async def _recv_frame(self, within: float) -> tuple[str, Any]:
+    async def frame(self, within: float) -> tuple[str, Any]:
+        """Return the next ``(kind, payload)``: kind is ready, msg, result or error."""
         loop = asyncio.get_running_loop()
         fd = self.conn.fileno()
         async with asyncio.timeout(within):
@@ -117,7 +119,7 @@ class Worker:
         self.pid = self.process.pid or 0
 
     async def ready(self, within: float = 30.0) -> None:
-        kind, payload = await self.link._recv_frame(within)
+        kind, payload = await self.link.frame(within)
         if kind != "ready":
             raise WorkerFailed(f"worker {self.index} failed to start:\n{payload}")
 
@@ -126,15 +128,12 @@ class Worker:
 
     async def recv(self, within: float = 30.0) -> Any:
         """Return the next message the scenario sent; raise WorkerFailed if it failed instead."""
-        kind, payload = await self.link._recv_frame(within)
-        if kind == "msg":
-            return payload
-        raise WorkerFailed(f"worker {self.index} sent {kind!r}, not a message:\n{payload}")
+        return await self.link.recv(within)
 
     async def result(self, within: float = 30.0) -> Any:
         """Return the scenario's result, skipping messages it sent meanwhile."""
         while True:
-            kind, payload = await self.link._recv_frame(within)
+            kind, payload = await self.link.frame(within)
             if kind == "result":
                 return payload
             if kind == "error":
