@@ -27,6 +27,8 @@ log = logging.getLogger("aiotoolcache.breaker")
 
 
 class BreakerState(Enum):
+    """BreakerState is where a circuit breaker is: closed (calls pass), open, or half-open."""
+
     CLOSED = "closed"
     OPEN = "open"
     HALF_OPEN = "half_open"
@@ -72,6 +74,7 @@ class CircuitBreaker:
 
     @property
     def state(self) -> BreakerState:
+        """The current state; an open breaker reads as half-open once its cool-down is over."""
         if self._state is BreakerState.OPEN and time.monotonic() - self._opened_at >= self.cooldown:
             return BreakerState.HALF_OPEN
         return self._state
@@ -138,6 +141,7 @@ class CircuitBreaker:
             self._opened_at = time.monotonic()
 
     def stats(self) -> BreakerStats:
+        """Return a snapshot of the state and of every transition and failure counted."""
         return BreakerStats(
             state=self.state.value,
             consecutive_failures=self._consecutive,

@@ -258,6 +258,7 @@ class Layer:
         return value
 
     def keep_in_l1(self, ref: KeyRef, envelope: Envelope, fill: Fill | None) -> None:
+        """Put ``envelope`` in L1 unless the fill was revoked (internal: used by loads)."""
         if not self.config.l1 or (fill is not None and fill.revoked):
             return
         hard_left = envelope.fresh_until + self.config.stale_ttl - time.time()
@@ -269,6 +270,7 @@ class Layer:
 
     # -- L2 -----------------------------------------------------------------------
     async def read_l2(self, ref: KeyRef) -> Envelope | None:
+        """Return the valid envelope of ``ref`` in L2, or None (internal: used by loads)."""
         return (await self._read_l2_many([ref]))[0]
 
     async def _read_l2_many(self, refs: Sequence[KeyRef]) -> list[Envelope | None]:
@@ -293,6 +295,7 @@ class Layer:
         return envelopes
 
     def decode(self, ref: KeyRef, envelope: Envelope) -> Any:
+        """Return the value in ``envelope``, or MISSING (counted) if it does not decode."""
         try:
             return self._owner.codec.decode_value(envelope.payload)
         except CorruptValue:

@@ -57,6 +57,11 @@ class ModelRegistry:
         self._by_class: dict[type[Any], str] = {}
 
     def register(self, model: type[Any], name: str | None = None) -> None:
+        """Allow ``model`` in cached values under ``name`` (default: its module and qualname).
+
+        Raises ConfigurationError when ``model`` is not a pydantic model class or
+        the name already belongs to another class.
+        """
         if not callable(getattr(model, "model_validate", None)):
             raise ConfigurationError(f"{model!r} is not a pydantic model class")
         name = name or f"{model.__module__}.{model.__qualname__}"
@@ -67,9 +72,11 @@ class ModelRegistry:
         self._by_class[model] = name
 
     def name_of(self, model: type[Any]) -> str | None:
+        """Return the registered name of ``model``, or None when it is not registered."""
         return self._by_class.get(model)
 
     def model_for(self, name: str) -> type[Any] | None:
+        """Return the class registered as ``name``, or None: never imported from the name."""
         return self._by_name.get(name)
 
 
@@ -96,6 +103,7 @@ class Codec:
 
     @property
     def signed(self) -> bool:
+        """True when a secret is configured: values are signed and unsigned ones refused."""
         return self._mac_key is not None
 
     # -- values ---------------------------------------------------------------

@@ -21,7 +21,7 @@ __all__ = ["Health", "check_health"]
 class Health:
     """Health is one check of a ToolCache's backend and background machinery."""
 
-    backend: str  # "memory", "file" or "redis"
+    backend: str  # "redis", or the store class in lower case: "memorystore", "filestore"
     reachable: bool
     latency_ms: float | None
     error: str | None
@@ -40,7 +40,7 @@ class Health:
 
 
 async def check_health(cache: ToolCache) -> Health:
-    """Ping the backend (bypassing the breaker, bounded by twice the budget) and report."""
+    """Ping the backend (bypassing the breaker; at most max(1 s, 4 budgets)) and report."""
     client = cache.client
     reachable, latency, error = True, None, None
     pool_in_use = pool_max = None

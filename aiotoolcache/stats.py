@@ -119,9 +119,11 @@ class LayerStats:
 
     @property
     def hits(self) -> int:
+        """L1 plus L2 hits."""
         return self.l1_hits + self.l2_hits
 
     def to_dict(self) -> dict[str, Any]:
+        """Return the snapshot as plain JSON-able values."""
         return asdict(self)
 
 
@@ -140,13 +142,16 @@ class CacheStats:
 
     @property
     def saved_seconds(self) -> float:
+        """Loader seconds saved by every layer together."""
         return sum(s.saved_seconds for s in self.layers.values())
 
     @property
     def saved_cost(self) -> float:
+        """Dollars saved by every layer together, at each layer's declared cost per load."""
         return sum(s.saved_cost for s in self.layers.values())
 
     def to_dict(self) -> dict[str, Any]:
+        """Return the snapshot as plain JSON-able values, layers nested by name."""
         return {
             "layers": {name: s.to_dict() for name, s in self.layers.items()},
             **{f.name: getattr(self, f.name) for f in fields(self) if f.name != "layers"},

@@ -29,6 +29,7 @@ class BoundedLRU(Generic[V]):
         return len(self._data)
 
     def get(self, key: str) -> V | None:
+        """Return the value of ``key`` and mark it most recently used, or None."""
         item = self._data.get(key)
         if item is None:
             return None
@@ -86,19 +87,23 @@ class MemoryStore:
         return item[0]
 
     async def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
+        """Return each key's value, None where absent or expired, in key order."""
         now = time.monotonic()
         return [self._live(key, now) for key in keys]
 
     async def set_many(self, items: Sequence[tuple[str, bytes, int]]) -> None:
+        """Store each ``(key, value, ttl_ms)``, evicting least recently used entries."""
         now = time.monotonic()
         for key, value, ttl_ms in items:
             self._lru.put(key, (value, now + ttl_ms / 1000), len(key) + len(value))
 
     async def delete_many(self, keys: Sequence[str]) -> None:
+        """Remove the keys; absent keys are ignored."""
         for key in keys:
             self._lru.pop(key)
 
     async def ttl_ms(self, key: str) -> int | None:
+        """Remaining lifetime of ``key`` in milliseconds, None when absent."""
         now = time.monotonic()
         if self._live(key, now) is None:
             return None
@@ -107,4 +112,5 @@ class MemoryStore:
         return int((item[1] - now) * 1000)
 
     async def aclose(self) -> None:
+        """Drop every entry."""
         self._lru.clear()
