@@ -1,0 +1,197 @@
+"""``aiotoolcache doctor``: check that a Redis server suits the cache."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import statistics
+import time
+import uuid
+from typing import IO, Any
+from urllib.parse import urlsplit
+
+from aiotoolcache.cli.connection import cache_url, call, is_loopback, open_cache, reach
+from aiotoolcache.cli.output import EXIT_OK, CLIError, one_line, print_json, redact_url
+from aiotoolcache.errors import BackendError
+
+__all__ = ["Checks", "cmd_doctor"]
+
+
+class Checks:
+    """Checks collects the doctor's findings: ok, warn or fail, with details."""
+
+    def __init__(self) -> None:
+        self.items: list[dict[str, str]] = []
+
+    def add(self, status: str, name: str, detail: str) -> None:
+        self.items.append({"status": status, "check": name, "detail": detail})
+
+    @property
+    def failures(self) -> list[dict[str, str]]:
+        return [item for item in self.items if item["status"] == "fail"]
+
+    @property
+    def warnings(self) -> list[dict[str, str]]:
+        return [item for item in self.items if item["status"] == "warn"]
+
+
+async def _doctor_checks(cache: Any, url: str, checks: Checks) -> None:
+    client = cache.client
+    parts = urlsplit(url)
+    # 1. reachability and round trip
+    rtt = await reach(cache, url)
+    samples = [rtt]
+    for _ in range(4):
+        started = time.perf_counter()
+        await call(cache, lambda: client.ping())
+        samples.append(time.perf_counter() - started)
+    median = statistics.median(samples)
+    status = "ok" if median < 0.05 else "warn"
+    checks.add(
+        status,
+        "round trip",
+        f"{median * 1000:.2f} ms median of {len(samples)} PINGs"
+        + ("" if status == "ok" else " (slow: cache calls have a 250 ms budget by default)"),
+    )
+    # 2. server
+    try:
+        server = await call(cache, lambda: client.info("server"))
+    except BackendError as exc:
+        checks.add("warn", "server", f"INFO refused ({one_line(exc)})")
+        server = {}
+    version = str(server.get("redis_version", "unknown"))
+    mode = str(server.get("redis_mode", "unknown"))
+    major = version.split(".")[0]
+    if major.isdigit() and int(major) < 6:
+        checks.add("warn", "server", f"Redis {version} ({mode}); 6.2 or newer is recommended")
+    else:
+        checks.add("ok", "server", f"Redis {version} ({mode})")
+    # 3. TLS
+    if parts.scheme == "rediss":
+        checks.add("ok", "TLS", "on (rediss://)")
+    elif parts.scheme == "unix" or is_loopback(parts.hostname):
+        checks.add("ok", "TLS", "off (local connection)")
+    else:
+        checks.add("warn", "TLS", "off: traffic to a remote Redis is not encrypted (use rediss://)")
+    # 4. cluster mode
+    try:
+        cluster = await call(cache, lambda: client.info("cluster"))
+        enabled = str(cluster.get("cluster_enabled", "0")) == "1"
+    except BackendError:
+        enabled = False
+    if enabled or mode == "cluster":
+        checks.add(
+            "fail",
+            "cluster mode",
+            "the server is a cluster node but the URL is not redis+cluster://",
+        )
+    else:
+        checks.add("ok", "cluster mode", "standalone")
+    # 5. eviction policy
+    try:
+        config = await call(cache, lambda: client.config_get("maxmemory*"))
+        policy = _text(config.get("maxmemory-policy", config.get(b"maxmemory-policy", "")))
+        limit = _text(config.get("maxmemory", config.get(b"maxmemory", "0")))
+        limit_text = "no limit" if limit in ("", "0") else f"maxmemory {int(limit):,} bytes"
+        if policy == "noeviction":
+            checks.add(
+                "warn",
+                "maxmemory-policy",
+                f"noeviction ({limit_text}): when Redis fills up every cache write fails; "
+                "use allkeys-lru or volatile-lru",
+            )
+        else:
+            checks.add("ok", "maxmemory-policy", f"{policy} ({limit_text})")
+    except BackendError as exc:
+        checks.add(
+            "warn",
+            "maxmemory-policy",
+            f"unknown, CONFIG GET refused ({one_line(exc)}); make sure it is not noeviction",
+        )
+    # 6. read/write and scripting (leases run Lua scripts)
+    probe = f"{cache.namespace}:doctor:{uuid.uuid4().hex}"
+    try:
+        await call(cache, lambda: client.set(probe, b"ok", px=10_000))
+        value = await call(cache, lambda: client.get(probe))
+        await call(cache, lambda: client.delete(probe))
+        if value == b"ok":
+            checks.add("ok", "read/write", "SET PX, GET, DEL")
+        else:
+            checks.add("fail", "read/write", f"wrote b'ok' but read {value!r}")
+    except BackendError as exc:
+        checks.add("fail", "read/write", one_line(exc))
+    try:
+        answer = await call(cache, lambda: client.eval("return 7", 0))
+        if answer == 7:
+            checks.add("ok", "scripting", "EVAL works (leases use Lua scripts)")
+        else:
+            checks.add("fail", "scripting", f"EVAL returned {answer!r}")
+    except BackendError as exc:
+        checks.add("fail", "scripting", f"EVAL failed: {one_line(exc)}")
+    # 7. pub/sub round trip (invalidations travel over pub/sub)
+    try:
+        took = await _pubsub_round_trip(client, f"{cache.namespace}:doctor:{uuid.uuid4().hex}")
+        checks.add("ok", "pub/sub", f"round trip {took * 1000:.2f} ms")
+    except Exception as exc:  # any failure here means invalidations cannot travel
+        checks.add("fail", "pub/sub", f"no round trip: {one_line(exc)}")
+
+
+async def _pubsub_round_trip(client: Any, channel: str, wait: float = 3.0) -> float:
+    pubsub = client.pubsub()
+    try:
+        async with asyncio.timeout(wait):
+            await pubsub.subscribe(channel)
+            while True:
+                reply = await pubsub.get_message(timeout=wait)
+                if reply is not None and reply.get("type") == "subscribe":
+                    break
+            started = time.perf_counter()
+            await client.publish(channel, b"ping")
+            while True:
+                reply = await pubsub.get_message(timeout=wait)
+                if reply is not None and reply.get("type") == "message":
+                    return time.perf_counter() - started
+    finally:
+        with contextlib.suppress(Exception):
+            await pubsub.aclose()
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+async def cmd_doctor(args: argparse.Namespace, out: IO[str]) -> int:
+    """Run ``aiotoolcache doctor``; return the exit status."""
+    url = cache_url(args)
+    cache = open_cache(url, args.namespace)
+    checks = Checks()
+    try:
+        await _doctor_checks(cache, url, checks)
+    except CLIError as exc:
+        if args.json:
+            print_json({"url": redact_url(url), "ok": False, "error": str(exc)}, out)
+        raise
+    finally:
+        await cache.aclose()
+    if args.json:
+        print_json(
+            {
+                "url": redact_url(url),
+                "ok": not checks.failures,
+                "warnings": len(checks.warnings),
+                "checks": checks.items,
+            },
+            out,
+        )
+    else:
+        out.write(f"aiotoolcache doctor: {redact_url(url)}\n")
+        for item in checks.items:
+            out.write(f"  {item['status']:<5} {item['check']:<17} {item['detail']}\n")
+    if checks.failures:
+        first = checks.failures[0]
+        raise CLIError(f"{first['check']}: {first['detail']}")
+    if checks.warnings and args.strict:
+        first = checks.warnings[0]
+        raise CLIError(f"warning treated as error: {first['check']}: {first['detail']}")
+    return EXIT_OK
