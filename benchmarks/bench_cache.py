@@ -323,6 +323,7 @@ class WakeSuite(_RedisSuite):
 
 # -- invalidation across workers -------------------------------------------------------------
 INVALIDATION_TRIALS = 20
+SETTLE = 0.005
 
 
 class InvalidationSuite(_RedisSuite):
@@ -340,11 +341,19 @@ class InvalidationSuite(_RedisSuite):
         self.rounds += 1
 
         async def trial(key: str) -> float:
-            await self.cache.results.set(key, VALUE)
-            await self.other.results.get_or_load(key, _must_not_load)  # now in B's L1
             value_key = self.other.results.ref(key).value_key
             l1 = self.other.l1
-            assert l1.get(value_key) is not None
+            await self.cache.results.set(key, VALUE)
+            # B gets the entry into its L1 once A's write announcement has reached it (that
+            # announcement drops B's copy: it must not land in the middle of the timing).
+            for _ in range(50):
+                await asyncio.sleep(SETTLE)
+                await self.other.results.get_or_load(key, _must_not_load)
+                await asyncio.sleep(SETTLE)
+                if l1.get(value_key) is not None:
+                    break
+            else:
+                raise RuntimeError("worker B never kept the entry in its L1")
 
             async def watch() -> float:
                 # Checked on every loop iteration: the first one without the entry is timed.
@@ -353,7 +362,7 @@ class InvalidationSuite(_RedisSuite):
                 return time.perf_counter()
 
             watcher = asyncio.create_task(watch())
-            await asyncio.sleep(0)
+            await self.cache.results.get(("warm", key))  # one round trip: Redis is awake
             started = time.perf_counter()
             await self.cache.results.delete(key)
             async with asyncio.timeout(5):

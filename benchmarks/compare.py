@@ -266,12 +266,12 @@ async def concurrent_ops(peer: Peer, keys: Sequence[str]) -> tuple[float, int]:
     return len(keys) / elapsed, loader.calls
 
 
-def zipf_requests(requests: int, keys: int, s: float, seed: int) -> list[str]:
+def zipf_requests(requests: int, keys: int, s: float, seed: int, prefix: str = "z") -> list[str]:
     """Return ``requests`` keys drawn from a Zipf(s) law over ``keys`` keys (seeded)."""
     rng = random.Random(seed)
     cum = list(accumulate(1.0 / rank**s for rank in range(1, keys + 1)))
     ranks = rng.choices(range(keys), cum_weights=cum, k=requests)
-    return [f"z:{rank}" for rank in ranks]
+    return [f"{prefix}:{rank}" for rank in ranks]
 
 
 def command_calls(server: RedisServer) -> dict[str, int]:
@@ -494,11 +494,14 @@ async def run(plan: Plan, server: RedisServer) -> tuple[list[Row], dict[str, Any
         progress("concurrent hits measured")
 
         # (d) Zipf workload from cold caches: each peer starts with an empty Redis.
-        requests = zipf_requests(plan.zipf_requests, plan.zipf_keys, plan.zipf_s, plan.zipf_seed)
         zipf: dict[str, ZipfResult] = {}
         zipf_peers: dict[str, Peer] = {RAW: peers[RAW], CW: peers[CW], CWCS: peers[CWCS]}
         zipf_peers.update({AIO: peers[AIO], ATC: atc_l1})
         for attempt in range(plan.zipf_runs):
+            # The same draw under new key names: every run starts cold in every tier.
+            requests = zipf_requests(
+                plan.zipf_requests, plan.zipf_keys, plan.zipf_s, plan.zipf_seed, f"z{attempt}"
+            )
             for name, peer in rotated(list(zipf_peers.items()), attempt):
                 with server.client() as client:
                     client.flushall()
