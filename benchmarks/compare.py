@@ -149,8 +149,8 @@ class AiocachePeer(Peer):
     name = "aiocache"
 
     def __init__(self, host: str, port: int) -> None:
-        from aiocache import Cache, cached
-        from aiocache.serializers import MsgPackSerializer
+        from aiocache import Cache, cached  # type: ignore[import-untyped]
+        from aiocache.serializers import MsgPackSerializer  # type: ignore[import-untyped]
 
         class RedisMsgPack(MsgPackSerializer):  # type: ignore[misc]
             """MsgPackSerializer as it works on Redis: bytes in, str keys and values out.
@@ -169,7 +169,7 @@ class AiocachePeer(Peer):
 
         self._loader: Loader | None = None
 
-        @cached(
+        @cached(  # type: ignore[untyped-decorator]
             ttl=TTL,
             cache=Cache.REDIS,
             serializer=RedisMsgPack(),
@@ -189,7 +189,7 @@ class AiocachePeer(Peer):
     async def close(self) -> None:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)  # aiocache calls Redis.close()
-            await self._fetch.cache.close()  # type: ignore[attr-defined]
+            await self._fetch.cache.close()
 
     async def get_or_load(self, key: str, loader: Loader) -> Any:
         self._loader = loader
@@ -314,7 +314,7 @@ class ClientTraffic:
             traffic.commands += 1
             return pack(conn, *args)
 
-        AbstractConnection.pack_command = pack_command  # type: ignore[method-assign]
+        AbstractConnection.pack_command = pack_command  # type: ignore[method-assign,assignment]
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -30,7 +30,7 @@ def bench_module() -> ModuleType:
 
 def benchmarks() -> list[tuple[type, str]]:
     module = bench_module()
-    found = []
+    found: list[tuple[type, str]] = []
     for _, suite in inspect.getmembers(module, inspect.isclass):
         if suite.__module__ != module.__name__ or suite.__name__.startswith("_"):
             continue
