@@ -113,8 +113,19 @@ class Layer:
             if isinstance(value, CachedLoaderError):
                 raise value
             return cast(T, value)
-        value, shared = await self._owner.flight.do(
-            ref.value_key, lambda: self._fetch_or_load(ref, loader, ttl, tag_list, should_cache)
+        flight = self._owner.flight
+        if not flight.in_flight(ref.value_key):
+            # Concurrent hits share one batched MGET; only a miss pays for a flight task.
+            value = await self._read_through(ref, loader, ttl, tag_list, should_cache)
+            if value is MISSING:
+                # A load that finished during the read has filled L1 by now.
+                value = self._l1_value(ref, loader, ttl, tag_list, should_cache)
+            if value is not MISSING:
+                if isinstance(value, CachedLoaderError):
+                    raise value
+                return cast(T, value)
+        value, shared = await flight.do(
+            ref.value_key, lambda: self._load(ref, loader, ttl, tag_list, should_cache)
         )
         if shared:
             self.counters.coalesced += 1
@@ -334,14 +345,15 @@ class Layer:
         return envelope, owner.codec.seal(ref.value_key, envelope), ttl_ms
 
     # -- loading --------------------------------------------------------------------
-    async def _fetch_or_load(
+    async def _read_through(
         self,
         ref: KeyRef,
-        loader: Loader[T],
+        loader: Loader[Any],
         ttl: float | None,
         tags: list[str] | None,
         should_cache: ShouldCache | None,
-    ) -> T:
+    ) -> Any:
+        """Return the value of ``ref`` in L2 (keeping it in L1), or MISSING."""
         fill = self._owner.fills.begin(ref)
         try:
             envelope = await self.read_l2(ref)
@@ -351,7 +363,21 @@ class Layer:
                 self.counters.l2_hits += 1
                 self.keep_in_l1(ref, envelope, fill)
                 self._maybe_refresh(ref, envelope, loader, ttl, tags, should_cache)
-                return cast(T, value)
+            return value
+        finally:
+            self._owner.fills.end(fill)
+
+    async def _load(
+        self,
+        ref: KeyRef,
+        loader: Loader[T],
+        ttl: float | None,
+        tags: list[str] | None,
+        should_cache: ShouldCache | None,
+    ) -> T:
+        """Load ``ref`` under its lease; run once per key in this process (single-flight)."""
+        fill = self._owner.fills.begin(ref)
+        try:
             self.counters.misses += 1
             result = await self._owner.loads.load(
                 self, ref, fill, loader, ttl, tags, should_cache, wait=True
