@@ -61,6 +61,8 @@ class CircuitBreaker:
         cooldown: float = 2.0,
         budget: float = 0.25,
         translate: tuple[type[BaseException], ...] = (OSError,),
+        concurrency: int | None = None,
+        queue_wait: float = 1.0,
     ) -> None:
         self.failure_threshold = failure_threshold
         self.cooldown = cooldown
@@ -70,6 +72,11 @@ class CircuitBreaker:
         self._consecutive = 0
         self._opened_at = 0.0
         self._probing = False  # a half-open probe is in flight
+        # Calls beyond the pool's size queue here, before their budget starts: a
+        # burst that saturates the local pool says nothing about Redis's health.
+        self._slots = asyncio.Semaphore(concurrency) if concurrency else None
+        self.queue_wait = queue_wait
+        self.saturated = 0
         self.opened = self.closed = self.refused = self.failures = self.timeouts = 0
 
     @property
@@ -101,8 +108,24 @@ class CircuitBreaker:
                 raise CircuitOpen("circuit breaker is open")
             self._probing = probe = True
         try:
-            async with asyncio.timeout(self.budget if budget is None else budget):
-                result = await operation()
+            if self._slots is not None:
+                try:
+                    async with asyncio.timeout(self.queue_wait):
+                        await self._slots.acquire()
+                except TimeoutError:
+                    self.saturated += 1
+                    raise BackendTimeout("no free backend connection in time") from None
+                if self._state is BreakerState.OPEN and not probe:
+                    # Opened while this call queued: do not pile onto a sick backend.
+                    self._slots.release()
+                    self.refused += 1
+                    raise CircuitOpen("circuit breaker is open")
+            try:
+                async with asyncio.timeout(self.budget if budget is None else budget):
+                    result = await operation()
+            finally:
+                if self._slots is not None:
+                    self._slots.release()
         except TimeoutError:
             self.timeouts += 1
             self._failure()
