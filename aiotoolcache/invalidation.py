@@ -19,7 +19,7 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 import msgpack
@@ -186,7 +186,11 @@ class RedisBus(Bus):
         message = {"o": self.origin, **message}
         self.apply(message)
         data = encode_message(message)
-        await self.breaker.call(lambda: self.client.publish(self.channel, data))
+        await self.breaker.call(lambda: self._send(data))
+
+    def _send(self, data: bytes) -> Awaitable[Any]:
+        """Send one encoded message on the channel (Cluster: through a live node)."""
+        return self.client.publish(self.channel, data)
 
     async def load_generations(self) -> None:
         raw = await self.breaker.call(lambda: self.client.hgetall(self.generations_key))
@@ -200,7 +204,7 @@ class RedisBus(Bus):
     async def _run(self) -> None:
         backoff = 0.05
         while not self._closing:
-            pubsub = self.client.pubsub()
+            pubsub = self._new_pubsub()
             try:
                 await self._subscribe(pubsub)
                 backoff = 0.05
@@ -220,6 +224,10 @@ class RedisBus(Bus):
                     pubsub.connection.deregister_connect_callback(self._connection_remade)
                 with contextlib.suppress(Exception):
                     await pubsub.aclose()  # type: ignore[no-untyped-call]
+
+    def _new_pubsub(self) -> PubSub:
+        """Return an unsubscribed pub/sub connection (Cluster: on the next node in turn)."""
+        return self.client.pubsub()
 
     async def _subscribe(self, pubsub: PubSub) -> None:
         async with asyncio.timeout(max(2.0, self.health_interval * 2)):

@@ -5,21 +5,39 @@ hash tag. The holder fills the value with a script that first checks it
 still holds the lease: a delete of the value also deletes the lease, so a
 load that raced with an invalidation cannot write its now-old value
 (memcache leases, Nishtala et al., NSDI 2013). Every script touches the keys
-of one slot only.
+of one slot only, so every script runs unchanged on a Redis Cluster.
+
+Batches of writes or deletes run as pipelines of script calls, in chunks that
+run concurrently, and announce the whole batch with one PUBLISH once every
+chunk has landed (a lone write or delete publishes from inside its script).
+redis-py's cluster pipelines refuse EVALSHA, so on a Cluster the batch scripts
+go as EVAL, routed per key slot and grouped per node by the pipeline.
 """
 
 from __future__ import annotations
 
+import asyncio
 import secrets
-from typing import Any
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TypeVar
+
+from redis.asyncio.cluster import RedisCluster
 
 from aiotoolcache.breaker import CircuitBreaker
 from aiotoolcache.stores.redis import AnyRedis
 
 __all__ = ["LeaseManager"]
 
+ItemT = TypeVar("ItemT")
+# Script calls per pipeline: each chunk is one round trip (per node) within the time budget.
+CHUNK = 256
+# Chunks in flight per batch; each is timed from its start, not from when it was queued.
+CONCURRENT_CHUNKS = 2
+
+# Taking a lease one already holds succeeds, so a retried call is harmless.
 _ACQUIRE = """
 if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return -1 end
+if redis.call('GET', KEYS[1]) == ARGV[1] then return -1 end
 return redis.call('PTTL', KEYS[1])
 """
 _EXTEND = """
@@ -31,17 +49,18 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) 
 return 0
 """
 # KEYS: value, lease. ARGV: data, px, channel, message. An unconditional write
-# revokes any lease in flight, so an older load cannot overwrite it.
+# revokes any lease in flight, so an older load cannot overwrite it. An empty
+# channel: the caller announces the batch itself.
 _WRITE = """
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 redis.call('DEL', KEYS[2])
-redis.call('PUBLISH', ARGV[3], ARGV[4])
+if ARGV[3] ~= '' then redis.call('PUBLISH', ARGV[3], ARGV[4]) end
 return 1
 """
-# KEYS: value, lease. ARGV: channel, message.
+# KEYS: value, lease. ARGV: channel, message (empty channel: announced by the caller).
 _DELETE = """
 redis.call('DEL', KEYS[1], KEYS[2])
-redis.call('PUBLISH', ARGV[1], ARGV[2])
+if ARGV[1] ~= '' then redis.call('PUBLISH', ARGV[1], ARGV[2]) end
 return 1
 """
 # KEYS: value, lease. ARGV: token, data, px, channel, message.
@@ -101,25 +120,83 @@ class LeaseManager:
     async def write_many(
         self, entries: list[tuple[str, str, bytes, int]], channel: str, message: bytes
     ) -> None:
-        """Write ``(value_key, lease_key, data, ttl_ms)`` entries, revoking their leases."""
+        """Write ``(value_key, lease_key, data, ttl_ms)`` entries, revoking their leases.
 
-        async def run() -> Any:
-            pipe = self._client.pipeline(transaction=False)
-            for value_key, lease_key, data, ttl_ms in entries:
-                args: list[bytes | str | int] = [data, max(1, ttl_ms), channel, message]
-                await self._write(keys=[value_key, lease_key], args=args, client=pipe)  # type: ignore[arg-type]
-            return await pipe.execute()
-
-        await self._breaker.call(run)
+        ``message`` announces the writes on ``channel`` once all of them landed.
+        """
+        if not entries:
+            return
+        # A lone write announces itself from its script; a batch once, at the end.
+        inline = ("", b"") if len(entries) > 1 else (channel, message)
+        await self._batched(
+            entries,
+            lambda entry: (
+                self._write,
+                [entry[0], entry[1]],
+                [entry[2], max(1, entry[3]), *inline],
+            ),
+        )
+        if len(entries) > 1:
+            await self._publish(channel, message)
 
     async def delete_many(self, pairs: list[tuple[str, str]], channel: str, message: bytes) -> None:
-        """Delete values and their leases, and announce it, one slot per script call."""
+        """Delete values and their leases, then announce it with ``message`` on ``channel``."""
+        if not pairs:
+            return
+        inline = ("", b"") if len(pairs) > 1 else (channel, message)
+        await self._batched(pairs, lambda pair: (self._delete, list(pair), list(inline)))
+        if len(pairs) > 1:
+            await self._publish(channel, message)
 
+    # -- batches ----------------------------------------------------------------------
+    async def _batched(
+        self,
+        items: Sequence[ItemT],
+        call: Callable[[ItemT], tuple[Any, list[str], list[Any]]],
+    ) -> None:
+        """Run one script call per item: pipelined chunks, concurrently, each within the budget.
+
+        Every chunk is attempted; the first failure is raised afterwards (the
+        scripts are idempotent, so a caller may simply send the batch again).
+        """
+        chunks = [items[start : start + CHUNK] for start in range(0, len(items), CHUNK)]
+        slots = asyncio.Semaphore(CONCURRENT_CHUNKS)
+
+        async def run(chunk: Sequence[ItemT]) -> Any:
+            async with slots:
+                return await self._breaker.call(self._pipeline(chunk, call))
+
+        results = await asyncio.gather(*(run(chunk) for chunk in chunks), return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+
+    def _pipeline(
+        self,
+        chunk: Sequence[ItemT],
+        call: Callable[[ItemT], tuple[Any, list[str], list[Any]]],
+    ) -> Callable[[], Awaitable[Any]]:
         async def run() -> Any:
             pipe = self._client.pipeline(transaction=False)
-            for value_key, lease_key in pairs:
-                keys = [value_key, lease_key]
-                await self._delete(keys=keys, args=[channel, message], client=pipe)  # type: ignore[arg-type]
+            for item in chunk:
+                script, keys, args = call(item)
+                if isinstance(self._client, RedisCluster):
+                    pipe.eval(script.script, len(keys), *keys, *args)
+                else:
+                    await script(keys=keys, args=args, client=pipe)
             return await pipe.execute()
 
-        await self._breaker.call(run)
+        return run
+
+    async def _publish(self, channel: str, message: bytes) -> None:
+        if isinstance(self._client, RedisCluster):
+            # PUBLISH reaches every node from any node; a random one avoids depending
+            # on the one that owns the channel name's slot.
+            cluster = self._client
+            await self._breaker.call(
+                lambda: cluster.execute_command(
+                    "PUBLISH", channel, message, target_nodes=RedisCluster.RANDOM
+                )
+            )
+        else:
+            await self._breaker.call(lambda: self._client.publish(channel, message))

@@ -13,11 +13,13 @@ from types import TracebackType
 from typing import Any, ParamSpec, TypeVar
 
 from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import RedisError
 
 from aiotoolcache import connect
 from aiotoolcache.breaker import CircuitBreaker
 from aiotoolcache.cache import L1Entry, Layer
+from aiotoolcache.cluster_bus import ClusterBus
 from aiotoolcache.codec import Codec, Envelope, ModelRegistry
 from aiotoolcache.decorators import cached_function
 from aiotoolcache.embeddings import embed_texts
@@ -30,6 +32,7 @@ from aiotoolcache.keys import KeyRef
 from aiotoolcache.layers import DEFAULT_LAYERS, LayerConfig
 from aiotoolcache.lease import LeaseManager
 from aiotoolcache.loading import LoadCoordinator
+from aiotoolcache.outbox import InvalidationOutbox
 from aiotoolcache.settings import Settings, parse_backend_url
 from aiotoolcache.stats import CacheStats
 from aiotoolcache.stores.base import Store
@@ -104,6 +107,7 @@ class ToolCache:
         self._owns_client = client is None
         self.bus_channel = f"{self.namespace}:bus"
         leases: LeaseManager | None = None
+        self.outbox: InvalidationOutbox | None = None
         self.store: Store
         if client is None and self.url is not None:
             kind, location = parse_backend_url(self.url)
@@ -123,7 +127,7 @@ class ToolCache:
         if self.client is not None:
             self.store = RedisStore(self.client, self.breaker)
             leases = LeaseManager(self.client, self.breaker)
-            self.bus: Bus = RedisBus(
+            self.bus: Bus = (ClusterBus if isinstance(self.client, RedisCluster) else RedisBus)(
                 self.client,
                 self.breaker,
                 self.namespace,
@@ -131,6 +135,7 @@ class ToolCache:
                 self._flush_l1,
                 health_interval=health_interval,
             )
+            self.outbox = InvalidationOutbox(leases, self.bus, self.store, self.bus_channel)
         else:
             if self.url is None:
                 self.store = MemoryStore()
@@ -147,7 +152,8 @@ class ToolCache:
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> ToolCache:
-        """Return a ToolCache on ``url``: redis://, rediss://, unix://, file:///dir or memory://."""
+        """Return a ToolCache on ``url``: redis://, rediss://, unix://, file:///dir, memory://,
+        redis+cluster://host:port,… or redis+sentinel://host:port,…/service[/db] (see connect)."""
         return cls(url, **options)
 
     # -- lifecycle ------------------------------------------------------------------
@@ -176,6 +182,8 @@ class ToolCache:
             return
         self.closing = True
         await self.loads.aclose()
+        if self.outbox is not None:
+            await self.outbox.aclose()
         await self.bus.aclose()
         await self.store.aclose()
         if self.fallback is not None:
@@ -270,6 +278,8 @@ class ToolCache:
                 )
         except BackendError as exc:
             layer.counters.dropped_writes += 1
+            if announce and self.outbox is not None:  # the others must still drop old copies
+                self.outbox.delete(layer.name, [(r.value_key, r.lease_key) for r, _, _ in entries])
             self._backend_failed(layer, exc)
             await self.write_fallback(layer, entries)
             return
@@ -307,6 +317,8 @@ class ToolCache:
             else:
                 await self.store.delete_many(keys)
         except BackendError as exc:
+            if self.outbox is not None:  # sent again until Redis takes it
+                self.outbox.delete(layer.name, [(ref.value_key, ref.lease_key) for ref in refs])
             self._backend_failed(layer, exc)
         if self.fallback is not None:
             try:
@@ -340,6 +352,8 @@ class ToolCache:
             try:
                 await self.bus.bump(field)
             except BackendError as exc:
+                if self.outbox is not None:  # sent again until Redis takes it
+                    self.outbox.bump(field)
                 self._backend_failed(self._layers["results"], exc)
                 # Keep this worker consistent even when the others cannot be told.
                 self.bus.apply({"op": "gen", "f": field, "g": self.bus.generation(field) + 1})

@@ -2,6 +2,15 @@
 
 Every call goes through the cache's circuit breaker, so a slow or dead Redis
 costs at most the time budget, then nothing at all while the breaker is open.
+
+On a Redis Cluster, MGETs are split per slot (and sent per node) and put back
+in order; redis-py spends tens of microseconds of CPU per slot there, so at
+most ``CLUSTER_BATCHES`` such batches run at once, each timed (by the breaker)
+from when it starts rather than from when it was queued.
+
+Keys whose delete could not reach Redis yet are ``tombstones``: they read as
+misses here until the delete lands, so this worker never reads back a value it
+already invalidated.
 """
 
 from __future__ import annotations
@@ -19,6 +28,8 @@ from aiotoolcache.breaker import CircuitBreaker
 __all__ = ["RedisStore"]
 
 AnyRedis = Redis | RedisCluster
+# Cluster pipelines in flight per store (each is CPU-bound in redis-py).
+CLUSTER_BATCHES = 2
 
 
 class RedisStore:
@@ -29,6 +40,8 @@ class RedisStore:
         self.breaker = breaker
         self._reads: Batcher[str, bytes | None] = Batcher(self._mget, max_batch)
         self._writes: Batcher[tuple[str, bytes, int], None] = Batcher(self._pipeline_set, max_batch)
+        self.tombstones: set[str] = set()
+        self._cluster_batches = asyncio.Semaphore(CLUSTER_BATCHES)
 
     @property
     def batches(self) -> int:
@@ -38,7 +51,8 @@ class RedisStore:
         if isinstance(self.client, RedisCluster):
             # Split per slot and reassembled in order by redis-py.
             cluster = self.client
-            values = await self.breaker.call(lambda: cluster.mget_nonatomic(list(keys)))
+            async with self._cluster_batches:
+                values = await self.breaker.call(lambda: cluster.mget_nonatomic(list(keys)))
         else:
             values = await self.breaker.call(lambda: self.client.mget(list(keys)))
         # decode_responses is off, so every value is bytes or None.
@@ -51,15 +65,23 @@ class RedisStore:
                 pipe.set(key, value, px=max(1, ttl_ms))
             await pipe.execute()
 
-        await self.breaker.call(write)
+        if isinstance(self.client, RedisCluster):
+            async with self._cluster_batches:
+                await self.breaker.call(write)
+        else:
+            await self.breaker.call(write)
         return [None] * len(items)
 
     async def get(self, key: str) -> bytes | None:
+        if key in self.tombstones:
+            return None
         return await self._reads.submit(key)
 
     async def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
         if len(keys) == 1:
-            return [await self._reads.submit(keys[0])]
+            return [await self.get(keys[0])]
+        if self.tombstones:
+            return list(await asyncio.gather(*(self.get(key) for key in keys)))
         return list(await asyncio.gather(*(self._reads.submit(key) for key in keys)))
 
     async def set_many(self, items: Sequence[tuple[str, bytes, int]]) -> None:
