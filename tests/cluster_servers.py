@@ -21,6 +21,7 @@ from types import TracebackType
 from typing import Any, Self
 
 import redis
+
 from tests.servers import RedisServer, require_redis_server
 
 HOST = "127.0.0.1"
@@ -232,12 +233,17 @@ class RedisClusterServers(_Deployment):
         return RedisServer(
             port=port,
             extra_args=[
-                "--cluster-enabled", "yes",
-                "--cluster-config-file", "nodes.conf",
-                "--cluster-node-timeout", str(self.node_timeout_ms),
-                "--cluster-port", str(self.bus_ports[port]),
+                "--cluster-enabled",
+                "yes",
+                "--cluster-config-file",
+                "nodes.conf",
+                "--cluster-node-timeout",
+                str(self.node_timeout_ms),
+                "--cluster-port",
+                str(self.bus_ports[port]),
                 # 0 = a replica may be promoted however long its link was down.
-                "--cluster-replica-validity-factor", "0",
+                "--cluster-replica-validity-factor",
+                "0",
                 *FAST_SYNC_ARGS,
             ],
         )
@@ -413,10 +419,14 @@ class SentinelServer(RedisServer):
             require_redis_server(),
             str(self.config_file),
             "--sentinel",
-            "--port", str(self.port),
-            "--bind", self.host,
-            "--dir", str(self.dir),
-            "--logfile", str(self.dir / "redis.log"),
+            "--port",
+            str(self.port),
+            "--bind",
+            self.host,
+            "--dir",
+            str(self.dir),
+            "--logfile",
+            str(self.dir / "redis.log"),
         ]
         self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         self.wait_ready()
@@ -606,9 +616,15 @@ def _write_tls_files_with_cryptography(files: TLSFiles) -> None:
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
         .add_extension(
             x509.KeyUsage(
-                digital_signature=False, content_commitment=False, key_encipherment=False,
-                data_encipherment=False, key_agreement=False, key_cert_sign=True,
-                crl_sign=True, encipher_only=False, decipher_only=False,
+                digital_signature=False,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
             ),
             critical=True,
         )
@@ -660,17 +676,41 @@ def _write_tls_files_with_openssl(files: TLSFiles) -> None:
     )
     ec_key = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"]
     _openssl(
-        "req", "-x509", *ec_key, "-keyout", ca_key, "-out", files.ca_file, "-days", "1",
-        "-subj", "/CN=aiotoolcache test CA",
-        "-addext", "basicConstraints=critical,CA:TRUE,pathlen:0",
-        "-addext", "keyUsage=critical,keyCertSign,cRLSign",
+        "req",
+        "-x509",
+        *ec_key,
+        "-keyout",
+        ca_key,
+        "-out",
+        files.ca_file,
+        "-days",
+        "1",
+        "-subj",
+        "/CN=aiotoolcache test CA",
+        "-addext",
+        "basicConstraints=critical,CA:TRUE,pathlen:0",
+        "-addext",
+        "keyUsage=critical,keyCertSign,cRLSign",
     )
     _openssl(
         "req", "-new", *ec_key, "-keyout", files.key_file, "-out", csr, "-subj", "/CN=localhost"
     )
     _openssl(
-        "x509", "-req", "-in", csr, "-CA", files.ca_file, "-CAkey", ca_key, "-CAcreateserial",
-        "-days", "1", "-extfile", extensions, "-out", files.cert_file,
+        "x509",
+        "-req",
+        "-in",
+        csr,
+        "-CA",
+        files.ca_file,
+        "-CAkey",
+        ca_key,
+        "-CAcreateserial",
+        "-days",
+        "1",
+        "-extfile",
+        extensions,
+        "-out",
+        files.cert_file,
     )
 
 
@@ -690,12 +730,18 @@ class TLSRedisServer(RedisServer):
         self.tls = make_tls_files(self.dir)
         # Later options win, so "--port 0" overrides the plain port RedisServer passes.
         self.extra_args += [
-            "--port", "0",
-            "--tls-port", str(self.port),
-            "--tls-cert-file", str(self.tls.cert_file),
-            "--tls-key-file", str(self.tls.key_file),
-            "--tls-ca-cert-file", str(self.tls.ca_file),
-            "--tls-auth-clients", "no",
+            "--port",
+            "0",
+            "--tls-port",
+            str(self.port),
+            "--tls-cert-file",
+            str(self.tls.cert_file),
+            "--tls-key-file",
+            str(self.tls.key_file),
+            "--tls-ca-cert-file",
+            str(self.tls.ca_file),
+            "--tls-auth-clients",
+            "no",
         ]
 
     @property

@@ -9,6 +9,12 @@ from contextlib import contextmanager
 
 import pytest
 import redis
+from redis.asyncio import Redis
+from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.asyncio.retry import Retry
+from redis.asyncio.sentinel import Sentinel
+from redis.backoff import NoBackoff
+
 from tests.cluster_servers import (
     RedisClusterServers,
     RedisSentinelServers,
@@ -16,11 +22,6 @@ from tests.cluster_servers import (
     command,
     is_alive,
 )
-from redis.asyncio import Redis
-from redis.asyncio.cluster import ClusterNode, RedisCluster
-from redis.asyncio.retry import Retry
-from redis.asyncio.sentinel import Sentinel
-from redis.backoff import NoBackoff
 from tests.servers import RedisServer
 
 # Startup is bounded by Redis itself: a cluster primary refuses to report
