@@ -67,7 +67,7 @@ class Bus:
     def connected(self) -> bool:
         return True
 
-    async def start(self) -> None:
+    async def start(self, wait: float = 2.0) -> None:
         return None
 
     async def aclose(self) -> None:

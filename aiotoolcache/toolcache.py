@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import random
+import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import Any, ParamSpec, TypeVar
@@ -16,7 +17,7 @@ from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import RedisError
 
-from aiotoolcache import connect
+from aiotoolcache import connect, fleet
 from aiotoolcache.breaker import CircuitBreaker
 from aiotoolcache.cache import L1Entry, Layer
 from aiotoolcache.cluster_bus import ClusterBus
@@ -84,6 +85,7 @@ class ToolCache:
         tls_ca_file: str | None = None,
         tls_verify: bool = True,
         seed: int | None = None,
+        fleet_interval: float | None = fleet.DEFAULT_INTERVAL,
     ) -> None:
         settings = Settings.resolve(None if client is not None else url, namespace, secret)
         self.namespace = settings.namespace
@@ -99,6 +101,8 @@ class ToolCache:
             cooldown=cooldown,
             budget=budget,
             translate=(RedisError, OSError),
+            # Leave room in the pool for the subscriber and the fleet reporter.
+            concurrency=max(1, max_connections - 2),
         )
         self.l1: BoundedLRU[L1Entry] = BoundedLRU(l1_max_entries, l1_max_bytes)
         self.fills = FillRegistry()
@@ -149,6 +153,9 @@ class ToolCache:
         for name, config in {**DEFAULT_LAYERS, **(layers or {})}.items():
             self.add_layer(name, config)
         self._started = False
+        self.fleet_interval = fleet_interval
+        self._fleet: fleet.FleetReporter | None = None
+        self._last_drop_warning = float("-inf")
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> ToolCache:
@@ -162,7 +169,16 @@ class ToolCache:
         if self._started:
             return
         self._started = True
+        self._start_fleet_reporter()
         await self.bus.start()
+
+    async def _start_within_budget(self) -> None:
+        # Started lazily by a request: wait for the subscription no longer than
+        # one backend budget, so a dead Redis never delays a tool call.
+        if not self._started:
+            self._started = True
+            self._start_fleet_reporter()
+            await self.bus.start(wait=self.breaker.budget)
 
     async def __aenter__(self) -> ToolCache:
         await self.start()
@@ -182,6 +198,8 @@ class ToolCache:
             return
         self.closing = True
         await self.loads.aclose()
+        if self._fleet is not None:
+            await self._fleet.aclose()  # the last deltas, and the heartbeat removed
         if self.outbox is not None:
             await self.outbox.aclose()
         await self.bus.aclose()
@@ -241,10 +259,17 @@ class ToolCache:
         if self.strict:
             raise exc
 
+    def _log_dropped_write(self, exc: BackendError) -> None:
+        # WARNING, but at most every 10 s: an outage must not log once per request.
+        now = time.monotonic()
+        if now - self._last_drop_warning >= 10.0:
+            self._last_drop_warning = now
+            log.warning("dropping cache writes while the backend fails: %s", exc)
+
     async def read_raw(self, layer: Layer, keys: Sequence[str]) -> list[bytes | None]:
         """Read L2 (or the fallback while L2 fails); a failure reads as misses."""
         if not self._started:
-            await self.start()
+            await self._start_within_budget()
         try:
             return await self.store.get_many(keys)
         except BackendError as exc:
@@ -261,7 +286,7 @@ class ToolCache:
     ) -> None:
         """Write to L2; with ``announce`` other workers drop their L1 copies and leases."""
         if not self._started:
-            await self.start()
+            await self._start_within_budget()
         try:
             if announce and self.loads.leases is not None:
                 message = self.bus.encode(
@@ -278,6 +303,7 @@ class ToolCache:
                 )
         except BackendError as exc:
             layer.counters.dropped_writes += 1
+            self._log_dropped_write(exc)
             if announce and self.outbox is not None:  # the others must still drop old copies
                 self.outbox.delete(layer.name, [(r.value_key, r.lease_key) for r, _, _ in entries])
             self._backend_failed(layer, exc)
@@ -306,7 +332,7 @@ class ToolCache:
     async def delete_refs(self, layer: Layer, refs: Sequence[KeyRef]) -> None:
         """Delete entries here and in L2, revoke their leases and tell every worker."""
         if not self._started:
-            await self.start()
+            await self._start_within_budget()
         keys = [ref.value_key for ref in refs]
         self._apply_message({"op": "del", "l": layer.name, "k": keys})
         try:
@@ -342,7 +368,7 @@ class ToolCache:
         unreachable in every worker and expire by TTL.
         """
         if not self._started:
-            await self.start()
+            await self._start_within_budget()
         fields = [f"tag:{tag}" for tag in tags or ()]
         if layer is not None:
             fields.append(f"layer:{self.layer(layer).name}")
@@ -511,6 +537,15 @@ class ToolCache:
             l1_entries=len(self.l1),
             subscriber_connected=self.bus.connected,
         )
+
+    def _start_fleet_reporter(self) -> None:
+        if self.client is not None and self.fleet_interval and self._fleet is None:
+            self._fleet = fleet.FleetReporter(self, self.fleet_interval)
+            self._fleet.start()
+
+    async def fleet_stats(self) -> fleet.FleetStats:
+        """Return every worker's counters in this namespace, summed, and the workers alive."""
+        return await fleet.fleet_stats(self)
 
     async def health(self) -> Health:
         """Return backend reachability and latency, breaker, pool, subscriber and fallback state."""
