@@ -108,10 +108,11 @@ class LoadCoordinator:
         else:
             # The fill script releases the lease itself.
             store = self._store(layer, ref, fill, token, value, ttl, tags, elapsed)
-            if degraded:
+            if degraded and self._owner.breaker.allows():
+                # The write may reach the sick backend and take a whole budget.
                 self._in_background(store)
             else:
-                await store
+                await store  # fast: healthy, or refused at once by the open breaker
         return value
 
     async def _acquire_or_wait(
