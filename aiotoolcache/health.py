@@ -67,5 +67,5 @@ async def check_health(cache: ToolCache) -> Health:
         pool_in_use=pool_in_use,
         pool_max=pool_max,
         subscriber_connected=cache.bus.connected,
-        fallback_in_use=cache.fallback is not None and breaker != BreakerState.CLOSED.value,
+        fallback_in_use=cache.fallback is not None and cache.breaker.failing,
     )

@@ -107,12 +107,9 @@ class LoadCoordinator:
                 await self._release(ref, token)
         else:
             # The fill script releases the lease itself.
-            store = self._store(layer, ref, fill, token, value, ttl, tags, elapsed)
-            if degraded and self._owner.breaker.allows():
-                # The write may reach the sick backend and take a whole budget.
-                self._in_background(store)
-            else:
-                await store  # fast: healthy, or refused at once by the open breaker
+            await self._store(
+                layer, ref, fill, token, value, ttl, tags, elapsed, skip_backend=degraded
+            )
         return value
 
     async def _acquire_or_wait(
@@ -190,6 +187,8 @@ class LoadCoordinator:
         ttl: float | None,
         tags: list[str] | None,
         elapsed: float,
+        *,
+        skip_backend: bool = False,
     ) -> None:
         sealed = layer.seal(ref, value, ttl, tags, elapsed)
         if sealed is None or fill.revoked:
@@ -198,7 +197,12 @@ class LoadCoordinator:
             return
         envelope, data, ttl_ms = sealed
         owner = self._owner
-        if token is None or self.leases is None:
+        if skip_backend:
+            # The backend just failed: a write could cost a whole budget, so the
+            # value goes to L1 and the local fallback only.
+            layer.counters.dropped_writes += 1
+            stored = await owner.write_fallback(layer, [(ref, data, ttl_ms)])
+        elif token is None or self.leases is None:
             await owner.write_entries(layer, [(ref, data, ttl_ms)], announce=False)
             stored = True
         else:
