@@ -32,6 +32,23 @@ class Batcher(Generic[ItemT, R]):
         self._pending: list[tuple[ItemT, asyncio.Future[R]]] = []
         self._tasks: set[asyncio.Task[None]] = set()
         self.batches = 0  # number of backend calls made, for stats and benchmarks
+        self._direct = 0  # calls running inline (see call); changed only on the event loop
+
+    async def call(self, item: ItemT) -> R:
+        """Return the result for one item, joining this tick's batch if there is one.
+
+        When nothing else is pending or running, the call goes out at once
+        from the caller's own task: a lone request pays for no flush task.
+        Requests that arrive while it runs are batched as usual.
+        """
+        if self._pending or self._tasks or self._direct:
+            return await self.submit(item)
+        self._direct += 1
+        try:
+            self.batches += 1
+            return (await self._run_batch([item]))[0]
+        finally:
+            self._direct -= 1
 
     def submit(self, item: ItemT) -> asyncio.Future[R]:
         loop = asyncio.get_running_loop()

@@ -75,7 +75,7 @@ class RedisStore:
     async def get(self, key: str) -> bytes | None:
         if key in self.tombstones:
             return None
-        return await self._reads.submit(key)
+        return await self._reads.call(key)
 
     async def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
         if len(keys) == 1:
@@ -86,7 +86,7 @@ class RedisStore:
 
     async def set_many(self, items: Sequence[tuple[str, bytes, int]]) -> None:
         if len(items) == 1:
-            await self._writes.submit(items[0])
+            await self._writes.call(items[0])
         elif items:
             await asyncio.gather(*(self._writes.submit(item) for item in items))
 
