@@ -228,7 +228,7 @@ class Layer:
         refs = [ref for ref, *_ in entries]
         # A write supersedes any load in flight for the same keys.
         self._owner.fills.revoke_keys(ref.value_key for ref in refs)
-        await self._owner.write_entries(
+        await self._owner.tier.write(
             self, [(ref, data, ttl_ms) for ref, _, data, ttl_ms in entries]
         )
         for ref, envelope, _, _ in entries:
@@ -238,7 +238,7 @@ class Layer:
         self, key: Any, *, partition: str | None = None, label: str | None = None
     ) -> None:
         """Remove ``key`` from L2 and from every worker's L1, and revoke loads in flight."""
-        await self._owner.delete_refs(self, [self.ref(key, partition, label)])
+        await self._owner.tier.delete(self, [self.ref(key, partition, label)])
 
     # -- L1 -----------------------------------------------------------------------
     def _l1_value(
@@ -285,7 +285,7 @@ class Layer:
         return (await self._read_l2_many([ref]))[0]
 
     async def _read_l2_many(self, refs: Sequence[KeyRef]) -> list[Envelope | None]:
-        raw = await self._owner.read_raw(self, [ref.value_key for ref in refs])
+        raw = await self._owner.tier.read(self, [ref.value_key for ref in refs])
         envelopes: list[Envelope | None] = []
         corrupt: list[KeyRef] = []
         for ref, data in zip(refs, raw, strict=True):

@@ -201,9 +201,9 @@ class LoadCoordinator:
             # The backend just failed: a write could cost a whole budget, so the
             # value goes to L1 and the local fallback only.
             layer.counters.dropped_writes += 1
-            stored = await owner.write_fallback(layer, [(ref, data, ttl_ms)])
+            stored = await owner.tier.write_fallback(layer, [(ref, data, ttl_ms)])
         elif token is None or self.leases is None:
-            await owner.write_entries(layer, [(ref, data, ttl_ms)], announce=False)
+            await owner.tier.write(layer, [(ref, data, ttl_ms)], announce=False)
             stored = True
         else:
             message = owner.bus.encode({"op": "filled", "l": ref.layer, "k": [ref.value_key]})
@@ -213,9 +213,9 @@ class LoadCoordinator:
                 )
             except BackendError:
                 layer.counters.dropped_writes += 1
-                stored = await owner.write_fallback(layer, [(ref, data, ttl_ms)])
+                stored = await owner.tier.write_fallback(layer, [(ref, data, ttl_ms)])
             else:
-                await owner.mirror_to_fallback([(ref, data, ttl_ms)])
+                await owner.tier.mirror_to_fallback([(ref, data, ttl_ms)])
             owner.bus.wake(ref.value_key)
         if stored:
             layer.keep_in_l1(ref, envelope, fill)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import random
-import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import Any, ParamSpec, TypeVar
@@ -29,7 +28,6 @@ from aiotoolcache.fills import FillRegistry
 from aiotoolcache.flight import SingleFlight
 from aiotoolcache.health import Health, check_health
 from aiotoolcache.invalidation import Bus, Message, RedisBus
-from aiotoolcache.keys import KeyRef
 from aiotoolcache.layers import DEFAULT_LAYERS, LayerConfig
 from aiotoolcache.lease import LeaseManager
 from aiotoolcache.loading import LoadCoordinator
@@ -40,6 +38,7 @@ from aiotoolcache.stores.base import Store
 from aiotoolcache.stores.file import FileStore
 from aiotoolcache.stores.memory import BoundedLRU, MemoryStore
 from aiotoolcache.stores.redis import AnyRedis, RedisStore
+from aiotoolcache.tier import SharedTier
 
 __all__ = ["ToolCache"]
 
@@ -47,7 +46,6 @@ P = ParamSpec("P")
 R = TypeVar("R")
 log = logging.getLogger("aiotoolcache")
 
-Entry = tuple[KeyRef, bytes, int]
 
 
 class ToolCache:
@@ -147,7 +145,18 @@ class ToolCache:
         self.fallback: Store | None = (
             FileStore(parse_backend_url(fallback)[1]) if isinstance(fallback, str) else fallback
         )
-        self.mirror = mirror_to_fallback and self.fallback is not None
+        self.tier = SharedTier(
+            store=self.store,
+            fallback=self.fallback,
+            mirror=mirror_to_fallback,
+            leases=leases,
+            bus=self.bus,
+            outbox=self.outbox,
+            channel=self.bus_channel,
+            strict=strict,
+            apply_locally=self._apply_message,
+            ensure_started=self._start_within_budget,
+        )
         self.loads = LoadCoordinator(self, leases, lease_ms=lease_ms, lease_wait=lease_wait)
         self._layers: dict[str, Layer] = {}
         for name, config in {**DEFAULT_LAYERS, **(layers or {})}.items():
@@ -155,7 +164,6 @@ class ToolCache:
         self._started = False
         self.fleet_interval = fleet_interval
         self._fleet: fleet.FleetReporter | None = None
-        self._last_drop_warning = float("-inf")
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> ToolCache:
@@ -203,9 +211,7 @@ class ToolCache:
         if self.outbox is not None:
             await self.outbox.aclose()
         await self.bus.aclose()
-        await self.store.aclose()
-        if self.fallback is not None:
-            await self.fallback.aclose()
+        await self.tier.aclose()
         if self.client is not None and self._owns_client:
             await self.client.aclose()
 
@@ -253,105 +259,6 @@ class ToolCache:
     def embeddings(self) -> Layer:
         return self._layers["embeddings"]
 
-    # -- the shared tier, fail-open --------------------------------------------------
-    def _backend_failed(self, layer: Layer, exc: BackendError) -> None:
-        layer.counters.backend_errors += 1
-        if self.strict:
-            raise exc
-
-    def _log_dropped_write(self, exc: BackendError) -> None:
-        # WARNING, but at most every 10 s: an outage must not log once per request.
-        now = time.monotonic()
-        if now - self._last_drop_warning >= 10.0:
-            self._last_drop_warning = now
-            log.warning("dropping cache writes while the backend fails: %s", exc)
-
-    async def read_raw(self, layer: Layer, keys: Sequence[str]) -> list[bytes | None]:
-        """Read L2 (or the fallback while L2 fails); a failure reads as misses."""
-        if not self._started:
-            await self._start_within_budget()
-        try:
-            return await self.store.get_many(keys)
-        except BackendError as exc:
-            self._backend_failed(layer, exc)
-        if self.fallback is not None:
-            try:
-                return await self.fallback.get_many(keys)
-            except OSError:
-                pass
-        return [None] * len(keys)
-
-    async def write_entries(
-        self, layer: Layer, entries: list[Entry], announce: bool = True
-    ) -> None:
-        """Write to L2; with ``announce`` other workers drop their L1 copies and leases."""
-        if not self._started:
-            await self._start_within_budget()
-        try:
-            if announce and self.loads.leases is not None:
-                message = self.bus.encode(
-                    {"op": "del", "l": layer.name, "k": [ref.value_key for ref, _, _ in entries]}
-                )
-                await self.loads.leases.write_many(
-                    [(ref.value_key, ref.lease_key, data, ttl_ms) for ref, data, ttl_ms in entries],
-                    self.bus_channel,
-                    message,
-                )
-            else:
-                await self.store.set_many(
-                    [(ref.value_key, data, ttl) for ref, data, ttl in entries]
-                )
-        except BackendError as exc:
-            layer.counters.dropped_writes += 1
-            self._log_dropped_write(exc)
-            if announce and self.outbox is not None:  # the others must still drop old copies
-                self.outbox.delete(layer.name, [(r.value_key, r.lease_key) for r, _, _ in entries])
-            self._backend_failed(layer, exc)
-            await self.write_fallback(layer, entries)
-            return
-        await self.mirror_to_fallback(entries)
-
-    async def write_fallback(self, layer: Layer, entries: list[Entry]) -> bool:
-        if self.fallback is None:
-            return True
-        try:
-            await self.fallback.set_many([(ref.value_key, data, ttl) for ref, data, ttl in entries])
-        except OSError:
-            layer.counters.dropped_writes += 1
-        return True
-
-    async def mirror_to_fallback(self, entries: list[Entry]) -> None:
-        if self.mirror and self.fallback is not None:
-            try:
-                await self.fallback.set_many(
-                    [(ref.value_key, data, ttl) for ref, data, ttl in entries]
-                )
-            except OSError as exc:
-                log.debug("fallback mirror write failed: %r", exc)
-
-    async def delete_refs(self, layer: Layer, refs: Sequence[KeyRef]) -> None:
-        """Delete entries here and in L2, revoke their leases and tell every worker."""
-        if not self._started:
-            await self._start_within_budget()
-        keys = [ref.value_key for ref in refs]
-        self._apply_message({"op": "del", "l": layer.name, "k": keys})
-        try:
-            if self.loads.leases is not None:
-                message = self.bus.encode({"op": "del", "l": layer.name, "k": keys})
-                pairs = [(ref.value_key, ref.lease_key) for ref in refs]
-                await self.loads.leases.delete_many(pairs, self.bus_channel, message)
-            else:
-                await self.store.delete_many(keys)
-        except BackendError as exc:
-            if self.outbox is not None:  # sent again until Redis takes it
-                self.outbox.delete(layer.name, [(ref.value_key, ref.lease_key) for ref in refs])
-            self._backend_failed(layer, exc)
-        if self.fallback is not None:
-            try:
-                await self.fallback.delete_many(keys)
-            except OSError as exc:
-                log.debug("fallback delete failed: %r", exc)
-
     # -- invalidation -------------------------------------------------------------------
     def tags_current(self, envelope: Envelope) -> bool:
         """True when no tag the entry carries was invalidated after it was written."""
@@ -367,8 +274,7 @@ class ToolCache:
         O(1) per layer or tag: a generation is bumped, so old entries become
         unreachable in every worker and expire by TTL.
         """
-        if not self._started:
-            await self._start_within_budget()
+        await self._start_within_budget()
         fields = [f"tag:{tag}" for tag in tags or ()]
         if layer is not None:
             fields.append(f"layer:{self.layer(layer).name}")
@@ -380,7 +286,7 @@ class ToolCache:
             except BackendError as exc:
                 if self.outbox is not None:  # sent again until Redis takes it
                     self.outbox.bump(field)
-                self._backend_failed(self._layers["results"], exc)
+                self.tier.failed(self._layers["results"], exc)
                 # Keep this worker consistent even when the others cannot be told.
                 self.bus.apply({"op": "gen", "f": field, "g": self.bus.generation(field) + 1})
 

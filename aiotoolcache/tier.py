@@ -1,0 +1,161 @@
+"""The shared tier, fail-open: L2 reads, writes and deletes, with the local fallback store.
+
+Backend trouble never reaches a caller unless the cache is strict: a failed
+read is a miss (served from the fallback store when one is configured), a
+failed write is dropped (kept in the fallback), and a failed delete or
+announced write is queued in the outbox so other workers still hear of it.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING
+
+from aiotoolcache.errors import BackendError
+from aiotoolcache.invalidation import Bus, Message
+from aiotoolcache.keys import KeyRef
+from aiotoolcache.lease import LeaseManager
+from aiotoolcache.outbox import InvalidationOutbox
+from aiotoolcache.stores.base import Store
+
+if TYPE_CHECKING:
+    from aiotoolcache.cache import Layer
+
+__all__ = ["Entry", "SharedTier"]
+
+log = logging.getLogger("aiotoolcache")
+
+Entry = tuple[KeyRef, bytes, int]  # an entry, its sealed bytes, its TTL in milliseconds
+
+
+class SharedTier:
+    """SharedTier reads and writes L2 for every layer, turning backend errors into misses."""
+
+    def __init__(
+        self,
+        *,
+        store: Store,
+        fallback: Store | None,
+        mirror: bool,
+        leases: LeaseManager | None,
+        bus: Bus,
+        outbox: InvalidationOutbox | None,
+        channel: str,
+        strict: bool,
+        apply_locally: Callable[[Message], None],
+        ensure_started: Callable[[], Awaitable[None]],
+    ) -> None:
+        self.store = store
+        self.fallback = fallback
+        self.mirror = mirror and fallback is not None
+        self.leases = leases
+        self.bus = bus
+        self.outbox = outbox
+        self.channel = channel
+        self.strict = strict
+        self._apply_locally = apply_locally
+        self._ensure_started = ensure_started
+        self._last_drop_warning = float("-inf")
+
+    def failed(self, layer: Layer, exc: BackendError) -> None:
+        """Count a backend failure; re-raise it in strict mode."""
+        layer.counters.backend_errors += 1
+        if self.strict:
+            raise exc
+
+    def _log_dropped_write(self, exc: BackendError) -> None:
+        # WARNING, but at most every 10 s: an outage must not log once per request.
+        now = time.monotonic()
+        if now - self._last_drop_warning >= 10.0:
+            self._last_drop_warning = now
+            log.warning("dropping cache writes while the backend fails: %s", exc)
+
+    async def read(self, layer: Layer, keys: Sequence[str]) -> list[bytes | None]:
+        """Read L2 (or the fallback while L2 fails); a failure reads as misses."""
+        await self._ensure_started()
+        try:
+            return await self.store.get_many(keys)
+        except BackendError as exc:
+            self.failed(layer, exc)
+        if self.fallback is not None:
+            try:
+                return await self.fallback.get_many(keys)
+            except OSError:
+                pass
+        return [None] * len(keys)
+
+    async def write(self, layer: Layer, entries: list[Entry], announce: bool = True) -> None:
+        """Write to L2; with ``announce`` other workers drop their L1 copies and leases."""
+        await self._ensure_started()
+        try:
+            if announce and self.leases is not None:
+                message = self.bus.encode(
+                    {"op": "del", "l": layer.name, "k": [ref.value_key for ref, _, _ in entries]}
+                )
+                await self.leases.write_many(
+                    [(ref.value_key, ref.lease_key, data, ttl_ms) for ref, data, ttl_ms in entries],
+                    self.channel,
+                    message,
+                )
+            else:
+                await self.store.set_many(
+                    [(ref.value_key, data, ttl) for ref, data, ttl in entries]
+                )
+        except BackendError as exc:
+            layer.counters.dropped_writes += 1
+            self._log_dropped_write(exc)
+            if announce and self.outbox is not None:  # the others must still drop old copies
+                self.outbox.delete(layer.name, [(r.value_key, r.lease_key) for r, _, _ in entries])
+            self.failed(layer, exc)
+            await self.write_fallback(layer, entries)
+            return
+        await self.mirror_to_fallback(entries)
+
+    async def write_fallback(self, layer: Layer, entries: list[Entry]) -> bool:
+        """Keep ``entries`` in the fallback store, if there is one; True unless revoked."""
+        if self.fallback is None:
+            return True
+        try:
+            await self.fallback.set_many([(ref.value_key, data, ttl) for ref, data, ttl in entries])
+        except OSError:
+            layer.counters.dropped_writes += 1
+        return True
+
+    async def mirror_to_fallback(self, entries: list[Entry]) -> None:
+        """Copy entries written to L2 into the fallback store when mirroring is on."""
+        if self.mirror and self.fallback is not None:
+            try:
+                await self.fallback.set_many(
+                    [(ref.value_key, data, ttl) for ref, data, ttl in entries]
+                )
+            except OSError as exc:
+                log.debug("fallback mirror write failed: %r", exc)
+
+    async def delete(self, layer: Layer, refs: Sequence[KeyRef]) -> None:
+        """Delete entries here and in L2, revoke their leases and tell every worker."""
+        await self._ensure_started()
+        keys = [ref.value_key for ref in refs]
+        self._apply_locally({"op": "del", "l": layer.name, "k": keys})
+        try:
+            if self.leases is not None:
+                message = self.bus.encode({"op": "del", "l": layer.name, "k": keys})
+                pairs = [(ref.value_key, ref.lease_key) for ref in refs]
+                await self.leases.delete_many(pairs, self.channel, message)
+            else:
+                await self.store.delete_many(keys)
+        except BackendError as exc:
+            if self.outbox is not None:  # sent again until Redis takes it
+                self.outbox.delete(layer.name, [(ref.value_key, ref.lease_key) for ref in refs])
+            self.failed(layer, exc)
+        if self.fallback is not None:
+            try:
+                await self.fallback.delete_many(keys)
+            except OSError as exc:
+                log.debug("fallback delete failed: %r", exc)
+
+    async def aclose(self) -> None:
+        await self.store.aclose()
+        if self.fallback is not None:
+            await self.fallback.aclose()
