@@ -6,7 +6,6 @@ pool), the circuit breaker and the one invalidation subscriber.
 
 from __future__ import annotations
 
-import logging
 import random
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from types import TracebackType
@@ -44,8 +43,6 @@ __all__ = ["ToolCache"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
-log = logging.getLogger("aiotoolcache")
-
 
 
 class ToolCache:
