@@ -1,8 +1,8 @@
 """LangChain 1.x integration: cached tool calls and a cache-backed ``ByteStore``.
 
-:class:`ToolCacheMiddleware` is an ``AgentMiddleware`` for ``create_agent`` that
+`ToolCacheMiddleware` is an ``AgentMiddleware`` for ``create_agent`` that
 serves repeated tool calls (same tool, same arguments in any order) from the
-results layer. :class:`ToolCacheByteStore` is a ``langchain_core.stores.ByteStore``
+results layer. `ToolCacheByteStore` is a ``langchain_core.stores.ByteStore``
 over a cache layer, so ``CacheBackedEmbeddings`` keeps its vectors in
 aiotoolcache's embeddings layer::
 

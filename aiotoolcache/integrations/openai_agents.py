@@ -1,8 +1,8 @@
 """OpenAI Agents SDK integration: function tools whose results come from the cache.
 
-:func:`cached_function_tool` returns a copy of a ``FunctionTool`` whose
+`cached_function_tool` returns a copy of a ``FunctionTool`` whose
 invocations are answered from aiotoolcache's results layer when the same
-arguments (in any order) were seen before; :func:`cached_function_tools`
+arguments (in any order) were seen before; `cached_function_tools`
 applies it to a list of tools under an allow / deny policy::
 
     from agents import Agent, function_tool

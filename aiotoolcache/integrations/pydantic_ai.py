@@ -1,8 +1,8 @@
 """Pydantic AI integration: a tool-result cache capability and a caching embedding model.
 
-:class:`ToolCacheCapability` hooks ``wrap_tool_execute`` so a repeated tool call
+`ToolCacheCapability` hooks ``wrap_tool_execute`` so a repeated tool call
 (same tool, same validated arguments in any order) is answered from the
-results layer without running the tool. :class:`CachedEmbeddingModel` wraps
+results layer without running the tool. `CachedEmbeddingModel` wraps
 any embedding model so each text is embedded once per model and settings::
 
     from pydantic_ai import Agent, Embedder
