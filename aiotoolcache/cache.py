@@ -419,6 +419,5 @@ class Layer:
             self.counters.load_errors += 1
             raise
         elapsed = time.perf_counter() - started
-        self.counters.loads += 1
-        self.counters.load_seconds += elapsed
+        self.counters.observe_load(elapsed)
         return value, elapsed

@@ -5,7 +5,11 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
-__all__ = ["CacheStats", "LayerCounters", "LayerStats"]
+__all__ = ["LOAD_BUCKETS", "CacheStats", "LayerCounters", "LayerStats"]
+
+# Upper bounds (seconds) of the load-duration histogram: tool calls and embeddings
+# range from milliseconds to tens of seconds.
+LOAD_BUCKETS: tuple[float, ...] = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 
 
 class LayerCounters:
@@ -24,6 +28,7 @@ class LayerCounters:
         "l1_hits",
         "l2_hits",
         "lease_takeovers",
+        "load_bucket_counts",
         "load_errors",
         "load_seconds",
         "loads",
@@ -38,6 +43,16 @@ class LayerCounters:
         for name in self.__slots__:
             setattr(self, name, 0)
         self.load_seconds = 0.0
+        self.load_bucket_counts = [0] * len(LOAD_BUCKETS)
+
+    def observe_load(self, seconds: float) -> None:
+        """Count one load that took ``seconds``."""
+        self.loads += 1
+        self.load_seconds += seconds
+        for i, bound in enumerate(LOAD_BUCKETS):
+            if seconds <= bound:
+                self.load_bucket_counts[i] += 1
+                break
 
     l1_hits: int
     l2_hits: int
@@ -45,6 +60,7 @@ class LayerCounters:
     loads: int
     load_errors: int
     load_seconds: float
+    load_bucket_counts: list[int]
     coalesced: int
     remote_coalesced: int
     stale_served: int
@@ -60,6 +76,10 @@ class LayerCounters:
         hits = self.l1_hits + self.l2_hits
         lookups = hits + self.misses
         mean_load = self.load_seconds / self.loads if self.loads else 0.0
+        cumulative, buckets = 0, []
+        for bound, count in zip(LOAD_BUCKETS, self.load_bucket_counts, strict=True):
+            cumulative += count
+            buckets.append((bound, cumulative))
         return LayerStats(
             layer=name,
             l1_hits=self.l1_hits,
@@ -83,6 +103,7 @@ class LayerCounters:
             saved_seconds=(hits + self.coalesced + self.remote_coalesced) * mean_load,
             saved_cost=(hits + self.coalesced + self.remote_coalesced) * cost_per_load,
             l1_bytes=l1_bytes,
+            load_buckets=tuple(buckets),
         )
 
 
@@ -116,6 +137,8 @@ class LayerStats:
     saved_seconds: float
     saved_cost: float
     l1_bytes: int
+    load_buckets: tuple[tuple[float, int], ...] = ()
+    """Cumulative ``(upper_bound_seconds, loads)`` pairs of the load-duration histogram."""
 
     @property
     def hits(self) -> int:

@@ -205,3 +205,25 @@ def test_missing_extras_name_the_extra(monkeypatch) -> None:
         with pytest.raises(ImportError, match=extra.replace("[", r"\[").replace("]", r"\]")):
             importlib.import_module(module)
         monkeypatch.setattr(builtins, "__import__", real_import)
+
+
+async def test_load_durations_fill_the_histogram_buckets() -> None:
+    import asyncio
+
+    import aiotoolcache as atc
+
+    async with atc.ToolCache() as cache:
+
+        async def quick() -> int:
+            return 1
+
+        async def slower() -> int:
+            await asyncio.sleep(0.03)
+            return 2
+
+        await cache.results.get_or_load("a", quick)
+        await cache.results.get_or_load("b", slower)
+        buckets = dict(cache.stats()["results"].load_buckets)
+        assert buckets[0.005] == 1  # the quick load
+        assert buckets[0.025] == 1 and buckets[0.05] == 2  # cumulative
+        assert buckets[30] == cache.stats()["results"].loads == 2
