@@ -63,7 +63,7 @@ async def main() -> None:
             budget=0.05,
             cooldown=30,
         ) as offline:
-            for _ in range(3):
+            for _ in range(6):  # the sixth call finds the breaker open
                 offline.l1.clear()
                 result = await offline.call_tool("search", "q", {}, loader("offline", "ok"))
             health = await offline.health()
