@@ -12,6 +12,26 @@ __all__ = ["LOAD_BUCKETS", "CacheStats", "LayerCounters", "LayerStats"]
 LOAD_BUCKETS: tuple[float, ...] = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 
 
+# The integer counters a snapshot copies as they are.
+COUNTS = (
+    "l1_hits",
+    "l2_hits",
+    "misses",
+    "loads",
+    "load_errors",
+    "coalesced",
+    "remote_coalesced",
+    "stale_served",
+    "early_refreshes",
+    "refresh_errors",
+    "lease_takeovers",
+    "corrupt",
+    "skipped_writes",
+    "dropped_writes",
+    "backend_errors",
+)
+
+
 class LayerCounters:
     """LayerCounters are one layer's live counters: plain integer increments, no locks.
 
@@ -19,28 +39,10 @@ class LayerCounters:
     taken with ``snapshot()``.
     """
 
-    __slots__ = (
-        "backend_errors",
-        "coalesced",
-        "corrupt",
-        "dropped_writes",
-        "early_refreshes",
-        "l1_hits",
-        "l2_hits",
-        "lease_takeovers",
-        "load_bucket_counts",
-        "load_errors",
-        "load_seconds",
-        "loads",
-        "misses",
-        "refresh_errors",
-        "remote_coalesced",
-        "skipped_writes",
-        "stale_served",
-    )
+    __slots__ = (*COUNTS, "load_bucket_counts", "load_seconds")
 
     def __init__(self) -> None:
-        for name in self.__slots__:
+        for name in COUNTS:
             setattr(self, name, 0)
         self.load_seconds = 0.0
         self.load_bucket_counts = [0] * len(LOAD_BUCKETS)
@@ -80,28 +82,15 @@ class LayerCounters:
         for bound, count in zip(LOAD_BUCKETS, self.load_bucket_counts, strict=True):
             cumulative += count
             buckets.append((bound, cumulative))
+        avoided = hits + self.coalesced + self.remote_coalesced
         return LayerStats(
             layer=name,
-            l1_hits=self.l1_hits,
-            l2_hits=self.l2_hits,
-            misses=self.misses,
-            loads=self.loads,
-            load_errors=self.load_errors,
-            coalesced=self.coalesced,
-            remote_coalesced=self.remote_coalesced,
-            stale_served=self.stale_served,
-            early_refreshes=self.early_refreshes,
-            refresh_errors=self.refresh_errors,
-            lease_takeovers=self.lease_takeovers,
-            corrupt=self.corrupt,
-            skipped_writes=self.skipped_writes,
-            dropped_writes=self.dropped_writes,
-            backend_errors=self.backend_errors,
+            **{count: getattr(self, count) for count in COUNTS},
             hit_rate=hits / lookups if lookups else 0.0,
             load_seconds_total=self.load_seconds,
             mean_load_seconds=mean_load,
-            saved_seconds=(hits + self.coalesced + self.remote_coalesced) * mean_load,
-            saved_cost=(hits + self.coalesced + self.remote_coalesced) * cost_per_load,
+            saved_seconds=avoided * mean_load,
+            saved_cost=avoided * cost_per_load,
             l1_bytes=l1_bytes,
             load_buckets=tuple(buckets),
         )
