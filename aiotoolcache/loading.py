@@ -73,8 +73,8 @@ class LoadCoordinator:
         someone is already refreshing: return None without loading.
         """
         token: str | None = None
-        # After a failed backend call, skip the lease and fill in the background,
-        # so a sick Redis costs a caller at most one time budget.
+        # After a failed backend call, skip the lease and keep the value in L1 and
+        # the fallback only, so a sick Redis costs a caller at most one time budget.
         degraded = self._owner.breaker.failing
         if self.leases is not None and not degraded:
             token, found = await self._acquire_or_wait(layer, ref, fill, wait)
@@ -115,7 +115,11 @@ class LoadCoordinator:
     async def _acquire_or_wait(
         self, layer: Layer, ref: KeyRef, fill: Fill, wait: bool
     ) -> tuple[str | None, Any]:
-        """Return ``(token, None)`` with the lease, ``(None, value)`` when filled elsewhere."""
+        """Return ``(token, MISSING)`` with the lease, ``(None, value)`` when filled elsewhere.
+
+        ``(None, MISSING)`` means: load without a lease (backend failure, or
+        waited ``lease_wait`` in vain), or, when not waiting, someone else loads.
+        """
         assert self.leases is not None
         bus = self._owner.bus
         deadline = time.monotonic() + self.lease_wait
