@@ -34,18 +34,27 @@ CHUNK = 256
 # Chunks in flight per batch; each is timed from its start, not from when it was queued.
 CONCURRENT_CHUNKS = 2
 
-# Taking a lease one already holds succeeds, so a retried call is harmless.
-_ACQUIRE = """
+# A lease holds its token, plus "+" once another worker waits for it: only an
+# awaited fill publishes "filled", so an uncontended load costs no PUBLISH.
+# Run when a plain SET NX failed. Taking a lease one already holds succeeds, so a
+# retried call is harmless.
+_ACQUIRE_CONTENDED = """
 if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return -1 end
-if redis.call('GET', KEYS[1]) == ARGV[1] then return -1 end
+local holder = redis.call('GET', KEYS[1])
+if string.sub(holder, 1, #ARGV[1]) == ARGV[1] then return -1 end
+if string.sub(holder, -1) ~= '+' then redis.call('APPEND', KEYS[1], '+') end
 return redis.call('PTTL', KEYS[1])
 """
 _EXTEND = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+local holder = redis.call('GET', KEYS[1])
+if holder and string.sub(holder, 1, #ARGV[1]) == ARGV[1] then
+  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
 return 0
 """
 _RELEASE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+local holder = redis.call('GET', KEYS[1])
+if holder and string.sub(holder, 1, #ARGV[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
 """
 # KEYS: value, lease. ARGV: data, px, channel, message. An unconditional write
@@ -65,10 +74,11 @@ return 1
 """
 # KEYS: value, lease. ARGV: token, data, px, channel, message.
 _FILL = """
-if redis.call('GET', KEYS[2]) ~= ARGV[1] then return 0 end
+local holder = redis.call('GET', KEYS[2])
+if not holder or string.sub(holder, 1, #ARGV[1]) ~= ARGV[1] then return 0 end
 redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
 redis.call('DEL', KEYS[2])
-redis.call('PUBLISH', ARGV[4], ARGV[5])
+if #holder > #ARGV[1] then redis.call('PUBLISH', ARGV[4], ARGV[5]) end
 return 1
 """
 
@@ -78,7 +88,7 @@ class LeaseManager:
 
     def __init__(self, client: AnyRedis, breaker: CircuitBreaker) -> None:
         self._breaker = breaker
-        self._acquire = client.register_script(_ACQUIRE)
+        self._acquire_contended = client.register_script(_ACQUIRE_CONTENDED)
         self._extend = client.register_script(_EXTEND)
         self._release = client.register_script(_RELEASE)
         self._fill = client.register_script(_FILL)
@@ -95,7 +105,13 @@ class LeaseManager:
 
     async def acquire(self, lease_key: str, token: str, lease_ms: int) -> int:
         """Return -1 when the lease is taken, else the holder's remaining milliseconds."""
-        return await self._run(self._acquire, [lease_key], [token, lease_ms])
+        client = self._client
+        taken = await self._breaker.call(
+            lambda: client.set(lease_key, token, nx=True, px=max(1, lease_ms))
+        )
+        if taken:
+            return -1
+        return await self._run(self._acquire_contended, [lease_key], [token, lease_ms])
 
     async def extend(self, lease_key: str, token: str, lease_ms: int) -> bool:
         return await self._run(self._extend, [lease_key], [token, lease_ms]) == 1
