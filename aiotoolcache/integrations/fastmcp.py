@@ -3,15 +3,17 @@
 ``ToolCacheMiddleware`` caches what a FastMCP server (or a FastMCP proxy in
 front of another MCP server) answers: tool, resource, template and prompt
 listings, tool results, resource reads and rendered prompts, in a ToolCache —
-the embedded default in one process, or one Redis shared by every replica::
+the embedded default in one process, or one Redis shared by every replica:
 
-    import aiotoolcache as atc
-    from fastmcp import FastMCP
-    from aiotoolcache.integrations.fastmcp import ToolCacheMiddleware
+```python
+import aiotoolcache as atc
+from fastmcp import FastMCP
+from aiotoolcache.integrations.fastmcp import ToolCacheMiddleware
 
-    cache = atc.ToolCache()
-    mcp = FastMCP("weather")
-    mcp.add_middleware(ToolCacheMiddleware(cache))
+cache = atc.ToolCache()
+mcp = FastMCP("weather")
+mcp.add_middleware(ToolCacheMiddleware(cache))
+```
 
 Rules:
 
@@ -64,6 +66,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
     ) from exc
 
 from aiotoolcache.errors import ConfigurationError
+from aiotoolcache.integrations._common import ensure_layer
 from aiotoolcache.layers import LayerConfig
 from aiotoolcache.toolcache import server_tag
 
@@ -96,14 +99,6 @@ _PROMPT_CONTENT: TypeAdapter[
     | mcp_types.AudioContent
     | mcp_types.EmbeddedResource
 )
-
-
-def _ensure_layer(cache: ToolCache, name: str, config: LayerConfig) -> Layer:
-    """Return the layer ``name``, adding it with ``config`` when the cache has none."""
-    try:
-        return cache.layer(name)
-    except ConfigurationError:
-        return cache.add_layer(name, config)
 
 
 def token_partition(context: MiddlewareContext[Any]) -> str | None:
@@ -294,8 +289,8 @@ class ToolCacheMiddleware(Middleware):
         self.allow_tools = frozenset(allow_tools)
         self.deny_tools = frozenset(deny_tools)
         self._partition_fn: PartitionFn = partition or token_partition
-        self.resources_layer = _ensure_layer(cache, resources_layer, DEFAULT_RESOURCES_LAYER)
-        self.prompts_layer = _ensure_layer(cache, prompts_layer, DEFAULT_PROMPTS_LAYER)
+        self.resources_layer = ensure_layer(cache, resources_layer, DEFAULT_RESOURCES_LAYER)
+        self.prompts_layer = ensure_layer(cache, prompts_layer, DEFAULT_PROMPTS_LAYER)
 
     # -- identity -----------------------------------------------------------------------
     def _server_id(self, context: MiddlewareContext[Any]) -> str:

@@ -2,14 +2,16 @@
 
 Anything written against the py-key-value protocol can keep its data in a
 ToolCache: the embedded default in one process, or one Redis shared by a
-fleet. FastMCP's own ``ResponseCachingMiddleware`` is the main consumer::
+fleet. FastMCP's own ``ResponseCachingMiddleware`` is the main consumer:
 
-    import aiotoolcache as atc
-    from fastmcp.server.middleware.caching import ResponseCachingMiddleware
-    from aiotoolcache.integrations.key_value import ToolCacheKeyValue
+```python
+import aiotoolcache as atc
+from fastmcp.server.middleware.caching import ResponseCachingMiddleware
+from aiotoolcache.integrations.key_value import ToolCacheKeyValue
 
-    cache = atc.ToolCache.from_url("redis://127.0.0.1:6379/0", namespace="agent")
-    server.add_middleware(ResponseCachingMiddleware(cache_storage=ToolCacheKeyValue(cache)))
+cache = atc.ToolCache.from_url("redis://127.0.0.1:6379/0", namespace="agent")
+server.add_middleware(ResponseCachingMiddleware(cache_storage=ToolCacheKeyValue(cache)))
+```
 
 Every entry lives in one layer of the cache (``"kv"`` by default). Its cache
 key is ``(store name, collection, key)``, so long keys, long collection names
@@ -39,25 +41,16 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
         "pip install 'aiotoolcache[fastmcp]'"
     ) from exc
 
-from aiotoolcache.errors import ConfigurationError
+from aiotoolcache.integrations._common import ensure_layer
 from aiotoolcache.layers import LayerConfig
 
 if TYPE_CHECKING:
-    from aiotoolcache.cache import Layer
     from aiotoolcache.toolcache import ToolCache
 
 __all__ = ["DEFAULT_KV_LAYER", "ToolCacheKeyValue"]
 
 DEFAULT_KV_LAYER = LayerConfig(ttl=7 * 24 * 3600.0, jitter=0.0, beta=0.0, max_value_bytes=8 * 2**20)
 """Policy of the ``kv`` layer when the cache has none: exact TTLs (no jitter, no early refresh)."""
-
-
-def _ensure_layer(cache: ToolCache, name: str, config: LayerConfig) -> Layer:
-    """Return the layer ``name``, adding it with ``config`` when the cache has none."""
-    try:
-        return cache.layer(name)
-    except ConfigurationError:
-        return cache.add_layer(name, config)
 
 
 class ToolCacheKeyValue(BaseDestroyStore, BaseDestroyCollectionStore):
@@ -77,7 +70,7 @@ class ToolCacheKeyValue(BaseDestroyStore, BaseDestroyCollectionStore):
         default_collection: str | None = None,
     ) -> None:
         self._cache = cache
-        self._layer = _ensure_layer(cache, layer, DEFAULT_KV_LAYER)
+        self._layer = ensure_layer(cache, layer, DEFAULT_KV_LAYER)
         self._name = name
         self._codec = BasicSerializationAdapter()
         super().__init__(default_collection=default_collection, stable_api=True)

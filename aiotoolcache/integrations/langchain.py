@@ -4,13 +4,15 @@
 serves repeated tool calls (same tool, same arguments in any order) from the
 results layer. `ToolCacheByteStore` is a ``langchain_core.stores.ByteStore``
 over a cache layer, so ``CacheBackedEmbeddings`` keeps its vectors in
-aiotoolcache's embeddings layer::
+aiotoolcache's embeddings layer:
 
-    from langchain.agents import create_agent
-    from aiotoolcache.integrations.langchain import ToolCacheMiddleware
+```python
+from langchain.agents import create_agent
+from aiotoolcache.integrations.langchain import ToolCacheMiddleware
 
-    agent = create_agent(model, tools, middleware=[ToolCacheMiddleware(cache, ttl=300)])
-    await agent.ainvoke({"messages": [...]})
+agent = create_agent(model, tools, middleware=[ToolCacheMiddleware(cache, ttl=300)])
+await agent.ainvoke({"messages": [...]})
+```
 
 Both are async-first: the cache is an asyncio library, so use ``ainvoke`` /
 ``astream`` / ``aembed_documents``.
@@ -35,60 +37,16 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
         "pip install 'aiotoolcache[langchain]'"
     ) from exc
 
-from aiotoolcache.errors import ConfigurationError, KeyEncodingError
+from aiotoolcache.errors import ConfigurationError
+from aiotoolcache.integrations._common import allow_policy, allowed, call_through, is_plain, names
 
 if TYPE_CHECKING:
     from aiotoolcache import ToolCache
 
 __all__ = ["ToolCacheByteStore", "ToolCacheMiddleware"]
 
-_FORMAT = 1
-_UNCACHEABLE_KEY = "uncacheable"
-
 PartitionFor = Callable[[ToolCallRequest], "str | None"]
 ToolPolicy = Collection[str] | Callable[[str], bool]
-
-
-def _is_plain(value: Any) -> bool:
-    """Return True when ``value`` survives a msgpack round trip unchanged.
-
-    Tuples are refused (they come back as lists), as are non-str dict keys.
-    """
-    if value is None or isinstance(value, str | bytes | bool | int | float):
-        return True
-    if isinstance(value, list):
-        return all(_is_plain(item) for item in value)
-    if isinstance(value, dict):
-        return all(isinstance(k, str) and _is_plain(v) for k, v in value.items())
-    return False
-
-
-def _names(names: Collection[str]) -> frozenset[str]:
-    """A set of tool names; a lone string is one name, not its characters."""
-    return frozenset([names] if isinstance(names, str) else names)
-
-
-def _storable(value: Any) -> bool:
-    return isinstance(value, dict) and not value.get(_UNCACHEABLE_KEY, False)
-
-
-class _Outcome:
-    """What this caller's own loader produced.
-
-    The loader may also run later as a background refresh, or for a
-    concurrent identical call; only when the value the cache hands back *is*
-    the object this caller's loader returned did the tool run for this call.
-    """
-
-    __slots__ = ("error", "result", "returned")
-
-    def __init__(self) -> None:
-        self.returned: dict[str, Any] | None = None
-        self.result: ToolMessage | Command[Any] | None = None
-        self.error: Exception | None = None
-
-    def owns(self, value: Any) -> bool:
-        return self.returned is not None and value is self.returned
 
 
 class ToolCacheMiddleware(AgentMiddleware):
@@ -147,10 +105,8 @@ class ToolCacheMiddleware(AgentMiddleware):
             raise ConfigurationError(f"sync must be 'raise' or 'bypass', got {sync!r}")
         self.cache = cache
         self.ttl = ttl
-        self.allow_tools = (
-            allow_tools if allow_tools is None or callable(allow_tools) else _names(allow_tools)
-        )
-        self.deny_tools = _names(deny_tools)
+        self.allow_tools = allow_policy(allow_tools)
+        self.deny_tools = names(deny_tools)
         self.partition = partition
         self.server_id = server_id
         self.cache_result = cache_result
@@ -159,13 +115,7 @@ class ToolCacheMiddleware(AgentMiddleware):
     # -- policy ---------------------------------------------------------------
     def is_cached(self, tool_name: str) -> bool:
         """Return whether calls to ``tool_name`` go through the cache."""
-        if tool_name in self.deny_tools:
-            return False
-        if self.allow_tools is None:
-            return True
-        if callable(self.allow_tools):
-            return bool(self.allow_tools(tool_name))
-        return tool_name in self.allow_tools
+        return allowed(tool_name, (tool_name,), self.allow_tools, self.deny_tools)
 
     def _partition_for(self, request: ToolCallRequest) -> str | None:
         if callable(self.partition):
@@ -173,27 +123,22 @@ class ToolCacheMiddleware(AgentMiddleware):
         return self.partition
 
     # -- values ---------------------------------------------------------------
-    def _dump(self, message: ToolMessage) -> dict[str, Any] | None:
-        if message.status == "error":
+    def _dump(self, result: ToolMessage | Command[Any]) -> dict[str, Any] | None:
+        if not isinstance(result, ToolMessage) or result.status == "error":
             return None
-        if self.cache_result is not None and not self.cache_result(message):
+        if self.cache_result is not None and not self.cache_result(result):
             return None
-        data = message.model_dump(exclude={"id", "tool_call_id"})
-        if not _is_plain(data):
+        data = result.model_dump(exclude={"id", "tool_call_id"})
+        if not is_plain(data):
             return None
-        return {"v": _FORMAT, "message": data}
+        return {"message": data}
 
     @staticmethod
-    def _restore(value: Any, tool_call_id: str) -> ToolMessage | None:
-        if not _storable(value) or value.get("v") != _FORMAT:
-            return None
-        data = value.get("message")
+    def _restore(payload: dict[str, Any], tool_call_id: str) -> ToolMessage:
+        data = payload["message"]
         if not isinstance(data, dict):
-            return None
-        try:
-            return ToolMessage.model_validate({**data, "tool_call_id": tool_call_id})
-        except ValueError:
-            return None
+            raise ValueError("the stored message is not a dict")
+        return ToolMessage.model_validate({**data, "tool_call_id": tool_call_id})
 
     # -- hooks ----------------------------------------------------------------
     async def awrap_tool_call(
@@ -205,45 +150,18 @@ class ToolCacheMiddleware(AgentMiddleware):
         name = call["name"]
         if not self.is_cached(name):
             return await handler(request)
-        outcome = _Outcome()
-
-        async def load() -> dict[str, Any]:
-            value: dict[str, Any] = {_UNCACHEABLE_KEY: True}
-            try:
-                result = await handler(request)
-            except Exception as exc:  # never cached; re-raised below for this caller
-                outcome.error = exc
-            else:
-                outcome.result = result
-                if isinstance(result, ToolMessage):
-                    value = self._dump(result) or value
-            outcome.returned = value
-            return value
-
-        value: Any = None
-        try:
-            value = await self.cache.call_tool(
-                self.server_id,
-                name,
-                dict(call["args"]),
-                load,
-                partition=self._partition_for(request),
-                ttl=self.ttl,
-                should_cache=_storable,
-            )
-        except KeyEncodingError:
-            # Arguments with no canonical form: run the tool uncached.
-            return await handler(request)
-        if outcome.owns(value):
-            if outcome.error is not None:
-                raise outcome.error
-            assert outcome.result is not None
-            return outcome.result
-        message = self._restore(value, str(call.get("id") or ""))
-        if message is None:
-            # A concurrent identical call produced an uncacheable result: run our own.
-            return await handler(request)
-        return message
+        tool_call_id = str(call.get("id") or "")
+        return await call_through(
+            self.cache,
+            self.server_id,
+            name,
+            dict(call["args"]),
+            lambda: handler(request),
+            dump=self._dump,
+            restore=lambda payload: self._restore(payload, tool_call_id),
+            partition=self._partition_for(request),
+            ttl=self.ttl,
+        )
 
     def wrap_tool_call(
         self,

@@ -7,11 +7,13 @@ Two pieces:
     (``mcp.client.caching.CacheConfig(store=...)``). The SDK decides what is
     cacheable (``tools/list``, ``resources/read`` … with the server's
     ``ttlMs``/``cacheScope`` hints) and when an entry is fresh; the store only
-    keeps entries, so every client of a fleet, on one Redis, shares them::
+    keeps entries, so every client of a fleet, on one Redis, shares them:
 
-        store = ToolCacheResponseStore(cache)
-        config = CacheConfig(store=store, partition=partition_for_token(token), target_id="weather")
-        async with Client(url, cache=config) as client: ...
+```python
+store = ToolCacheResponseStore(cache)
+config = CacheConfig(store=store, partition=partition_for_token(token), target_id="weather")
+async with Client(url, cache=config) as client: ...
+```
 
 ``ToolCallCache`` / ``cached_call_tool``
     Caches ``tools/call`` results made through a connected ``mcp.Client``,
@@ -55,11 +57,11 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
     ) from exc
 
 from aiotoolcache.errors import ConfigurationError
+from aiotoolcache.integrations._common import ensure_layer
 from aiotoolcache.layers import LayerConfig
 from aiotoolcache.toolcache import server_tag
 
 if TYPE_CHECKING:
-    from aiotoolcache.cache import Layer
     from aiotoolcache.toolcache import ToolCache
 
 __all__ = [
@@ -86,14 +88,6 @@ _MAX_PAGES: Final = 100
 def partition_for_token(token: str) -> str:
     """Return an opaque partition for an access token: its SHA-256, never the token itself."""
     return "tok:" + hashlib.sha256(token.encode()).hexdigest()
-
-
-def _ensure_layer(cache: ToolCache, name: str, config: LayerConfig) -> Layer:
-    """Return the layer ``name``, adding it with ``config`` when the cache has none."""
-    try:
-        return cache.layer(name)
-    except ConfigurationError:
-        return cache.add_layer(name, config)
 
 
 def _cacheable_result_models() -> dict[str, type[CacheableResult]]:
@@ -140,7 +134,7 @@ class ToolCacheResponseStore:
         if retention <= 0:
             raise ConfigurationError(f"retention must be positive, got {retention!r}")
         self._cache = cache
-        self._layer = _ensure_layer(cache, layer, DEFAULT_RESPONSE_LAYER)
+        self._layer = ensure_layer(cache, layer, DEFAULT_RESPONSE_LAYER)
         self._name = name
         self._retention = retention
         self._models = _cacheable_result_models()

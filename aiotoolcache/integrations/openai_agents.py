@@ -3,15 +3,17 @@
 `cached_function_tool` returns a copy of a ``FunctionTool`` whose
 invocations are answered from aiotoolcache's results layer when the same
 arguments (in any order) were seen before; `cached_function_tools`
-applies it to a list of tools under an allow / deny policy::
+applies it to a list of tools under an allow / deny policy:
 
-    from agents import Agent, function_tool
-    from aiotoolcache.integrations.openai_agents import cached_function_tool
+```python
+from agents import Agent, function_tool
+from aiotoolcache.integrations.openai_agents import cached_function_tool
 
-    @function_tool
-    async def get_weather(city: str) -> str: ...
+@function_tool
+async def get_weather(city: str) -> str: ...
 
-    agent = Agent(name="a", tools=[cached_function_tool(get_weather, cache, ttl=300)])
+agent = Agent(name="a", tools=[cached_function_tool(get_weather, cache, ttl=300)])
+```
 """
 
 from __future__ import annotations
@@ -33,32 +35,15 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
     ) from exc
 
 from aiotoolcache import ToolCache
-from aiotoolcache.errors import KeyEncodingError
+from aiotoolcache.integrations._common import allow_policy, allowed, call_through, is_plain, names
 
 __all__ = ["cached_function_tool", "cached_function_tools"]
 
-_UNCACHEABLE_KEY = "uncacheable"
-_FORMAT = 1
 _STRUCTURED_OUTPUTS = (ToolOutputText, ToolOutputImage, ToolOutputFileContent)
 
 Invoker = Callable[[ToolContext[Any], str], Awaitable[Any]]
 PartitionFor = Callable[[ToolContext[Any]], "str | None"]
 T = TypeVar("T")
-
-
-def _is_plain(value: Any) -> bool:
-    """Return True when ``value`` survives a msgpack round trip unchanged.
-
-    Tuples are refused (they come back as lists and print differently), as are
-    non-str dict keys.
-    """
-    if value is None or isinstance(value, str | bytes | bool | int | float):
-        return True
-    if isinstance(value, list):
-        return all(_is_plain(item) for item in value)
-    if isinstance(value, dict):
-        return all(isinstance(k, str) and _is_plain(v) for k, v in value.items())
-    return False
 
 
 def _to_plain(output: Any) -> Any:
@@ -75,29 +60,9 @@ def _to_plain(output: Any) -> Any:
         and all(isinstance(item, _STRUCTURED_OUTPUTS) for item in output)
     ):
         return [item.model_dump(mode="json", exclude_none=True) for item in output]
-    if _is_plain(output):
+    if is_plain(output):
         return output
     raise TypeError(f"{type(output).__name__} output is not cached")
-
-
-def _storable(value: Any) -> bool:
-    return isinstance(value, dict) and not value.get(_UNCACHEABLE_KEY, False)
-
-
-class _Outcome:
-    """What this caller's own loader produced (see ``owns``)."""
-
-    __slots__ = ("error", "result", "returned")
-
-    def __init__(self) -> None:
-        self.returned: dict[str, Any] | None = None
-        self.result: Any = None
-        self.error: Exception | None = None
-
-    def owns(self, value: Any) -> bool:
-        # The loader can also run as a background refresh or for a concurrent
-        # identical call: only the very object it returned means "ran for us".
-        return self.returned is not None and value is self.returned
 
 
 def _caching_invoker(
@@ -110,6 +75,14 @@ def _caching_invoker(
     server_id: str,
     should_cache: Callable[[Any], bool] | None,
 ) -> Invoker:
+    def dump(result: Any) -> dict[str, Any] | None:
+        if should_cache is not None and not should_cache(result):
+            return None
+        try:
+            return {"output": _to_plain(result)}
+        except TypeError:
+            return None
+
     async def invoke_cached(ctx: ToolContext[Any], input: str) -> Any:
         try:
             arguments = json.loads(input) if input.strip() else {}
@@ -117,45 +90,17 @@ def _caching_invoker(
             return await invoke(ctx, input)  # let the tool report its own parse error
         if not isinstance(arguments, dict):
             return await invoke(ctx, input)
-        outcome = _Outcome()
-
-        async def load() -> dict[str, Any]:
-            value: dict[str, Any] = {_UNCACHEABLE_KEY: True}
-            try:
-                result = await invoke(ctx, input)
-            except Exception as exc:  # never cached; re-raised below for this caller
-                outcome.error = exc
-            else:
-                outcome.result = result
-                if should_cache is None or should_cache(result):
-                    try:
-                        value = {"v": _FORMAT, "output": _to_plain(result)}
-                    except TypeError:
-                        pass
-            outcome.returned = value
-            return value
-
-        part = partition(ctx) if callable(partition) else partition
-        try:
-            value = await cache.call_tool(
-                server_id,
-                tool_name,
-                arguments,
-                load,
-                partition=part,
-                ttl=ttl,
-                should_cache=_storable,
-            )
-        except KeyEncodingError:
-            return await invoke(ctx, input)
-        if outcome.owns(value):
-            if outcome.error is not None:
-                raise outcome.error
-            return outcome.result
-        if _storable(value) and value.get("v") == _FORMAT and "output" in value:
-            return value["output"]
-        # A concurrent identical call produced an uncacheable result: run our own.
-        return await invoke(ctx, input)
+        return await call_through(
+            cache,
+            server_id,
+            tool_name,
+            arguments,
+            lambda: invoke(ctx, input),
+            dump=dump,
+            restore=lambda payload: payload["output"],
+            partition=partition(ctx) if callable(partition) else partition,
+            ttl=ttl,
+        )
 
     return invoke_cached
 
@@ -246,13 +191,13 @@ def cached_function_tools(
     MCP servers' tools, tools the policy excludes) are returned unchanged.
     Cache only tools whose result depends on their arguments alone.
     """
-    if isinstance(allow_tools, str):
-        allow_tools = [allow_tools]
-    if isinstance(deny_tools, str):
-        deny_tools = [deny_tools]
+    allow = allow_policy(allow_tools)
+    deny = names(deny_tools)
     out: list[T] = []
     for tool in tools:
-        if isinstance(tool, FunctionTool) and _allowed(tool, allow_tools, deny_tools):
+        if isinstance(tool, FunctionTool) and allowed(
+            tool, (tool.name, tool.qualified_name), allow, deny
+        ):
             wrapped = cached_function_tool(
                 tool,
                 cache,
@@ -265,17 +210,3 @@ def cached_function_tools(
         else:
             out.append(tool)
     return out
-
-
-def _allowed(
-    tool: FunctionTool,
-    allow_tools: Collection[str] | Callable[[FunctionTool], bool] | None,
-    deny_tools: Collection[str],
-) -> bool:
-    if tool.name in deny_tools or tool.qualified_name in deny_tools:
-        return False
-    if allow_tools is None:
-        return True
-    if callable(allow_tools):
-        return bool(allow_tools(tool))
-    return tool.name in allow_tools or tool.qualified_name in allow_tools

@@ -3,13 +3,15 @@
 `ToolCacheCapability` hooks ``wrap_tool_execute`` so a repeated tool call
 (same tool, same validated arguments in any order) is answered from the
 results layer without running the tool. `CachedEmbeddingModel` wraps
-any embedding model so each text is embedded once per model and settings::
+any embedding model so each text is embedded once per model and settings:
 
-    from pydantic_ai import Agent, Embedder
-    from aiotoolcache.integrations.pydantic_ai import CachedEmbeddingModel, ToolCacheCapability
+```python
+from pydantic_ai import Agent, Embedder
+from aiotoolcache.integrations.pydantic_ai import CachedEmbeddingModel, ToolCacheCapability
 
-    agent = Agent(model, tools=[...], capabilities=[ToolCacheCapability(cache, ttl=300)])
-    embedder = Embedder(CachedEmbeddingModel("openai:text-embedding-3-small", cache))
+agent = Agent(model, tools=[...], capabilities=[ToolCacheCapability(cache, ttl=300)])
+embedder = Embedder(CachedEmbeddingModel("openai:text-embedding-3-small", cache))
+```
 """
 
 from __future__ import annotations
@@ -37,48 +39,12 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
     ) from exc
 
 from aiotoolcache import ToolCache
-from aiotoolcache.errors import KeyEncodingError
+from aiotoolcache.integrations._common import allowed, call_through, is_plain
 
 __all__ = ["CachedEmbeddingModel", "ToolCacheCapability"]
 
-_UNCACHEABLE_KEY = "uncacheable"
-_FORMAT = 1
 # Settings that never change the vectors a model returns.
 _NEUTRAL_SETTINGS = frozenset({"extra_headers", "dimensions"})
-
-
-def _is_plain(value: Any) -> bool:
-    """Return True when ``value`` survives a msgpack round trip unchanged.
-
-    Tuples are refused (they come back as lists), as are non-str dict keys.
-    """
-    if value is None or isinstance(value, str | bytes | bool | int | float):
-        return True
-    if isinstance(value, list):
-        return all(_is_plain(item) for item in value)
-    if isinstance(value, dict):
-        return all(isinstance(k, str) and _is_plain(v) for k, v in value.items())
-    return False
-
-
-def _storable(value: Any) -> bool:
-    return isinstance(value, dict) and not value.get(_UNCACHEABLE_KEY, False)
-
-
-class _Outcome:
-    """What this caller's own loader produced (see ``owns``)."""
-
-    __slots__ = ("error", "result", "returned")
-
-    def __init__(self) -> None:
-        self.returned: dict[str, Any] | None = None
-        self.result: Any = None
-        self.error: Exception | None = None
-
-    def owns(self, value: Any) -> bool:
-        # The loader can also run as a background refresh or for a concurrent
-        # identical call: only the very object it returned means "ran for us".
-        return self.returned is not None and value is self.returned
 
 
 @dataclass
@@ -143,15 +109,9 @@ class ToolCacheCapability(AbstractCapability[Any]):
 
     def is_cached(self, tool_def: ToolDefinition) -> bool:
         """Return whether calls to this tool go through the cache."""
-        if tool_def.name in self.deny_tools:
-            return False
         if tool_def.metadata is not None and tool_def.metadata.get("cache") is False:
             return False
-        if self.allow_tools is None:
-            return True
-        if callable(self.allow_tools):
-            return bool(self.allow_tools(tool_def))
-        return tool_def.name in self.allow_tools
+        return allowed(tool_def, (tool_def.name,), self.allow_tools, self.deny_tools)
 
     def _partition_for(self, ctx: RunContext[Any]) -> str | None:
         if callable(self.partition):
@@ -161,15 +121,15 @@ class ToolCacheCapability(AbstractCapability[Any]):
     def _dump(self, result: Any) -> dict[str, Any] | None:
         if self.cache_result is not None and not self.cache_result(result):
             return None
-        if _is_plain(result):
-            return {"v": _FORMAT, "result": result}
+        if is_plain(result):
+            return {"result": result}
         if self.jsonable:
             try:
                 converted = to_jsonable_python(result)
             except Exception:  # pydantic_core raises its own types for unknown objects
                 return None
-            if _is_plain(converted):
-                return {"v": _FORMAT, "result": converted}
+            if is_plain(converted):
+                return {"result": converted}
         return None
 
     async def wrap_tool_execute(
@@ -187,40 +147,17 @@ class ToolCacheCapability(AbstractCapability[Any]):
             key_args = to_jsonable_python(args)
         except Exception:  # arguments with no JSON form: run the tool uncached
             return await handler(args)
-        outcome = _Outcome()
-
-        async def load() -> dict[str, Any]:
-            value: dict[str, Any] = {_UNCACHEABLE_KEY: True}
-            try:
-                result = await handler(args)
-            except Exception as exc:  # never cached; re-raised below for this caller
-                outcome.error = exc
-            else:
-                outcome.result = result
-                value = self._dump(result) or value
-            outcome.returned = value
-            return value
-
-        try:
-            value = await self.cache.call_tool(
-                self.server_id,
-                tool_def.name,
-                key_args,
-                load,
-                partition=self._partition_for(ctx),
-                ttl=self.ttl,
-                should_cache=_storable,
-            )
-        except KeyEncodingError:
-            return await handler(args)
-        if outcome.owns(value):
-            if outcome.error is not None:
-                raise outcome.error
-            return outcome.result
-        if _storable(value) and value.get("v") == _FORMAT and "result" in value:
-            return value["result"]
-        # A concurrent identical call produced an uncacheable result: run our own.
-        return await handler(args)
+        return await call_through(
+            self.cache,
+            self.server_id,
+            tool_def.name,
+            key_args,
+            lambda: handler(args),
+            dump=self._dump,
+            restore=lambda payload: payload["result"],
+            partition=self._partition_for(ctx),
+            ttl=self.ttl,
+        )
 
 
 @dataclass(init=False)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 import sys
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from types import SimpleNamespace
 from typing import Any, cast
@@ -20,7 +20,7 @@ from fastmcp.exceptions import ToolError
 from fastmcp.prompts.base import Message
 from fastmcp.resources.base import ResourceContent, ResourceResult
 from fastmcp.server import create_proxy
-from fastmcp.server.middleware.middleware import CallNext, Middleware, MiddlewareContext
+from fastmcp.server.middleware.middleware import MiddlewareContext
 from fastmcp.tools.base import InputRequiredToolResult, Tool, ToolResult
 from mcp.server.auth.middleware.auth_context import auth_context_var
 from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
@@ -30,31 +30,10 @@ from mcp_types import Icon, ToolAnnotations
 import aiotoolcache as atc
 from aiotoolcache.integrations.fastmcp import ToolCacheMiddleware
 from aiotoolcache.integrations.mcp import list_changed_handler
+from tests.integrations.fastmcp_helpers import RequestCounter
 
 READ_ONLY = ToolAnnotations(read_only_hint=True)
 IDEMPOTENT = ToolAnnotations(idempotent_hint=True)
-
-
-class Counter(Middleware):
-    """Counts the requests that get past the cache (it sits inside ToolCacheMiddleware)."""
-
-    def __init__(self) -> None:
-        self.calls: list[str] = []
-
-    async def on_request(
-        self, context: MiddlewareContext[Any], call_next: CallNext[Any, Any]
-    ) -> Any:
-        self.calls.append(str(context.method))
-        return await call_next(context)
-
-    def count(self, method: str) -> int:
-        return self.calls.count(method)
-
-
-@pytest.fixture
-async def cache() -> AsyncIterator[atc.ToolCache]:
-    async with atc.ToolCache() as cache:
-        yield cache
 
 
 def make_server(
@@ -282,7 +261,7 @@ async def test_component_version_and_meta_are_part_of_the_key(cache: atc.ToolCac
 
 async def test_tool_list_is_cached_and_round_trips(cache: atc.ToolCache) -> None:
     server, _ = make_server(cache)
-    counter = Counter()
+    counter = RequestCounter()
     server.add_middleware(counter)
 
     @server.tool(
@@ -311,7 +290,7 @@ async def test_tool_list_is_cached_and_round_trips(cache: atc.ToolCache) -> None
 async def test_an_empty_tool_list_is_cached(cache: atc.ToolCache) -> None:
     server = FastMCP("empty")
     server.add_middleware(ToolCacheMiddleware(cache))
-    counter = Counter()
+    counter = RequestCounter()
     server.add_middleware(counter)
     async with Client(server) as client:
         assert await client.list_tools() == []
@@ -351,7 +330,7 @@ async def test_invalidate_drops_the_server(cache: atc.ToolCache) -> None:
 
 async def test_listing_switches_and_ttls(cache: atc.ToolCache) -> None:
     server, _ = make_server(cache, list_tools=False, list_prompts_ttl=0.05)
-    counter = Counter()
+    counter = RequestCounter()
     server.add_middleware(counter)
 
     @server.prompt
@@ -494,7 +473,7 @@ async def test_continuation_legs_bypass_the_cache(cache: atc.ToolCache) -> None:
 
 async def test_caching_proxy_in_front_of_another_server(cache: atc.ToolCache) -> None:
     backend, runs = make_server(atc.ToolCache(), name="backend", call_tool=False, list_tools=False)
-    backend_counter = Counter()
+    backend_counter = RequestCounter()
     backend.add_middleware(backend_counter)
     proxy = create_proxy(backend, name="front")
     proxy.add_middleware(ToolCacheMiddleware(cache, server_id="backend"))

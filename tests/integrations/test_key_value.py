@@ -31,12 +31,6 @@ class TestRedisContract(KeyValueStoreContract):
             yield ToolCacheKeyValue(cache)
 
 
-@pytest.fixture
-async def cache() -> AsyncIterator[atc.ToolCache]:
-    async with atc.ToolCache() as cache:
-        yield cache
-
-
 async def test_destroy_collection_drops_only_that_collection(cache: atc.ToolCache) -> None:
     store = ToolCacheKeyValue(cache)
     await store.put("k", {"v": 1}, collection="one")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import pytest
@@ -17,6 +17,7 @@ from langchain_core.tools import BaseTool, ToolException, tool
 
 import aiotoolcache as atc
 from aiotoolcache.integrations.langchain import ToolCacheMiddleware
+from tests.integrations.helpers import Counter
 from tests.servers import RedisServer
 
 
@@ -56,11 +57,6 @@ async def run(
     return [m for m in state["messages"] if isinstance(m, ToolMessage)]
 
 
-class Counter:
-    def __init__(self) -> None:
-        self.n = 0
-
-
 def make_tools(counter: Counter) -> dict[str, BaseTool]:
     @tool
     async def add(a: int, b: int) -> str:
@@ -90,17 +86,6 @@ def make_tools(counter: Counter) -> dict[str, BaseTool]:
         raise RuntimeError("boom")
 
     return {t.name: t for t in (add, now, flaky, boom)}
-
-
-@pytest.fixture
-async def cache() -> AsyncIterator[atc.ToolCache]:
-    async with atc.ToolCache() as c:
-        yield c
-
-
-@pytest.fixture
-def counter() -> Counter:
-    return Counter()
 
 
 @pytest.fixture
@@ -286,20 +271,11 @@ def test_bad_sync_option_is_rejected() -> None:
         ToolCacheMiddleware(atc.ToolCache(), sync="maybe")  # type: ignore[arg-type]
 
 
-@pytest.fixture
-def redis_url() -> Iterator[str]:
-    server = RedisServer().start()
-    try:
-        yield server.url
-    finally:
-        server.stop()
-
-
 async def test_results_shared_between_workers_through_redis(
-    redis_url: str, counter: Counter, tools: dict[str, BaseTool]
+    own_redis: RedisServer, counter: Counter, tools: dict[str, BaseTool]
 ) -> None:
     def make() -> atc.ToolCache:
-        return atc.ToolCache.from_url(redis_url, namespace="lc-test")
+        return atc.ToolCache.from_url(own_redis.url, namespace="lc-test")
 
     async with make() as one, make() as two:
         await run([tools["add"]], ToolCacheMiddleware(one), calls(("add", {"a": 9, "b": 1}, "r1")))

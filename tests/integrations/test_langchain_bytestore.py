@@ -54,12 +54,6 @@ class TestToolCacheByteStoreAsyncOnRedis(BaseStoreAsyncTests[bytes]):
         return b"\x00\x01", b"", b"\xff" * 3000
 
 
-@pytest.fixture
-async def cache() -> AsyncIterator[atc.ToolCache]:
-    async with atc.ToolCache() as c:
-        yield c
-
-
 async def test_stores_are_isolated_by_namespace_and_partition(cache: atc.ToolCache) -> None:
     a = ToolCacheByteStore(cache, namespace="a")
     b = ToolCacheByteStore(cache, namespace="b")

@@ -7,7 +7,6 @@ import importlib
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -20,7 +19,6 @@ import redis
 from fastmcp import Client as FastMCPClient
 from fastmcp import Context, FastMCP
 from fastmcp.exceptions import ToolError
-from fastmcp.server.middleware.middleware import CallNext, Middleware, MiddlewareContext
 from fastmcp.tools.base import Tool, ToolResult
 from mcp import Client
 from mcp.client.caching import CacheConfig, CacheEntry, CacheKey
@@ -35,40 +33,19 @@ from aiotoolcache.integrations.mcp import (
     cached_call_tool,
     partition_for_token,
 )
+from tests.integrations.fastmcp_helpers import RequestCounter
 
 READ_ONLY = ToolAnnotations(read_only_hint=True)
 
 
-class Counter(Middleware):
-    """Counts the requests a FastMCP server actually handles."""
-
-    def __init__(self) -> None:
-        self.calls: list[str] = []
-
-    async def on_request(
-        self, context: MiddlewareContext[Any], call_next: CallNext[Any, Any]
-    ) -> Any:
-        self.calls.append(str(context.method))
-        return await call_next(context)
-
-    def count(self, method: str) -> int:
-        return self.calls.count(method)
-
-
-@pytest.fixture
-async def cache() -> AsyncIterator[atc.ToolCache]:
-    async with atc.ToolCache() as cache:
-        yield cache
-
-
-def make_server(**options: Any) -> tuple[FastMCP, dict[str, int], Counter]:
+def make_server(**options: Any) -> tuple[FastMCP, dict[str, int], RequestCounter]:
     runs: dict[str, int] = {}
 
     def ran(tool: str) -> None:
         runs[tool] = runs.get(tool, 0) + 1
 
     server = FastMCP("weather", **options)
-    counter = Counter()
+    counter = RequestCounter()
     server.add_middleware(counter)
 
     @server.tool(annotations=READ_ONLY)
@@ -169,7 +146,7 @@ async def test_list_changed_invalidates_discovery(cache: atc.ToolCache) -> None:
 
 async def test_an_empty_tool_list_is_cached(cache: atc.ToolCache) -> None:
     server = FastMCP("empty")
-    counter = Counter()
+    counter = RequestCounter()
     server.add_middleware(counter)
     calls = ToolCallCache(cache, server_id="empty")
     async with FastMCPClient(server) as client:

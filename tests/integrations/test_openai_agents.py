@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,6 +32,7 @@ from openai.types.responses import (
 
 import aiotoolcache as atc
 from aiotoolcache.integrations.openai_agents import cached_function_tool, cached_function_tools
+from tests.integrations.helpers import Counter
 from tests.servers import RedisServer
 
 set_tracing_disabled(True)
@@ -85,11 +85,6 @@ class Ctx:
     user: str
 
 
-class Counter:
-    def __init__(self) -> None:
-        self.n = 0
-
-
 def make_tools(counter: Counter) -> dict[str, FunctionTool]:
     @function_tool
     async def add(a: int, b: int) -> int:
@@ -131,17 +126,6 @@ async def run(tools: list[Any], *calls: tuple[str, dict[str, Any] | str], user: 
         agent, "go", context=Ctx(user), run_config=RunConfig(tracing_disabled=True)
     )
     return str(result.final_output)
-
-
-@pytest.fixture
-async def cache() -> AsyncIterator[atc.ToolCache]:
-    async with atc.ToolCache() as c:
-        yield c
-
-
-@pytest.fixture
-def counter() -> Counter:
-    return Counter()
 
 
 @pytest.fixture
@@ -297,21 +281,12 @@ async def test_direct_invocation_keeps_context_semantics(
     assert counter.n == 2
 
 
-@pytest.fixture
-def redis_url() -> Iterator[str]:
-    server = RedisServer().start()
-    try:
-        yield server.url
-    finally:
-        server.stop()
-
-
 async def test_results_shared_between_workers_through_redis(
-    redis_url: str, counter: Counter, tools: dict[str, FunctionTool]
+    own_redis: RedisServer, counter: Counter, tools: dict[str, FunctionTool]
 ) -> None:
     async with (
-        atc.ToolCache.from_url(redis_url, namespace="oa") as one,
-        atc.ToolCache.from_url(redis_url, namespace="oa") as two,
+        atc.ToolCache.from_url(own_redis.url, namespace="oa") as one,
+        atc.ToolCache.from_url(own_redis.url, namespace="oa") as two,
     ):
         await run([cached_function_tool(tools["add"], one)], ("add", {"a": 9, "b": 1}))
         out = await run([cached_function_tool(tools["add"], two)], ("add", {"b": 1, "a": 9}))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,6 +26,7 @@ from pydantic_ai.models.test import TestModel
 
 import aiotoolcache as atc
 from aiotoolcache.integrations.pydantic_ai import CachedEmbeddingModel, ToolCacheCapability
+from tests.integrations.helpers import Counter
 from tests.servers import RedisServer
 
 
@@ -50,11 +50,6 @@ def scripted(*calls: tuple[str, dict[str, Any]]) -> FunctionModel:
         )
 
     return FunctionModel(respond)
-
-
-class Counter:
-    def __init__(self) -> None:
-        self.n = 0
 
 
 @dataclass
@@ -117,17 +112,6 @@ def _uncached_lookup(counter: Counter) -> Any:
 async def run(agent: Agent[Deps, str], *calls: tuple[str, dict[str, Any]], user: str = "u") -> str:
     result = await agent.run("go", model=scripted(*calls), deps=Deps(user))
     return result.output
-
-
-@pytest.fixture
-async def cache() -> AsyncIterator[atc.ToolCache]:
-    async with atc.ToolCache() as c:
-        yield c
-
-
-@pytest.fixture
-def counter() -> Counter:
-    return Counter()
 
 
 async def test_second_identical_call_is_served_from_cache(
@@ -302,21 +286,12 @@ async def test_embedding_settings_and_partitions_key_the_vectors(cache: atc.Tool
     assert tenant.model_name == inner.model_name and tenant.system == inner.system
 
 
-@pytest.fixture
-def redis_url() -> Iterator[str]:
-    server = RedisServer().start()
-    try:
-        yield server.url
-    finally:
-        server.stop()
-
-
 async def test_tool_results_and_vectors_shared_through_redis(
-    redis_url: str, counter: Counter
+    own_redis: RedisServer, counter: Counter
 ) -> None:
     async with (
-        atc.ToolCache.from_url(redis_url, namespace="pai") as one,
-        atc.ToolCache.from_url(redis_url, namespace="pai") as two,
+        atc.ToolCache.from_url(own_redis.url, namespace="pai") as one,
+        atc.ToolCache.from_url(own_redis.url, namespace="pai") as two,
     ):
         await run(make_agent(counter, ToolCacheCapability(one)), ("add", {"a": 9, "b": 1}))
         out = await run(make_agent(counter, ToolCacheCapability(two)), ("add", {"b": 1, "a": 9}))

@@ -1,0 +1,151 @@
+"""What the framework adapters share: plain-data checks, tool policies, cached tool calls."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Collection, Sequence
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
+
+from aiotoolcache.errors import ConfigurationError, KeyEncodingError
+
+if TYPE_CHECKING:
+    from aiotoolcache.cache import Layer
+    from aiotoolcache.layers import LayerConfig
+    from aiotoolcache.toolcache import ToolCache
+
+FORMAT = 1
+"""Version of the tool-call payloads; a stored payload of another version is a miss."""
+
+UNCACHEABLE_KEY = "uncacheable"
+"""Marks a loader's value that is handed back to its callers but never stored."""
+
+ResultT = TypeVar("ResultT")
+SubjectT = TypeVar("SubjectT")
+
+
+def ensure_layer(cache: ToolCache, name: str, config: LayerConfig) -> Layer:
+    """Return the layer ``name``, adding it with ``config`` when the cache has none."""
+    try:
+        return cache.layer(name)
+    except ConfigurationError:
+        return cache.add_layer(name, config)
+
+
+def is_plain(value: Any) -> bool:
+    """True when ``value`` survives a msgpack round trip unchanged (no tuples, no non-str keys)."""
+    if value is None or isinstance(value, str | bytes | bool | int | float):
+        return True
+    if isinstance(value, list):
+        return all(is_plain(item) for item in value)
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and is_plain(v) for k, v in value.items())
+    return False
+
+
+def storable(value: Any) -> bool:
+    """Return True for a loader's value the cache may store: a dict not marked uncacheable."""
+    return isinstance(value, dict) and not value.get(UNCACHEABLE_KEY, False)
+
+
+def names(value: Collection[str]) -> frozenset[str]:
+    """A set of tool names; a lone string is one name, not its characters."""
+    return frozenset([value] if isinstance(value, str) else value)
+
+
+def allow_policy(
+    allow_tools: Collection[str] | Callable[[SubjectT], bool] | None,
+) -> frozenset[str] | Callable[[SubjectT], bool] | None:
+    """``allow_tools`` with a collection of names made a set; None and predicates unchanged."""
+    if allow_tools is None or callable(allow_tools):
+        return allow_tools
+    return names(allow_tools)
+
+
+def allowed(
+    subject: SubjectT,
+    tool_names: Sequence[str],
+    allow_tools: Collection[str] | Callable[[SubjectT], bool] | None,
+    deny_tools: Collection[str],
+) -> bool:
+    """False when one of ``tool_names`` is denied, else what ``allow_tools`` says (None: True)."""
+    if any(name in deny_tools for name in tool_names):
+        return False
+    if allow_tools is None:
+        return True
+    if callable(allow_tools):
+        return bool(allow_tools(subject))
+    return any(name in allow_tools for name in tool_names)
+
+
+class Outcome(Generic[ResultT]):
+    """What this caller's own loader produced; the tool ran for this call only if it ``owns``."""
+
+    __slots__ = ("error", "result", "returned")
+
+    def __init__(self) -> None:
+        self.returned: dict[str, Any] | None = None
+        self.result: ResultT | None = None
+        self.error: Exception | None = None
+
+    def owns(self, value: Any) -> bool:
+        """True only for the very object this caller's loader returned."""
+        return self.returned is not None and value is self.returned
+
+
+async def call_through(
+    cache: ToolCache,
+    server_id: str,
+    tool_name: str,
+    arguments: Any,
+    run: Callable[[], Awaitable[ResultT]],
+    *,
+    dump: Callable[[ResultT], dict[str, Any] | None],
+    restore: Callable[[dict[str, Any]], ResultT],
+    partition: str | None,
+    ttl: float | None,
+) -> ResultT:
+    """A tool call's result from the results layer or ``run()``; exceptions are never stored."""
+    # ``dump`` makes a result the payload to store (None: not stored); ``restore``
+    # makes a stored payload a result again, raising LookupError or ValueError
+    # when it does not fit (then the tool runs). The loader can also run as a
+    # background refresh or for a concurrent identical call: only the very object
+    # it returned means "ran for us".
+    outcome: Outcome[ResultT] = Outcome()
+
+    async def load() -> dict[str, Any]:
+        value: dict[str, Any] = {UNCACHEABLE_KEY: True}
+        try:
+            result = await run()
+        except Exception as exc:  # never cached; re-raised below for this caller
+            outcome.error = exc
+        else:
+            outcome.result = result
+            payload = dump(result)
+            if payload is not None:
+                value = {"v": FORMAT, **payload}
+        outcome.returned = value
+        return value
+
+    try:
+        value = await cache.call_tool(
+            server_id,
+            tool_name,
+            arguments,
+            load,
+            partition=partition,
+            ttl=ttl,
+            should_cache=storable,
+        )
+    except KeyEncodingError:
+        # Arguments with no canonical form: run the tool uncached.
+        return await run()
+    if outcome.owns(value):
+        if outcome.error is not None:
+            raise outcome.error
+        return cast(ResultT, outcome.result)
+    if storable(value) and value.get("v") == FORMAT:
+        try:
+            return restore(value)
+        except (LookupError, ValueError):
+            pass
+    # A concurrent identical call produced an uncacheable result: run our own.
+    return await run()
