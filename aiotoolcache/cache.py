@@ -406,7 +406,8 @@ class Layer:
             return
         if state is Freshness.STALE:
             self.counters.stale_served += 1
-        if self._owner.loads.start_refresh(self, ref, loader, ttl, tags, should_cache):
+        loads = self._owner.loads
+        if loads.start_refresh(self, ref, envelope, loader, ttl, tags, should_cache):
             if state is Freshness.REFRESH_EARLY:
                 self.counters.early_refreshes += 1
 

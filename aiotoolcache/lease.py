@@ -72,13 +72,14 @@ redis.call('DEL', KEYS[1], KEYS[2])
 if ARGV[1] ~= '' then redis.call('PUBLISH', ARGV[1], ARGV[2]) end
 return 1
 """
-# KEYS: value, lease. ARGV: token, data, px, channel, message.
+# KEYS: value, lease. ARGV: token, data, px, channel, message, always ("1": announce
+# even unawaited, so workers holding a stale copy drop it).
 _FILL = """
 local holder = redis.call('GET', KEYS[2])
 if not holder or string.sub(holder, 1, #ARGV[1]) ~= ARGV[1] then return 0 end
 redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
 redis.call('DEL', KEYS[2])
-if #holder > #ARGV[1] then redis.call('PUBLISH', ARGV[4], ARGV[5]) end
+if #holder > #ARGV[1] or ARGV[6] == '1' then redis.call('PUBLISH', ARGV[4], ARGV[5]) end
 return 1
 """
 
@@ -128,9 +129,14 @@ class LeaseManager:
         ttl_ms: int,
         channel: str,
         message: bytes,
+        always_announce: bool = False,
     ) -> bool:
-        """Write ``data`` and announce it, only if ``token`` still holds the lease."""
-        args = [token, data, max(1, ttl_ms), channel, message]
+        """Write ``data`` only if ``token`` still holds the lease; announce it when awaited.
+
+        ``always_announce`` publishes even when no worker waits: a refresh
+        replaces a value other workers may still hold stale in L1.
+        """
+        args = [token, data, max(1, ttl_ms), channel, message, "1" if always_announce else "0"]
         return await self._run(self._fill, [value_key, lease_key], args) == 1
 
     async def write_many(

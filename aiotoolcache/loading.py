@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from aiotoolcache.cache import MISSING
+from aiotoolcache.codec import Envelope
 from aiotoolcache.errors import BackendError, CachedLoaderError
 from aiotoolcache.fills import Fill
 from aiotoolcache.keys import KeyRef
@@ -66,6 +67,7 @@ class LoadCoordinator:
         should_cache: ShouldCache | None,
         *,
         wait: bool,
+        replaces: Envelope | None = None,
     ) -> T | None:
         """Load ``ref`` under its lease and cache the value; return it.
 
@@ -81,6 +83,13 @@ class LoadCoordinator:
             if found is not MISSING:
                 return cast(T, found)
             if token is None and not wait:
+                return None
+            if (
+                token is not None
+                and replaces is not None
+                and await self._refreshed_elsewhere(layer, ref, fill, replaces)
+            ):
+                await self._release(ref, token)
                 return None
         renewal = self._start_renewal(ref, token)
         try:
@@ -108,7 +117,16 @@ class LoadCoordinator:
         else:
             # The fill script releases the lease itself.
             await self._store(
-                layer, ref, fill, token, value, ttl, tags, elapsed, skip_backend=degraded
+                layer,
+                ref,
+                fill,
+                token,
+                value,
+                ttl,
+                tags,
+                elapsed,
+                skip_backend=degraded,
+                refresh=not wait,
             )
         return value
 
@@ -160,6 +178,16 @@ class LoadCoordinator:
                     layer.keep_in_l1(ref, envelope, fill)
                     return None, value
 
+    async def _refreshed_elsewhere(
+        self, layer: Layer, ref: KeyRef, fill: Fill, served: Envelope
+    ) -> bool:
+        """True when another worker refreshed ``ref`` just before this one took the lease."""
+        envelope = await layer.read_l2(ref)
+        if envelope is None or envelope.created_at <= served.created_at:
+            return False
+        layer.keep_in_l1(ref, envelope, fill)
+        return True
+
     def _start_renewal(self, ref: KeyRef, token: str | None) -> asyncio.Task[None] | None:
         if token is None or self.leases is None:
             return None
@@ -193,6 +221,7 @@ class LoadCoordinator:
         elapsed: float,
         *,
         skip_backend: bool = False,
+        refresh: bool = False,
     ) -> None:
         sealed = layer.seal(ref, value, ttl, tags, elapsed)
         if sealed is None or fill.revoked:
@@ -213,7 +242,14 @@ class LoadCoordinator:
             message = owner.bus.encode({"op": "filled", "l": ref.layer, "k": [ref.value_key]})
             try:
                 stored = await self.leases.fill(
-                    ref.value_key, ref.lease_key, token, data, ttl_ms, owner.bus_channel, message
+                    ref.value_key,
+                    ref.lease_key,
+                    token,
+                    data,
+                    ttl_ms,
+                    owner.bus_channel,
+                    message,
+                    always_announce=refresh,
                 )
             except BackendError:
                 layer.counters.dropped_writes += 1
@@ -229,6 +265,7 @@ class LoadCoordinator:
         self,
         layer: Layer,
         ref: KeyRef,
+        served: Envelope,
         loader: Callable[[], Awaitable[Any]],
         ttl: float | None,
         tags: list[str] | None,
@@ -242,7 +279,9 @@ class LoadCoordinator:
         async def refresh() -> None:
             fill = self._owner.fills.begin(ref)
             try:
-                await self.load(layer, ref, fill, loader, ttl, tags, should_cache, wait=False)
+                await self.load(
+                    layer, ref, fill, loader, ttl, tags, should_cache, wait=False, replaces=served
+                )
             except Exception as exc:
                 # stale-if-error: the value being served stays until its hard expiry.
                 layer.counters.refresh_errors += 1
