@@ -34,7 +34,7 @@ import orjson
 from redis.asyncio import Redis
 
 from aiotoolcache.errors import BackendError, ConfigurationError
-from aiotoolcache.stats import LayerStats
+from aiotoolcache.stats import COUNTS, LayerStats
 
 if TYPE_CHECKING:
     from aiotoolcache.stores.redis import AnyRedis
@@ -58,23 +58,7 @@ log = logging.getLogger("aiotoolcache.fleet")
 DEFAULT_INTERVAL = 5.0
 
 # Monotonic integer counters of LayerStats, summed with HINCRBY.
-COUNTER_FIELDS: tuple[str, ...] = (
-    "l1_hits",
-    "l2_hits",
-    "misses",
-    "loads",
-    "load_errors",
-    "coalesced",
-    "remote_coalesced",
-    "stale_served",
-    "early_refreshes",
-    "refresh_errors",
-    "lease_takeovers",
-    "corrupt",
-    "skipped_writes",
-    "dropped_writes",
-    "backend_errors",
-)
+COUNTER_FIELDS: tuple[str, ...] = COUNTS
 # Float totals, summed with HINCRBYFLOAT. saved_seconds is valued at each
 # worker's current mean load time, so its delta can be negative; the fleet
 # total is still exactly the sum of the workers' own figures.
