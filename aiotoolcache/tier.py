@@ -59,9 +59,10 @@ class SharedTier:
         self._ensure_started = ensure_started
         self._last_drop_warning = float("-inf")
 
-    def failed(self, layer: Layer, exc: BackendError) -> None:
-        """Count a backend failure; re-raise it in strict mode."""
-        layer.counters.backend_errors += 1
+    def failed(self, layer: Layer | None, exc: BackendError) -> None:
+        """Count a backend failure against ``layer`` (if any); re-raise it in strict mode."""
+        if layer is not None:
+            layer.counters.backend_errors += 1
         if self.strict:
             raise exc
 

@@ -275,7 +275,7 @@ class ToolCache:
         fields = [f"tag:{tag}" for tag in tags or ()]
         if layer is not None:
             fields.append(f"layer:{self.layer(layer).name}")
-        if not fields and layer is None and tags is None:
+        if layer is None and tags is None:
             fields = ["ns"]
         for field in fields:
             try:
@@ -283,9 +283,9 @@ class ToolCache:
             except BackendError as exc:
                 if self.outbox is not None:  # sent again until Redis takes it
                     self.outbox.bump(field)
-                self.tier.failed(self._layers["results"], exc)
-                # Keep this worker consistent even when the others cannot be told.
+                # Keep this worker consistent even when the others cannot be told yet.
                 self.bus.apply({"op": "gen", "f": field, "g": self.bus.generation(field) + 1})
+                self.tier.failed(self._layers.get(layer or ""), exc)
 
     async def invalidate_server(self, server_id: str) -> None:
         """Drop everything cached about one tool server: discovery, tools, search, results."""
