@@ -16,8 +16,8 @@ already invalidated.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
-from typing import Any, cast
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TypeVar, cast
 
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
@@ -27,6 +27,7 @@ from aiotoolcache.breaker import CircuitBreaker
 
 __all__ = ["RedisStore"]
 
+T = TypeVar("T")
 AnyRedis = Redis | RedisCluster
 # Cluster pipelines in flight per store (each is CPU-bound in redis-py).
 CLUSTER_BATCHES = 2
@@ -47,14 +48,20 @@ class RedisStore:
     def batches(self) -> int:
         return self._reads.batches + self._writes.batches
 
-    async def _mget(self, keys: Sequence[str]) -> list[bytes | None]:
+    async def _batch_call(self, operation: Callable[[], Awaitable[T]]) -> T:
+        """Run one batch through the breaker; on a Cluster, a bounded number at once."""
         if isinstance(self.client, RedisCluster):
-            # Split per slot and reassembled in order by redis-py.
-            cluster = self.client
             async with self._cluster_batches:
-                values = await self.breaker.call(lambda: cluster.mget_nonatomic(list(keys)))
+                return await self.breaker.call(operation)
+        return await self.breaker.call(operation)
+
+    async def _mget(self, keys: Sequence[str]) -> list[bytes | None]:
+        client = self.client
+        if isinstance(client, RedisCluster):
+            # Split per slot and reassembled in order by redis-py.
+            values = await self._batch_call(lambda: client.mget_nonatomic(list(keys)))
         else:
-            values = await self.breaker.call(lambda: self.client.mget(list(keys)))
+            values = await self._batch_call(lambda: client.mget(list(keys)))
         # decode_responses is off, so every value is bytes or None.
         return cast("list[bytes | None]", values)
 
@@ -65,11 +72,7 @@ class RedisStore:
                 pipe.set(key, value, px=max(1, ttl_ms))
             await pipe.execute()
 
-        if isinstance(self.client, RedisCluster):
-            async with self._cluster_batches:
-                await self.breaker.call(write)
-        else:
-            await self.breaker.call(write)
+        await self._batch_call(write)
         return [None] * len(items)
 
     async def get(self, key: str) -> bytes | None:
@@ -80,9 +83,8 @@ class RedisStore:
     async def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
         if len(keys) == 1:
             return [await self.get(keys[0])]
-        if self.tombstones:
-            return list(await asyncio.gather(*(self.get(key) for key in keys)))
-        return list(await asyncio.gather(*(self._reads.submit(key) for key in keys)))
+        values = await asyncio.gather(*(self._reads.submit(key) for key in keys))
+        return [None if key in self.tombstones else v for key, v in zip(keys, values, strict=True)]
 
     async def set_many(self, items: Sequence[tuple[str, bytes, int]]) -> None:
         if len(items) == 1:
