@@ -229,34 +229,18 @@ class LoadCoordinator:
                 self._in_background(self._release(ref, token))
             return
         envelope, data, ttl_ms = sealed
-        owner = self._owner
+        tier = self._owner.tier
+        stored = True
         if skip_backend:
             # The backend just failed: a write could cost a whole budget, so the
             # value goes to L1 and the local fallback only.
             layer.counters.dropped_writes += 1
-            stored = await owner.tier.write_fallback(layer, [(ref, data, ttl_ms)])
-        elif token is None or self.leases is None:
-            await owner.tier.write(layer, [(ref, data, ttl_ms)], announce=False)
-            stored = True
+            await tier.write_fallback(layer, [(ref, data, ttl_ms)])
+        elif token is None:
+            await tier.write(layer, [(ref, data, ttl_ms)], announce=False)
         else:
-            message = owner.bus.encode({"op": "filled", "l": ref.layer, "k": [ref.value_key]})
-            try:
-                stored = await self.leases.fill(
-                    ref.value_key,
-                    ref.lease_key,
-                    token,
-                    data,
-                    ttl_ms,
-                    owner.bus_channel,
-                    message,
-                    always_announce=refresh,
-                )
-            except BackendError:
-                layer.counters.dropped_writes += 1
-                stored = await owner.tier.write_fallback(layer, [(ref, data, ttl_ms)])
-            else:
-                await owner.tier.mirror_to_fallback([(ref, data, ttl_ms)])
-            owner.bus.wake(ref.value_key)
+            stored = await tier.fill(layer, (ref, data, ttl_ms), token, always_announce=refresh)
+            self._owner.bus.wake(ref.value_key)
         if stored:
             layer.keep_in_l1(ref, envelope, fill)
 

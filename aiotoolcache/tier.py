@@ -101,38 +101,54 @@ class SharedTier:
                     message,
                 )
             else:
-                await self.store.set_many(
-                    [(ref.value_key, data, ttl) for ref, data, ttl in entries]
-                )
+                await self.store.set_many(_raw(entries))
         except BackendError as exc:
             layer.counters.dropped_writes += 1
             self._log_dropped_write(exc)
             if announce and self.outbox is not None:  # the others must still drop old copies
                 self.outbox.delete(layer.name, [(r.value_key, r.lease_key) for r, _, _ in entries])
-            self.failed(layer, exc)
             await self.write_fallback(layer, entries)
+            self.failed(layer, exc)  # last: strict mode raises only once the rest is done
             return
-        await self.mirror_to_fallback(entries)
+        if self.mirror:
+            await self.write_fallback(layer, entries)
 
-    async def write_fallback(self, layer: Layer, entries: list[Entry]) -> bool:
-        """Keep ``entries`` in the fallback store, if there is one; True unless revoked."""
-        if self.fallback is None:
-            return True
+    async def fill(
+        self, layer: Layer, entry: Entry, token: str, *, always_announce: bool = False
+    ) -> bool:
+        """Store a leased load's value; False when its lease was revoked meanwhile."""
+        assert self.leases is not None
+        ref, data, ttl_ms = entry
+        message = self.bus.encode({"op": "filled", "l": ref.layer, "k": [ref.value_key]})
         try:
-            await self.fallback.set_many([(ref.value_key, data, ttl) for ref, data, ttl in entries])
-        except OSError:
+            filled = await self.leases.fill(
+                ref.value_key,
+                ref.lease_key,
+                token,
+                data,
+                ttl_ms,
+                self.channel,
+                message,
+                always_announce=always_announce,
+            )
+        except BackendError as exc:
             layer.counters.dropped_writes += 1
-        return True
+            self._log_dropped_write(exc)
+            await self.write_fallback(layer, [entry])
+            return True
+        if filled and self.mirror:
+            await self.write_fallback(layer, [entry])
+        return filled
 
-    async def mirror_to_fallback(self, entries: list[Entry]) -> None:
-        """Copy entries written to L2 into the fallback store when mirroring is on."""
-        if self.mirror and self.fallback is not None:
-            try:
-                await self.fallback.set_many(
-                    [(ref.value_key, data, ttl) for ref, data, ttl in entries]
-                )
-            except OSError as exc:
-                log.debug("fallback mirror write failed: %r", exc)
+    async def write_fallback(self, layer: Layer, entries: list[Entry]) -> None:
+        """Keep ``entries`` in the fallback store, if there is one."""
+        if self.fallback is None:
+            return
+        try:
+            await self.fallback.set_many(_raw(entries))
+        except OSError as exc:
+            layer.counters.dropped_writes += 1
+            log.debug("fallback write failed: %r", exc)
 
     async def delete(self, layer: Layer, refs: Sequence[KeyRef]) -> None:
         """Delete entries here and in L2, revoke their leases and tell every worker."""
@@ -160,3 +176,8 @@ class SharedTier:
         await self.store.aclose()
         if self.fallback is not None:
             await self.fallback.aclose()
+
+
+def _raw(entries: list[Entry]) -> list[tuple[str, bytes, int]]:
+    """The store's view of entries: key name, bytes, TTL in milliseconds."""
+    return [(ref.value_key, data, ttl_ms) for ref, data, ttl_ms in entries]
