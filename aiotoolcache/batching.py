@@ -31,7 +31,6 @@ class Batcher(Generic[ItemT, R]):
         self._max_batch = max_batch
         self._pending: list[tuple[ItemT, asyncio.Future[R]]] = []
         self._tasks: set[asyncio.Task[None]] = set()
-        self.batches = 0  # number of backend calls made, for stats and benchmarks
         self._direct = 0  # calls running inline (see call); changed only on the event loop
 
     async def call(self, item: ItemT) -> R:
@@ -45,7 +44,6 @@ class Batcher(Generic[ItemT, R]):
             return await self.submit(item)
         self._direct += 1
         try:
-            self.batches += 1
             return (await self._run_batch([item]))[0]
         finally:
             self._direct -= 1
@@ -66,7 +64,6 @@ class Batcher(Generic[ItemT, R]):
             task.add_done_callback(self._tasks.discard)
 
     async def _run(self, batch: list[tuple[ItemT, asyncio.Future[R]]]) -> None:
-        self.batches += 1
         try:
             results = await self._run_batch([item for item, _ in batch])
         except BaseException as exc:

@@ -90,10 +90,3 @@ class SingleFlight(Generic[T]):
         if not call.task.cancelled():
             # Retrieve the exception so an error nobody awaited is not logged as lost.
             call.task.exception()
-
-    def cancel_all(self) -> list[asyncio.Task[T]]:
-        """Cancel every call in flight; return their tasks so the owner can await them."""
-        tasks = [call.task for call in self._calls.values()]
-        for task in tasks:
-            task.cancel()
-        return tasks

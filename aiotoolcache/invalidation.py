@@ -19,7 +19,7 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import msgpack
@@ -28,7 +28,7 @@ from redis.asyncio.client import PubSub
 from aiotoolcache.breaker import CircuitBreaker
 from aiotoolcache.stores.redis import AnyRedis
 
-__all__ = ["Bus", "RedisBus", "decode_message", "encode_message", "keys_message"]
+__all__ = ["Bus", "RedisBus", "decode_message", "encode_message"]
 
 log = logging.getLogger("aiotoolcache.invalidation")
 
@@ -284,7 +284,3 @@ class RedisBus(Bus):
             self.reconnects += 1
             log.warning("invalidation subscriber lost its connection (%s); L1 flushed", exc)
         self.reset()
-
-
-def keys_message(op: str, layer: str, keys: Iterable[str]) -> Message:
-    return {"op": op, "l": layer, "k": list(keys)}

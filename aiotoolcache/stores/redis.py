@@ -44,10 +44,6 @@ class RedisStore:
         self.tombstones: set[str] = set()
         self._cluster_batches = asyncio.Semaphore(CLUSTER_BATCHES)
 
-    @property
-    def batches(self) -> int:
-        return self._reads.batches + self._writes.batches
-
     async def _batch_call(self, operation: Callable[[], Awaitable[T]]) -> T:
         """Run one batch through the breaker; on a Cluster, a bounded number at once."""
         if isinstance(self.client, RedisCluster):
