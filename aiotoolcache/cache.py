@@ -142,24 +142,8 @@ class Layer:
         label: str | None = None,
     ) -> Any:
         """Return the cached value of ``key`` (stale values included), or ``default``."""
-        ref = self.ref(key, partition, label)
-        value = self._l1_value(ref, None, None, None, None)
-        if value is not MISSING:
-            return default if isinstance(value, CachedLoaderError) else value
-        fill = self._owner.fills.begin(ref)
-        try:
-            envelope = await self.read_l2(ref)
-            if envelope is None:
-                self.counters.misses += 1
-                return default
-            value = self.decode(ref, envelope)
-            if value is MISSING or isinstance(value, CachedLoaderError):
-                return default
-            self.counters.l2_hits += 1
-            self.keep_in_l1(ref, envelope, fill)
-            return value
-        finally:
-            self._owner.fills.end(fill)
+        [value] = await self.get_many([key], default, partition=partition, label=label)
+        return value
 
     async def get_many(
         self,
@@ -169,12 +153,21 @@ class Layer:
         partition: str | None = None,
         label: str | None = None,
     ) -> list[Any]:
-        """Return the cached value of each key (``default`` where missing), in key order."""
+        """Return the cached value of each key (``default`` where missing), in key order.
+
+        A negatively cached loader failure reads as ``default`` here.
+        """
         refs = [self.ref(key, partition, label) for key in keys]
         results: list[Any] = [self._l1_value(ref, None, None, None, None) for ref in refs]
         missing = [i for i, value in enumerate(results) if value is MISSING]
-        if not missing:
-            return results
+        if missing:
+            await self._read_into(results, missing, refs, default)
+        return [default if isinstance(v, CachedLoaderError) else v for v in results]
+
+    async def _read_into(
+        self, results: list[Any], missing: list[int], refs: list[KeyRef], default: Any
+    ) -> None:
+        """Fill ``results[i]`` for each missing index from L2 (``default`` where absent)."""
         fills = [self._owner.fills.begin(refs[i]) for i in missing]
         try:
             envelopes = await self._read_l2_many([refs[i] for i in missing])
@@ -191,7 +184,6 @@ class Layer:
         finally:
             for fill in fills:
                 self._owner.fills.end(fill)
-        return results
 
     async def set(
         self,

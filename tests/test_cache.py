@@ -370,3 +370,16 @@ async def test_negative_caching_is_off_by_default_and_short_when_on(cache: atc.T
     with pytest.raises(ValueError):
         await cache.layer("lookups").get_or_load("city", fail)
     assert calls[0] == 4
+
+
+async def test_get_many_reads_a_negatively_cached_failure_as_default(cache: atc.ToolCache) -> None:
+    cache.add_layer("lookups", atc.LayerConfig(ttl=60, negative_ttl=30, jitter=0))
+
+    async def fail() -> None:
+        raise ValueError("no such city")
+
+    with pytest.raises(ValueError):
+        await cache.layer("lookups").get_or_load("city", fail)
+    assert await cache.layer("lookups").get_many(["city", "other"], default="-") == ["-", "-"]
+    cache.l1.clear()
+    assert await cache.layer("lookups").get_many(["city"], default="-") == ["-"]
