@@ -33,20 +33,23 @@ class TestToolCacheByteStoreAsync(BaseStoreAsyncTests[bytes]):
         return b"foo", b"bar", b"buzz"
 
 
+@pytest.fixture(scope="module")
+def bytestore_redis_url() -> Iterator[str]:
+    """A redis-server of this module's own (a module fixture: pytest 9 refuses
+    class-scoped fixtures defined as instance methods)."""
+    server = RedisServer().start()
+    try:
+        yield server.url
+    finally:
+        server.stop()
+
+
 class TestToolCacheByteStoreAsyncOnRedis(BaseStoreAsyncTests[bytes]):
     """The same contract with the entries and the key index on a real Redis."""
 
-    @pytest.fixture(scope="class")
-    def redis_url(self) -> Iterator[str]:
-        server = RedisServer().start()
-        try:
-            yield server.url
-        finally:
-            server.stop()
-
     @pytest.fixture
-    async def kv_store(self, redis_url: str) -> AsyncIterator[ToolCacheByteStore]:
-        async with atc.ToolCache.from_url(redis_url, namespace="bytestore") as cache:
+    async def kv_store(self, bytestore_redis_url: str) -> AsyncIterator[ToolCacheByteStore]:
+        async with atc.ToolCache.from_url(bytestore_redis_url, namespace="bytestore") as cache:
             yield ToolCacheByteStore(cache, namespace=f"redis-suite-{next(_stores)}")
 
     @pytest.fixture
