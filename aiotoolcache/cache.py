@@ -7,15 +7,17 @@ or a dropped write (fail-open) unless the cache is strict.
 
 from __future__ import annotations
 
-import contextlib
+import copy
 import logging
+import random
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Final, TypeVar, cast
 
-from aiotoolcache.codec import CorruptValue, Envelope
+from aiotoolcache.codec import Codec, CorruptValue, Envelope
+from aiotoolcache.coherence import Coherence, L1Entry
 from aiotoolcache.errors import (
-    BackendError,
     CachedLoaderError,
     UnserializableValue,
     ValueTooLarge,
@@ -25,9 +27,10 @@ from aiotoolcache.freshness import Freshness, classify, jittered
 from aiotoolcache.keys import KeyRef, digest, sanitize_label
 from aiotoolcache.layers import LayerConfig
 from aiotoolcache.stats import LayerCounters
+from aiotoolcache.tier import SharedTier
 
 if TYPE_CHECKING:
-    from aiotoolcache.toolcache import ToolCache
+    from aiotoolcache.loading import LoadCoordinator
 
 __all__ = ["Layer"]
 
@@ -44,17 +47,6 @@ class _Missing:
 MISSING: Final = _Missing()
 
 
-class L1Entry:
-    """L1Entry is one value kept in process, ready to decode without touching Redis."""
-
-    __slots__ = ("envelope", "expires_at", "layer")
-
-    def __init__(self, envelope: Envelope, expires_at: float, layer: str) -> None:
-        self.envelope = envelope
-        self.expires_at = expires_at  # time.monotonic() deadline: min(hard expiry, l1_ttl)
-        self.layer = layer
-
-
 class Layer:
     """Layer caches one kind of work (discovery, search, results…) under its own policy.
 
@@ -62,13 +54,35 @@ class Layer:
     is folded into the key so partitions never see each other's entries;
     ``label`` is a short hint shown in the Redis key name (a tool name, never
     argument values) and must be the same for writes and reads of an entry.
+    Values in L1 are shared between callers and must not be mutated (as with
+    ``functools.lru_cache``); ``LayerConfig(copy_on_read=True)`` hands out copies.
     """
 
-    def __init__(self, owner: ToolCache, name: str, config: LayerConfig) -> None:
+    def __init__(
+        self,
+        name: str,
+        config: LayerConfig,
+        *,
+        namespace: str,
+        coherence: Coherence,
+        tier: SharedTier,
+        loads: LoadCoordinator,
+        codec: Codec,
+        ready: Callable[[], Awaitable[None]],
+        rng: random.Random,
+        strict: bool = False,
+    ) -> None:
         self.name = name
         self.config = config
         self.counters = LayerCounters()
-        self._owner = owner
+        self.namespace = namespace
+        self.strict = strict
+        self._coherence = coherence
+        self._tier = tier
+        self._loads = loads
+        self._codec = codec
+        self._ready = ready
+        self._rng = rng
         self._layer_field = f"layer:{name}"
 
     def __repr__(self) -> str:
@@ -77,12 +91,11 @@ class Layer:
     # -- keys -------------------------------------------------------------------
     def ref(self, key: Any, partition: str | None = None, label: str | None = None) -> KeyRef:
         """Return the resolved entry of ``key`` under the current generations."""
-        bus = self._owner.bus
-        generation = f"g{bus.generation('ns')}.{bus.generation(self._layer_field)}"
+        generation = self._coherence.bus.generation
         return KeyRef.build(
-            self._owner.namespace,
+            self.namespace,
             self.name,
-            generation,
+            f"g{generation('ns')}.{generation(self._layer_field)}",
             sanitize_label(label),
             digest(key, partition),
         )
@@ -106,32 +119,37 @@ class Layer:
         is False the value is returned but not stored. Backend failures never
         reach the caller unless the cache is strict.
         """
+        coherence = self._coherence
+        if not coherence.running:
+            await self._ready()
         ref = self.ref(key, partition, label)
         tag_list = sorted(set(tags)) if tags else None
-        value = self._l1_value(ref, loader, ttl, tag_list, should_cache)
-        if value is not MISSING:
-            if isinstance(value, CachedLoaderError):
-                raise value
-            return cast(T, value)
-        flight = self._owner.flight
+        if not coherence.known:
+            # Keys embed generations not known yet: nothing cached may be served or stored.
+            self.counters.misses += 1
+            value, _ = await self.run_loader(loader)
+            return value
+        entry = self._l1_entry(ref)
+        if entry is not None:
+            self._maybe_refresh(ref, entry.envelope, loader, ttl, tag_list, should_cache)
+            return cast(T, self._served(entry.value))
+        flight = coherence.flight
         if not flight.in_flight(ref.value_key):
             # Concurrent hits share one batched MGET; only a miss pays for a flight task.
             value = await self._read_through(ref, loader, ttl, tag_list, should_cache)
             if value is MISSING:
                 # A load that finished during the read has filled L1 by now.
-                value = self._l1_value(ref, loader, ttl, tag_list, should_cache)
+                entry = self._l1_entry(ref)
+                if entry is not None:
+                    value = entry.value
             if value is not MISSING:
-                if isinstance(value, CachedLoaderError):
-                    raise value
-                return cast(T, value)
+                return cast(T, self._served(value))
         value, shared = await flight.do(
             ref.value_key, lambda: self._load(ref, loader, ttl, tag_list, should_cache)
         )
         if shared:
             self.counters.coalesced += 1
-        if isinstance(value, CachedLoaderError):
-            raise value
-        return cast(T, value)
+        return cast(T, self._served(value))
 
     async def get(
         self,
@@ -157,33 +175,42 @@ class Layer:
 
         A negatively cached loader failure reads as ``default`` here.
         """
+        if not self._coherence.running:
+            await self._ready()
         refs = [self.ref(key, partition, label) for key in keys]
-        results: list[Any] = [self._l1_value(ref, None, None, None, None) for ref in refs]
+        if not self._coherence.known:
+            self.counters.misses += len(refs)
+            return [default] * len(refs)
+        results: list[Any] = []
+        for ref in refs:
+            entry = self._l1_entry(ref)
+            results.append(MISSING if entry is None else entry.value)
         missing = [i for i, value in enumerate(results) if value is MISSING]
         if missing:
-            await self._read_into(results, missing, refs, default)
-        return [default if isinstance(v, CachedLoaderError) else v for v in results]
+            await self._read_into(results, missing, refs)
+        return [
+            default if value is MISSING or isinstance(value, CachedLoaderError) else value
+            for value in results
+        ]
 
-    async def _read_into(
-        self, results: list[Any], missing: list[int], refs: list[KeyRef], default: Any
-    ) -> None:
-        """Fill ``results[i]`` for each missing index from L2 (``default`` where absent)."""
-        fills = [self._owner.fills.begin(refs[i]) for i in missing]
+    async def _read_into(self, results: list[Any], missing: list[int], refs: list[KeyRef]) -> None:
+        """Fill ``results[i]`` for each missing index from L2 (left MISSING where absent)."""
+        coherence = self._coherence
+        fills = [coherence.begin(refs[i]) for i in missing]
         try:
             envelopes = await self._read_l2_many([refs[i] for i in missing])
             for i, fill, envelope in zip(missing, fills, envelopes, strict=True):
                 value = MISSING if envelope is None else self.decode(refs[i], envelope)
                 if value is MISSING:
                     self.counters.misses += 1
-                    results[i] = default
                     continue
                 assert envelope is not None
                 self.counters.l2_hits += 1
-                self.keep_in_l1(refs[i], envelope, fill)
+                self.keep_in_l1(refs[i], value, envelope, fill)
                 results[i] = value
         finally:
             for fill in fills:
-                self._owner.fills.end(fill)
+                coherence.end(fill)
 
     async def set(
         self,
@@ -207,69 +234,86 @@ class Layer:
         partition: str | None = None,
         label: str | None = None,
     ) -> None:
-        """Store each ``(key, value)``; values that cannot be encoded are skipped and counted."""
+        """Store each ``(key, value)``; values that cannot be encoded are skipped and counted.
+
+        A delete of a key that lands while its write is in flight wins in this
+        worker's L1, as it may have in Redis.
+        """
+        coherence = self._coherence
+        if not coherence.running:
+            await self._ready()
+        if not coherence.known:
+            return  # keys built now could name entries other workers never read
         tag_list = sorted(set(tags)) if tags else None
-        entries: list[tuple[KeyRef, Envelope, bytes, int]] = []
+        entries: list[tuple[KeyRef, Any, Envelope, bytes, int]] = []
         for key, value in items:
             ref = self.ref(key, partition, label)
-            sealed = self.seal(ref, value, ttl, tag_list, 0.0)
+            fill = coherence.begin(ref, tag_list)
+            coherence.end(fill)  # only its tag generations are needed here
+            sealed = self.seal(ref, value, ttl, fill, 0.0)
             if sealed is not None:
-                entries.append((ref, *sealed))
+                entries.append((ref, value, *sealed))
         if not entries:
             return
-        refs = [ref for ref, *_ in entries]
         # A write supersedes any load in flight for the same keys.
-        self._owner.fills.revoke_keys(ref.value_key for ref in refs)
-        await self._owner.tier.write(
-            self, [(ref, data, ttl_ms) for ref, _, data, ttl_ms in entries]
-        )
-        for ref, envelope, _, _ in entries:
-            self.keep_in_l1(ref, envelope, None)
+        coherence.fills.revoke_keys(ref.value_key for ref, *_ in entries)
+        fills = [coherence.begin(ref) for ref, *_ in entries]
+        try:
+            await self._tier.write(
+                self, [(ref, data, ttl_ms) for ref, _, _, data, ttl_ms in entries]
+            )
+            for fill, (ref, _, envelope, data, _) in zip(fills, entries, strict=True):
+                value = self.decode(ref, envelope)
+                if value is not MISSING:
+                    self.keep_in_l1(ref, value, envelope, fill, len(data))
+        finally:
+            for fill in fills:
+                coherence.end(fill)
 
     async def delete(
         self, key: Any, *, partition: str | None = None, label: str | None = None
     ) -> None:
         """Remove ``key`` from L2 and from every worker's L1, and revoke loads in flight."""
-        await self._owner.tier.delete(self, [self.ref(key, partition, label)])
+        if not self._coherence.running:
+            await self._ready()
+        await self._tier.delete(self, [self.ref(key, partition, label)])
 
     # -- L1 -----------------------------------------------------------------------
-    def _l1_value(
+    def _l1_entry(self, ref: KeyRef) -> L1Entry | None:
+        """Return the L1 entry of ``ref`` that may be served now (counted as a hit), or None."""
+        if not self.config.l1:
+            return None
+        entry = self._coherence.l1_entry(ref.value_key)
+        if entry is not None:
+            self.counters.l1_hits += 1
+        return entry
+
+    def _served(self, value: Any) -> Any:
+        """What a caller gets for a cached value: a failure raised, a copy if asked for."""
+        if isinstance(value, CachedLoaderError):
+            raise value
+        return copy.deepcopy(value) if self.config.copy_on_read else value
+
+    def keep_in_l1(
         self,
         ref: KeyRef,
-        loader: Loader[Any] | None,
-        ttl: float | None,
-        tags: list[str] | None,
-        should_cache: ShouldCache | None,
-    ) -> Any:
+        value: Any,
+        envelope: Envelope,
+        fill: Fill | None,
+        size: int | None = None,
+    ) -> None:
+        """Keep the decoded ``value`` in L1 if coherence admits it (internal: used by loads)."""
         if not self.config.l1:
-            return MISSING
-        l1 = self._owner.l1
-        entry = l1.get(ref.value_key)
-        if entry is None:
-            return MISSING
-        envelope = entry.envelope
-        if entry.expires_at <= time.monotonic() or not self._owner.tags_current(envelope):
-            l1.pop(ref.value_key)
-            return MISSING
-        value = self.decode(ref, envelope)
-        if value is MISSING:
-            l1.pop(ref.value_key)
-            return MISSING
-        self.counters.l1_hits += 1
-        if loader is not None:
-            self._maybe_refresh(ref, envelope, loader, ttl, tags, should_cache)
-        return value
-
-    def keep_in_l1(self, ref: KeyRef, envelope: Envelope, fill: Fill | None) -> None:
-        """Put ``envelope`` in L1 unless the fill was revoked (internal: used by loads)."""
-        if not self.config.l1 or (fill is not None and fill.revoked):
             return
         hard_left = envelope.fresh_until + self.config.stale_ttl - time.time()
         lifetime = min(self.config.l1_ttl, hard_left)
         if lifetime <= 0:
             return
-        entry = L1Entry(envelope, time.monotonic() + lifetime, self.name)
-        self._owner.l1.put(ref.value_key, entry, len(envelope.payload) + len(ref.value_key) + 200)
+        if size is None:
+            size = len(envelope.payload)
+        meta = replace(envelope, payload=b"")
+        entry = L1Entry(value, meta, time.monotonic() + lifetime, self.name, size + 200)
+        self._coherence.keep(ref.value_key, entry, fill)
 
     # -- L2 -----------------------------------------------------------------------
     async def read_l2(self, ref: KeyRef) -> Envelope | None:
@@ -277,30 +321,33 @@ class Layer:
         return (await self._read_l2_many([ref]))[0]
 
     async def _read_l2_many(self, refs: Sequence[KeyRef]) -> list[Envelope | None]:
-        raw = await self._owner.tier.read(self, [ref.value_key for ref in refs])
-        envelopes: list[Envelope | None] = []
-        corrupt: list[KeyRef] = []
-        for ref, data in zip(refs, raw, strict=True):
-            envelope = None
-            if data is not None:
-                try:
-                    envelope = self._owner.codec.open(ref.value_key, data)
-                except CorruptValue as exc:
-                    log.debug("corrupt value under %s: %s", ref.value_key, exc)
-                    self.counters.corrupt += 1
-                    corrupt.append(ref)
-            if envelope is not None and not self._owner.tags_current(envelope):
-                envelope = None  # a tag it carries was invalidated after it was written
-            envelopes.append(envelope)
-        if corrupt:
-            with contextlib.suppress(BackendError):
-                await self._owner.store.delete_many([ref.value_key for ref in corrupt])
-        return envelopes
+        raw = await self._tier.read(self, [ref.value_key for ref in refs])
+        return [
+            None if data is None else self.open_raw(ref, data)
+            for ref, data in zip(refs, raw, strict=True)
+        ]
+
+    def open_raw(self, ref: KeyRef, data: bytes) -> Envelope | None:
+        """Return the envelope in stored bytes if it is sound and current, else None.
+
+        Corrupt bytes are counted and deleted in the background: between a read
+        and keeping its value in L1 there must be no await (an invalidation
+        could slip in unseen).
+        """
+        try:
+            envelope = self._codec.open(ref.value_key, data)
+        except CorruptValue as exc:
+            log.debug("corrupt value under %s: %s", ref.value_key, exc)
+            self.counters.corrupt += 1
+            self._tier.discard([ref.value_key])
+            return None
+        # Not current: a tag it carries was invalidated after it was written.
+        return envelope if self._coherence.current(envelope) else None
 
     def decode(self, ref: KeyRef, envelope: Envelope) -> Any:
         """Return the value in ``envelope``, or MISSING (counted) if it does not decode."""
         try:
-            return self._owner.codec.decode_value(envelope.payload)
+            return self._codec.decode_value(envelope.payload)
         except CorruptValue:
             self.counters.corrupt += 1
             return MISSING
@@ -310,13 +357,15 @@ class Layer:
         ref: KeyRef,
         value: Any,
         ttl: float | None,
-        tags: list[str] | None,
+        fill: Fill | None,
         load_seconds: float,
     ) -> tuple[Envelope, bytes, int] | None:
-        """Encode ``value``; return None (counted, or raised when strict) if it cannot be stored."""
-        owner = self._owner
+        """Encode ``value``; return None (counted, or raised when strict) if it cannot be stored.
+
+        The entry carries the tag generations ``fill`` saw when it began.
+        """
         try:
-            payload = owner.codec.encode_value(value)
+            payload = self._codec.encode_value(value)
             if len(payload) > self.config.max_value_bytes:
                 raise ValueTooLarge(
                     f"{len(payload)} bytes exceed max_value_bytes={self.config.max_value_bytes}"
@@ -324,17 +373,15 @@ class Layer:
         except (UnserializableValue, ValueTooLarge) as exc:
             self.counters.skipped_writes += 1
             log.debug("not caching a value in %s: %s", self.name, exc)
-            if owner.strict:
+            if self.strict:
                 raise
             return None
-        fresh = jittered(self.config.ttl if ttl is None else ttl, self.config.jitter, owner.rng)
+        fresh = jittered(self.config.ttl if ttl is None else ttl, self.config.jitter, self._rng)
         now = time.time()
-        tag_generations = (
-            {tag: owner.bus.generation(f"tag:{tag}") for tag in tags} if tags else None
-        )
+        tag_generations = None if fill is None else fill.tag_generations
         envelope = Envelope(now, now + fresh, load_seconds, tag_generations, payload)
         ttl_ms = int((fresh + self.config.stale_ttl) * 1000)
-        return envelope, owner.codec.seal(ref.value_key, envelope), ttl_ms
+        return envelope, self._codec.seal(ref.value_key, envelope), ttl_ms
 
     # -- loading --------------------------------------------------------------------
     async def _read_through(
@@ -346,18 +393,19 @@ class Layer:
         should_cache: ShouldCache | None,
     ) -> Any:
         """Return the value of ``ref`` in L2 (keeping it in L1), or MISSING."""
-        fill = self._owner.fills.begin(ref)
+        coherence = self._coherence
+        fill = coherence.begin(ref)
         try:
             envelope = await self.read_l2(ref)
             value = MISSING if envelope is None else self.decode(ref, envelope)
             if value is not MISSING:
                 assert envelope is not None
                 self.counters.l2_hits += 1
-                self.keep_in_l1(ref, envelope, fill)
+                self.keep_in_l1(ref, value, envelope, fill)
                 self._maybe_refresh(ref, envelope, loader, ttl, tags, should_cache)
             return value
         finally:
-            self._owner.fills.end(fill)
+            coherence.end(fill)
 
     async def _load(
         self,
@@ -368,15 +416,14 @@ class Layer:
         should_cache: ShouldCache | None,
     ) -> T:
         """Load ``ref`` under its lease; run once per key in this process (single-flight)."""
-        fill = self._owner.fills.begin(ref)
+        coherence = self._coherence
+        fill = coherence.begin(ref, tags)
         try:
             self.counters.misses += 1
-            result = await self._owner.loads.load(
-                self, ref, fill, loader, ttl, tags, should_cache, wait=True
-            )
+            result = await self._loads.load(self, ref, fill, loader, ttl, should_cache, wait=True)
             return cast(T, result)
         finally:
-            self._owner.fills.end(fill)
+            coherence.end(fill)
 
     def _maybe_refresh(
         self,
@@ -392,14 +439,13 @@ class Layer:
         if config.beta <= 0 and now < envelope.fresh_until:
             return  # the common case, decided without a random draw
         state = classify(
-            envelope.fresh_until, envelope.load_seconds, config.beta, now, self._owner.rng.random()
+            envelope.fresh_until, envelope.load_seconds, config.beta, now, self._rng.random()
         )
         if state is Freshness.FRESH:
             return
         if state is Freshness.STALE:
             self.counters.stale_served += 1
-        loads = self._owner.loads
-        if loads.start_refresh(self, ref, envelope, loader, ttl, tags, should_cache):
+        if self._loads.start_refresh(self, ref, envelope, loader, ttl, tags, should_cache):
             if state is Freshness.REFRESH_EARLY:
                 self.counters.early_refreshes += 1
 

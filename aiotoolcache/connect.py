@@ -25,10 +25,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import parse_qsl, unquote, urlsplit
+from urllib.parse import parse_qsl, unquote, urlsplit, urlunsplit
 
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.cluster import ClusterNode, ClusterPipeline, RedisCluster
@@ -351,3 +352,15 @@ def client_for(
     if kind == "sentinel":
         return _sentinel_client(url, budget, max_connections, options)
     raise ConfigurationError(f"{kind} URLs are not supported by this build: {url!r}")
+
+
+def masked(url: str) -> str:
+    """Return ``url`` with any password (in the authority or the query) replaced by ``***``."""
+    parts = urlsplit(url)
+    netloc = parts.netloc
+    if "@" in netloc:
+        credentials, _, hosts = netloc.rpartition("@")
+        user = credentials.split(":", 1)[0]
+        netloc = f"{user}:***@{hosts}" if ":" in credentials else f"{credentials}@{hosts}"
+    query = re.sub(r"(?i)((?:sentinel_)?password=)[^&]*", r"\1***", parts.query)
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))

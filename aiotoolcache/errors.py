@@ -8,6 +8,7 @@
     ├── UnserializableValue     (also a TypeError)
     ├── ValueTooLarge
     ├── CachedLoaderError
+    ├── CacheClosed             (also a RuntimeError)
     └── BackendError
         ├── BackendTimeout
         └── CircuitOpen
@@ -24,6 +25,7 @@ from __future__ import annotations
 __all__ = [
     "BackendError",
     "BackendTimeout",
+    "CacheClosed",
     "CachedLoaderError",
     "CircuitOpen",
     "ConfigurationError",
@@ -65,6 +67,10 @@ class CachedLoaderError(ToolCacheError):
         super().__init__(f"{error_type}: {message} (cached failure)")
         self.error_type = error_type
         self.message = message
+
+
+class CacheClosed(ToolCacheError, RuntimeError):
+    """Raised when a ToolCache is used after ``aclose()``."""
 
 
 class BackendError(ToolCacheError):

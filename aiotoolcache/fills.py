@@ -1,10 +1,13 @@
 """Fill tokens: a read or load in flight must not refill L1 with data invalidated meanwhile.
 
-Every read from L2 and every load registers a ``Fill`` before it starts.
-Invalidations that arrive while it runs revoke the matching fills (by key,
-by layer, or all of them); a revoked fill is not written to L1 (nor, for
-loads, to L2). This closes the race where a read that started before an
-invalidation lands after it and puts the old value back.
+Every read from L2, every load and every write registers a ``Fill`` before it
+starts. Invalidations that arrive while it runs revoke the matching fills (by
+key, by layer, by tag, or all of them); a revoked fill is not written to L1
+(nor, for loads, to L2). This closes the race where a read that started
+before an invalidation lands after it and puts the old value back. A load's
+fill also keeps the tag generations seen when it started: the value is sealed
+with those, so a tag bump heard only after the load finished still marks it
+old.
 """
 
 from __future__ import annotations
@@ -19,11 +22,12 @@ __all__ = ["Fill", "FillRegistry"]
 class Fill:
     """Fill is one read or load in flight for one entry."""
 
-    __slots__ = ("layer", "revoked", "value_key")
+    __slots__ = ("layer", "revoked", "tag_generations", "value_key")
 
-    def __init__(self, ref: KeyRef) -> None:
+    def __init__(self, ref: KeyRef, tag_generations: dict[str, int] | None = None) -> None:
         self.value_key = ref.value_key
         self.layer = ref.layer
+        self.tag_generations = tag_generations  # tag -> generation when the fill began
         self.revoked = False  # set once, by FillRegistry.revoke_*; never cleared
 
 
@@ -36,8 +40,8 @@ class FillRegistry:
     def __len__(self) -> int:
         return sum(len(fills) for fills in self._by_key.values())
 
-    def begin(self, ref: KeyRef) -> Fill:
-        fill = Fill(ref)
+    def begin(self, ref: KeyRef, tag_generations: dict[str, int] | None = None) -> Fill:
+        fill = Fill(ref, tag_generations)
         self._by_key.setdefault(ref.value_key, []).append(fill)
         return fill
 
@@ -62,6 +66,16 @@ class FillRegistry:
             for fill in fills:
                 if fill.layer == layer:
                     fill.revoked = True
+
+    def revoke_tag(self, tag: str) -> list[str]:
+        """Revoke the fills of entries carrying ``tag``; return their keys."""
+        keys = []
+        for key, fills in self._by_key.items():
+            for fill in fills:
+                if fill.tag_generations is not None and tag in fill.tag_generations:
+                    fill.revoked = True
+                    keys.append(key)
+        return keys
 
     def revoke_all(self) -> None:
         for fills in self._by_key.values():

@@ -9,17 +9,33 @@ into keys (layer, namespace) or checked against each entry (tags).
 
 Pub/sub loses what is published while a subscriber is away, so on every
 disconnect and reconnect the bus tells its owner to flush L1, and reloads
-the generations before it reports itself connected again.
+the generations before it reports itself connected again. While it is
+disconnected, or has heard nothing from Redis for two heartbeats, it is not
+``hearing`` and L1 is not served.
+
+Generations are never reused. A bump writes ``max(stored + 1, local + 1,
+now in ms)``, so even after Redis lost the hash (FLUSHALL, eviction, a
+failover to an empty replica) a bump is larger than any value a worker has
+seen. Workers merge what they load or hear by max. A worker that finds the
+hash missing or smaller than what it knows has seen data loss: it writes its
+values back, bumps the namespace (every earlier entry becomes unreachable)
+and drops its L1. The hash expires after the longest entry TTL unless a
+worker keeps it alive.
+
+With a secret, every message carries a keyed MAC; a message that fails it is
+dropped and counted, and so is a generation that jumps past a sane bound.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
 import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable
+from hashlib import blake2b
 from typing import Any
 
 import msgpack
@@ -33,14 +49,39 @@ __all__ = ["Bus", "RedisBus", "decode_message", "encode_message"]
 log = logging.getLogger("aiotoolcache.invalidation")
 
 Message = dict[str, Any]
+_MAC_SIZE = 16
+_SIGNED = b"\x01"
+# A generation may run ahead of this worker's clock by this much (ms) and no more.
+MAX_GENERATION_LEAD_MS = 10 * 60 * 1000
 
 
-def encode_message(message: Message) -> bytes:
-    return bytes(msgpack.packb(message, use_bin_type=True))
+def now_ms() -> int:
+    return int(time.time() * 1000)
 
 
-def decode_message(data: Any) -> Message | None:
-    """Return the message in ``data``, or None when it is not one of ours."""
+def _mac(key: bytes, body: bytes) -> bytes:
+    return blake2b(body, key=key, digest_size=_MAC_SIZE, person=b"atc-bus").digest()
+
+
+def encode_message(message: Message, keys: tuple[bytes, ...] = ()) -> bytes:
+    """Return the wire form of ``message``, signed with the first of ``keys`` if any."""
+    body = bytes(msgpack.packb(message, use_bin_type=True))
+    if not keys:
+        return body
+    return _SIGNED + _mac(keys[0], body) + body
+
+
+def decode_message(data: Any, keys: tuple[bytes, ...] = ()) -> Message | None:
+    """Return the message in ``data``, or None when it is not one of ours (or not signed
+    by one of ``keys`` when there are keys)."""
+    if not isinstance(data, bytes):
+        return None
+    if keys:
+        if data[:1] != _SIGNED or len(data) < 1 + _MAC_SIZE:
+            return None
+        mac, data = data[1 : 1 + _MAC_SIZE], data[1 + _MAC_SIZE :]
+        if not any(hmac.compare_digest(mac, _mac(key, data)) for key in keys):
+            return None
     try:
         message = msgpack.unpackb(data, raw=False)
     except Exception:
@@ -50,21 +91,70 @@ def decode_message(data: Any) -> Message | None:
     return message
 
 
+def sane_generation(value: Any, local: int) -> bool:
+    """True for a generation a worker may accept: an int not far beyond anything plausible."""
+    return (
+        isinstance(value, int)
+        and not isinstance(value, bool)
+        and 0 <= value <= max(local + 1_000_000, now_ms() + MAX_GENERATION_LEAD_MS)
+    )
+
+
+# Heartbeats between two checks that the generations hash is still whole.
+_GENERATION_CHECKS = 5
+
+# KEYS: hash. ARGV: field, now in ms, the caller's value, TTL in ms. Never reuses a value.
+_BUMP = """
+local stored = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '0') or 0
+local value = math.max(stored + 1, tonumber(ARGV[2]), tonumber(ARGV[3]) + 1)
+redis.call('HSET', KEYS[1], ARGV[1], string.format('%d', value))
+redis.call('PEXPIRE', KEYS[1], ARGV[4])
+return value
+"""
+# KEYS: hash. ARGV: TTL in ms, then field, value pairs: each field becomes the max.
+_MERGE = """
+for i = 2, #ARGV, 2 do
+  local stored = tonumber(redis.call('HGET', KEYS[1], ARGV[i]) or '0') or 0
+  if tonumber(ARGV[i + 1]) > stored then redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+end
+redis.call('PEXPIRE', KEYS[1], ARGV[1])
+return 1
+"""
+
+
 class Bus:
     """Bus is the in-process bus of the embedded default: messages apply locally, at once.
 
     ``handler`` applies a message to the owner's L1; ``on_reset`` flushes it.
     """
 
-    def __init__(self, handler: Callable[[Message], None], on_reset: Callable[[], None]) -> None:
+    def __init__(
+        self,
+        handler: Callable[[Message], None],
+        on_reset: Callable[[], None],
+        *,
+        mac_keys: tuple[bytes, ...] = (),
+    ) -> None:
         self.origin = uuid.uuid4().hex[:16]
         self.generations: dict[str, int] = {}
+        self.mac_keys = mac_keys
+        self.rejected = 0  # messages dropped: unsigned, forged, or an insane generation
         self._handler = handler
         self._on_reset = on_reset
         self._filled: dict[str, set[asyncio.Future[None]]] = {}
 
     @property
     def connected(self) -> bool:
+        return True
+
+    @property
+    def known(self) -> bool:
+        """True once the generations are known (always, in process)."""
+        return True
+
+    @property
+    def hearing(self) -> bool:
+        """True while every invalidation reaches this worker (always, in process)."""
         return True
 
     async def start(self, wait: float = 2.0) -> None:
@@ -82,7 +172,7 @@ class Bus:
         return value
 
     def encode(self, message: Message) -> bytes:
-        return encode_message({"o": self.origin, **message})
+        return encode_message({"o": self.origin, **message}, self.mac_keys)
 
     async def publish(self, message: Message) -> None:
         """Apply ``message`` here, then (on Redis) send it to every other worker."""
@@ -92,10 +182,16 @@ class Bus:
         op = message["op"]
         if op == "gen":
             field, value = message.get("f"), message.get("g")
-            if isinstance(field, str) and isinstance(value, int):
-                # Generations only grow; a late or duplicate message never undoes a bump.
-                if value > self.generations.get(field, 0):
-                    self.generations[field] = value
+            local = self.generations.get(field, 0) if isinstance(field, str) else 0
+            if not isinstance(field, str) or not isinstance(value, int):
+                self.rejected += 1
+                return
+            if not sane_generation(value, local):
+                self.rejected += 1
+                return
+            # Generations only grow; a late or duplicate message never undoes a bump.
+            if value > local:
+                self.generations[field] = value
         elif op == "filled":
             for key in message.get("k") or ():
                 self.wake(key)
@@ -141,14 +237,22 @@ class RedisBus(Bus):
         on_reset: Callable[[], None],
         *,
         health_interval: float = 1.0,
+        mac_keys: tuple[bytes, ...] = (),
+        generations_ttl_ms: int = 8 * 24 * 3600 * 1000,
     ) -> None:
-        super().__init__(handler, on_reset)
+        super().__init__(handler, on_reset, mac_keys=mac_keys)
         self.client = client
         self.breaker = breaker
         self.channel = f"{namespace}:bus"
         self.generations_key = f"{namespace}:generations"
+        self.generations_ttl_ms = generations_ttl_ms
         self.health_interval = health_interval
         self.reconnects = 0
+        self.data_losses = 0  # times the generations hash was found missing or behind
+        self._known = False
+        self._heard_at = float("-inf")
+        self._bump = client.register_script(_BUMP)
+        self._merge = client.register_script(_MERGE)
         self._connected = asyncio.Event()
         self._closing = False
         # Set when redis-py re-establishes the subscriber connection by itself (it
@@ -159,6 +263,18 @@ class RedisBus(Bus):
     @property
     def connected(self) -> bool:
         return self._connected.is_set()
+
+    @property
+    def known(self) -> bool:
+        return self._known
+
+    @property
+    def hearing(self) -> bool:
+        # Silent for two heartbeats: the connection may be dead without telling us.
+        return (
+            self._connected.is_set()
+            and time.monotonic() - self._heard_at < 2 * self.health_interval
+        )
 
     async def start(self, wait: float = 2.0) -> None:
         """Start the subscriber and wait (bounded) until it is subscribed."""
@@ -176,16 +292,17 @@ class RedisBus(Bus):
         await super().aclose()
 
     async def bump(self, field: str) -> int:
-        value = int(
-            await self.breaker.call(lambda: self.client.hincrby(self.generations_key, field, 1))
-        )
+        local = self.generations.get(field, 0)
+        keys = [self.generations_key]
+        args: list[str | int] = [field, now_ms(), local, self.generations_ttl_ms]
+        value = int(await self.breaker.call(lambda: self._bump(keys=keys, args=args)))
         await self.publish({"op": "gen", "f": field, "g": value})
         return value
 
     async def publish(self, message: Message) -> None:
         message = {"o": self.origin, **message}
         self.apply(message)
-        data = encode_message(message)
+        data = encode_message(message, self.mac_keys)
         await self.breaker.call(lambda: self._send(data))
 
     def _send(self, data: bytes) -> Awaitable[Any]:
@@ -193,12 +310,36 @@ class RedisBus(Bus):
         return self.client.publish(self.channel, data)
 
     async def load_generations(self) -> None:
+        """Merge the stored generations into ours (by max); heal the hash after data loss."""
         raw = await self.breaker.call(lambda: self.client.hgetall(self.generations_key))
-        generations: dict[str, int] = {}
-        for field, value in raw.items():
+        stored: dict[str, int] = {}
+        for name, raw_value in raw.items():
             with contextlib.suppress(ValueError):
-                generations[field.decode() if isinstance(field, bytes) else field] = int(value)
-        self.generations = generations
+                stored[name.decode() if isinstance(name, bytes) else name] = int(raw_value)
+        local = self.generations
+        lost = [name for name, seen in local.items() if stored.get(name, 0) < seen]
+        merged = dict(stored)
+        for name, seen in local.items():
+            merged[name] = max(seen, merged.get(name, 0))
+        self.generations = merged
+        self._known = True
+        if lost:
+            # Redis forgot bumps we heard of: write them back so new workers see them, and
+            # bump the namespace so no entry written before the loss is reachable.
+            self.data_losses += 1
+            log.warning(
+                "generations in Redis are missing or behind (%d fields): "
+                "invalidating the namespace",
+                len(lost),
+            )
+            args: list[str | int] = [self.generations_ttl_ms]
+            for field in lost:
+                args += [field, merged[field]]
+            await self.breaker.call(lambda: self._merge(keys=[self.generations_key], args=args))
+            await self.bump("ns")
+        elif merged:
+            ttl = self.generations_ttl_ms
+            await self.breaker.call(lambda: self.client.pexpire(self.generations_key, ttl))
 
     # -- the subscriber --------------------------------------------------------
     async def _run(self) -> None:
@@ -241,36 +382,47 @@ class RedisBus(Bus):
                     break
             # Whatever was published before the subscription is lost: resync.
             await self.load_generations()
-        self.reset()
         if self.reconnects:
+            # Only after a disconnect: L1 stayed empty until the first subscription, and
+            # loads in flight then belong to this start, not to a lost past.
+            self.reset()
             log.warning("invalidation subscriber reconnected; L1 flushed")
+        self._heard_at = time.monotonic()
         self._connected.set()
 
     async def _listen(self, pubsub: PubSub) -> None:
-        last_seen = time.monotonic()
         pinged = False
+        next_check = time.monotonic() + _GENERATION_CHECKS * self.health_interval
         while not self._closing:
-            reply = await pubsub.get_message(timeout=self.health_interval)
+            reply = await pubsub.get_message(timeout=self.health_interval / 2)
             if self._reconnected_underneath:
                 raise ConnectionError("subscriber connection was re-established")
             now = time.monotonic()
             if reply is not None:
-                last_seen, pinged = now, False
+                self._heard_at, pinged = now, False
                 if reply.get("type") == "message":
                     self._receive(reply.get("data"))
                 continue
-            if pinged and now - last_seen > 2 * self.health_interval:
+            if pinged and now - self._heard_at > 2 * self.health_interval:
                 raise ConnectionError("subscriber connection stopped answering")
-            if not pinged and now - last_seen >= self.health_interval:
+            if not pinged and now - self._heard_at >= self.health_interval / 2:
                 await pubsub.ping()
                 pinged = True
+            if now >= next_check:
+                # Redis may lose the hash without dropping us (FLUSHALL, eviction).
+                next_check = now + _GENERATION_CHECKS * self.health_interval
+                with contextlib.suppress(Exception):
+                    await self.load_generations()
 
     async def _connection_remade(self, _connection: Any) -> None:
         self._reconnected_underneath = True
 
     def _receive(self, data: Any) -> None:
-        message = decode_message(data)
-        if message is None or message.get("o") == self.origin:
+        message = decode_message(data, self.mac_keys)
+        if message is None:
+            self.rejected += 1
+            return
+        if message.get("o") == self.origin:
             return
         try:
             self.apply(message)

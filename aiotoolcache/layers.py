@@ -25,6 +25,8 @@ class LayerConfig:
     fraction so entries written together do not expire together. beta: XFetch
     early-refresh eagerness (0 disables it). negative_ttl: cache loader errors
     for this long (None: never). cost_per_load: dollars one load costs.
+    copy_on_read: hand every caller a deep copy of a cached value, for callers
+    that mutate what they get (values are otherwise shared, and must not be).
     """
 
     ttl: float
@@ -36,6 +38,7 @@ class LayerConfig:
     beta: float = 1.0
     negative_ttl: float | None = None
     cost_per_load: float = 0.0
+    copy_on_read: bool = False
 
     def __post_init__(self) -> None:
         if self.ttl <= 0:

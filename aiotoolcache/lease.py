@@ -45,6 +45,18 @@ if string.sub(holder, 1, #ARGV[1]) == ARGV[1] then return -1 end
 if string.sub(holder, -1) ~= '+' then redis.call('APPEND', KEYS[1], '+') end
 return redis.call('PTTL', KEYS[1])
 """
+# KEYS: value, lease. ARGV: token, ms. Looks at the value first: a fill that landed
+# since the caller's miss is returned instead of a lease ({filled, bytes}); else
+# {-1} for a lease taken, or {holder's remaining ms} when another worker holds it.
+_ACQUIRE_UNLESS_FILLED = """
+local value = redis.call('GET', KEYS[1])
+if value then return {-2, value} end
+if redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then return {-1} end
+local holder = redis.call('GET', KEYS[2])
+if not holder or string.sub(holder, 1, #ARGV[1]) == ARGV[1] then return {-1} end
+if string.sub(holder, -1) ~= '+' then redis.call('APPEND', KEYS[2], '+') end
+return {redis.call('PTTL', KEYS[2])}
+"""
 _EXTEND = """
 local holder = redis.call('GET', KEYS[1])
 if holder and string.sub(holder, 1, #ARGV[1]) == ARGV[1] then
@@ -52,10 +64,13 @@ if holder and string.sub(holder, 1, #ARGV[1]) == ARGV[1] then
 end
 return 0
 """
+# KEYS: lease. ARGV: token, channel, message. Wakes the waiters, if any.
 _RELEASE = """
 local holder = redis.call('GET', KEYS[1])
-if holder and string.sub(holder, 1, #ARGV[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
+if not holder or string.sub(holder, 1, #ARGV[1]) ~= ARGV[1] then return 0 end
+redis.call('DEL', KEYS[1])
+if #holder > #ARGV[1] then redis.call('PUBLISH', ARGV[2], ARGV[3]) end
+return 1
 """
 # KEYS: value, lease. ARGV: data, px, channel, message. An unconditional write
 # revokes any lease in flight, so an older load cannot overwrite it. An empty
@@ -90,6 +105,7 @@ class LeaseManager:
     def __init__(self, client: AnyRedis, breaker: CircuitBreaker) -> None:
         self._breaker = breaker
         self._acquire_contended = client.register_script(_ACQUIRE_CONTENDED)
+        self._acquire_unless_filled = client.register_script(_ACQUIRE_UNLESS_FILLED)
         self._extend = client.register_script(_EXTEND)
         self._release = client.register_script(_RELEASE)
         self._fill = client.register_script(_FILL)
@@ -114,11 +130,25 @@ class LeaseManager:
             return -1
         return await self._run(self._acquire_contended, [lease_key], [token, lease_ms])
 
+    async def acquire_unless_filled(
+        self, value_key: str, lease_key: str, token: str, lease_ms: int
+    ) -> tuple[int, bytes | None]:
+        """Return ``(-1, None)`` with the lease taken, ``(-2, data)`` when the value is
+        there after all, else ``(holder's remaining ms, None)``."""
+        script = self._acquire_unless_filled
+        keys = [value_key, lease_key]
+        args: list[str | int] = [token, max(1, lease_ms)]
+        reply = await self._breaker.call(lambda: script(keys=keys, args=args))
+        if int(reply[0]) == -2:
+            return -2, bytes(reply[1])
+        return int(reply[0]), None
+
     async def extend(self, lease_key: str, token: str, lease_ms: int) -> bool:
         return await self._run(self._extend, [lease_key], [token, lease_ms]) == 1
 
-    async def release(self, lease_key: str, token: str) -> bool:
-        return await self._run(self._release, [lease_key], [token]) == 1
+    async def release(self, lease_key: str, token: str, channel: str, message: bytes) -> bool:
+        """Delete the lease if ``token`` still holds it, announcing it to waiting workers."""
+        return await self._run(self._release, [lease_key], [token, channel, message]) == 1
 
     async def fill(
         self,

@@ -1,12 +1,22 @@
 """Loads: one loader run in the whole fleet per missing key, and background refreshes.
 
-On an L2 miss a worker takes the key's lease. The leaseholder loads, fills
-L2 through a script that checks it still holds the lease, and announces
-``filled`` on the bus. Workers that did not get the lease wait for that
-message (not polling), then read L2; each wait is bounded by the lease's
-remaining time, so when the holder dies its lease expires and one waiter
-takes over, and by ``lease_wait`` overall, after which the waiter loads
-itself. Long loads extend their lease.
+On an L2 miss a worker takes the key's lease with a script that first looks
+at the value again, so a fill that landed since the miss is served, not
+loaded twice. The leaseholder loads, fills L2 through a script that checks
+it still holds the lease, and announces ``filled`` on the bus when someone
+waits. Workers that did not get the lease wait for that message (not
+polling), then read L2; each wait is bounded by the lease's remaining time,
+so when the holder dies its short lease expires and one waiter takes over,
+and by ``lease_wait`` overall, after which the waiter loads itself.
+
+A lease never strands anyone: a failed load or fill, a cancelled caller, and
+a lease reply lost on the way back all release it (only if it still holds
+our token) and wake the waiters; a live load renews it.
+
+Only a leased load writes L2. A load without the lease (the backend failed,
+or the lease holder took longer than ``lease_wait``) keeps its value in L1
+and the fallback store: a delete issued while it ran could not stop a plain
+write, so it makes none.
 """
 
 from __future__ import annotations
@@ -18,16 +28,18 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
+from aiotoolcache.breaker import CircuitBreaker
 from aiotoolcache.cache import MISSING
 from aiotoolcache.codec import Envelope
+from aiotoolcache.coherence import Coherence
 from aiotoolcache.errors import BackendError, CachedLoaderError
 from aiotoolcache.fills import Fill
 from aiotoolcache.keys import KeyRef
 from aiotoolcache.lease import LeaseManager
+from aiotoolcache.tier import SharedTier
 
 if TYPE_CHECKING:
     from aiotoolcache.cache import Layer, ShouldCache
-    from aiotoolcache.toolcache import ToolCache
 
 __all__ = ["LoadCoordinator"]
 
@@ -40,16 +52,21 @@ class LoadCoordinator:
 
     def __init__(
         self,
-        owner: ToolCache,
-        leases: LeaseManager | None,
         *,
-        lease_ms: int = 10_000,
+        coherence: Coherence,
+        tier: SharedTier,
+        breaker: CircuitBreaker,
+        leases: LeaseManager | None,
+        lease_ms: int = 3_000,
         lease_wait: float = 30.0,
     ) -> None:
-        self._owner = owner
+        self._coherence = coherence
+        self._tier = tier
+        self._breaker = breaker
         self.leases = leases
         self.lease_ms = lease_ms
         self.lease_wait = lease_wait
+        self.closing = False
         # Keys with a background refresh started, added before its task first runs so a
         # burst of reads in one loop tick starts (and counts) one refresh, not one each.
         self._refreshing: set[str] = set()
@@ -63,7 +80,6 @@ class LoadCoordinator:
         fill: Fill,
         loader: Callable[[], Awaitable[T]],
         ttl: float | None,
-        tags: list[str] | None,
         should_cache: ShouldCache | None,
         *,
         wait: bool,
@@ -77,29 +93,25 @@ class LoadCoordinator:
         token: str | None = None
         # After a failed backend call, skip the lease and keep the value in L1 and
         # the fallback only, so a sick Redis costs a caller at most one time budget.
-        degraded = self._owner.breaker.failing
-        if self.leases is not None and not degraded:
-            token, found = await self._acquire_or_wait(layer, ref, fill, wait)
+        leased = self.leases is not None and not self._breaker.failing
+        if leased:
+            token, found = await self._acquire_or_wait(layer, ref, fill, wait, replaces)
             if found is not MISSING:
                 return cast(T, found)
             if token is None and not wait:
-                return None
-            if (
-                token is not None
-                and replaces is not None
-                and await self._refreshed_elsewhere(layer, ref, fill, replaces)
-            ):
-                await self._release(ref, token)
                 return None
         renewal = self._start_renewal(ref, token)
         try:
             value, elapsed = await layer.run_loader(loader)
         except Exception as exc:
             negative_ttl = layer.config.negative_ttl
-            if negative_ttl is not None and not isinstance(exc, CachedLoaderError):
-                failure = CachedLoaderError(type(exc).__qualname__, str(exc))
-                await self._store(layer, ref, fill, token, failure, negative_ttl, tags, 0.0)
-            elif token is not None:
+            # A failed refresh keeps serving the good value it replaces (stale-if-error).
+            if negative_ttl is not None and replaces is None:
+                if not isinstance(exc, CachedLoaderError):
+                    failure = CachedLoaderError(type(exc).__qualname__, str(exc))
+                    await self._store(layer, ref, fill, token, failure, negative_ttl, 0.0)
+                    raise
+            if token is not None:
                 await self._release(ref, token)  # waiters elsewhere retry at once
             raise
         except BaseException:
@@ -115,23 +127,11 @@ class LoadCoordinator:
             if token is not None:
                 await self._release(ref, token)
         else:
-            # The fill script releases the lease itself.
-            await self._store(
-                layer,
-                ref,
-                fill,
-                token,
-                value,
-                ttl,
-                tags,
-                elapsed,
-                skip_backend=degraded,
-                refresh=not wait,
-            )
+            await self._store(layer, ref, fill, token, value, ttl, elapsed, refresh=not wait)
         return value
 
     async def _acquire_or_wait(
-        self, layer: Layer, ref: KeyRef, fill: Fill, wait: bool
+        self, layer: Layer, ref: KeyRef, fill: Fill, wait: bool, replaces: Envelope | None
     ) -> tuple[str | None, Any]:
         """Return ``(token, MISSING)`` with the lease, ``(None, value)`` when filled elsewhere.
 
@@ -139,19 +139,37 @@ class LoadCoordinator:
         waited ``lease_wait`` in vain), or, when not waiting, someone else loads.
         """
         assert self.leases is not None
-        bus = self._owner.bus
+        bus = self._coherence.bus
         deadline = time.monotonic() + self.lease_wait
         waited = False
         while True:
             token = LeaseManager.new_token()
+            data: bytes | None = None
             try:
-                holder_ms = await self.leases.acquire(ref.lease_key, token, self.lease_ms)
+                if replaces is None:
+                    holder_ms, data = await self.leases.acquire_unless_filled(
+                        ref.value_key, ref.lease_key, token, self.lease_ms
+                    )
+                    if data is not None:
+                        value = self._filled(layer, ref, fill, data)
+                        if value is not MISSING:
+                            return None, value
+                if replaces is not None or data is not None:
+                    # A refresh (the value it replaces is there), or a value we cannot use.
+                    holder_ms = await self.leases.acquire(ref.lease_key, token, self.lease_ms)
             except BackendError:
                 layer.counters.backend_errors += 1
+                # The lease may have landed with only its reply lost: give it back.
+                self._in_background(self._release(ref, token))
                 return None, MISSING  # fail-open: load without a lease
             if holder_ms == -1:
                 if waited:
                     layer.counters.lease_takeovers += 1
+                if replaces is not None and await self._refreshed_elsewhere(
+                    layer, ref, fill, replaces
+                ):
+                    self._in_background(self._release(ref, token))
+                    return None, MISSING
                 return token, MISSING
             if not wait:
                 return None, MISSING
@@ -175,8 +193,19 @@ class LoadCoordinator:
                 value = layer.decode(ref, envelope)
                 if value is not MISSING:
                     layer.counters.remote_coalesced += 1
-                    layer.keep_in_l1(ref, envelope, fill)
+                    layer.keep_in_l1(ref, value, envelope, fill)
                     return None, value
+
+    def _filled(self, layer: Layer, ref: KeyRef, fill: Fill, data: bytes) -> Any:
+        """The value another worker filled just before our lease request, or MISSING."""
+        envelope = layer.open_raw(ref, data)
+        if envelope is None:
+            return MISSING
+        value = layer.decode(ref, envelope)
+        if value is not MISSING:
+            layer.counters.remote_coalesced += 1
+            layer.keep_in_l1(ref, value, envelope, fill)
+        return value
 
     async def _refreshed_elsewhere(
         self, layer: Layer, ref: KeyRef, fill: Fill, served: Envelope
@@ -185,7 +214,9 @@ class LoadCoordinator:
         envelope = await layer.read_l2(ref)
         if envelope is None or envelope.created_at <= served.created_at:
             return False
-        layer.keep_in_l1(ref, envelope, fill)
+        value = layer.decode(ref, envelope)
+        if value is not MISSING:
+            layer.keep_in_l1(ref, value, envelope, fill)
         return True
 
     def _start_renewal(self, ref: KeyRef, token: str | None) -> asyncio.Task[None] | None:
@@ -202,12 +233,12 @@ class LoadCoordinator:
                     return  # revoked by a delete or write: nothing left to extend
 
     async def _release(self, ref: KeyRef, token: str) -> None:
+        """Give the lease back if it is still ours, waking whoever waits for it."""
         assert self.leases is not None
+        message = self._coherence.bus.encode({"op": "filled", "l": ref.layer, "k": [ref.value_key]})
         with contextlib.suppress(BackendError):
-            await self.leases.release(ref.lease_key, token)
-        # Wake the waiters elsewhere now rather than at their timeout.
-        with contextlib.suppress(BackendError):
-            await self._owner.bus.publish({"op": "filled", "l": ref.layer, "k": [ref.value_key]})
+            await self.leases.release(ref.lease_key, token, self._tier.channel, message)
+        self._coherence.bus.wake(ref.value_key)
 
     async def _store(
         self,
@@ -217,32 +248,39 @@ class LoadCoordinator:
         token: str | None,
         value: Any,
         ttl: float | None,
-        tags: list[str] | None,
         elapsed: float,
         *,
-        skip_backend: bool = False,
         refresh: bool = False,
     ) -> None:
-        sealed = layer.seal(ref, value, ttl, tags, elapsed)
-        if sealed is None or fill.revoked:
+        sealed = layer.seal(ref, value, ttl, fill, elapsed)
+        if sealed is None or not self._coherence.admits(fill):
             if token is not None:
                 self._in_background(self._release(ref, token))
             return
         envelope, data, ttl_ms = sealed
-        tier = self._owner.tier
-        stored = True
-        if skip_backend:
-            # The backend just failed: a write could cost a whole budget, so the
-            # value goes to L1 and the local fallback only.
-            layer.counters.dropped_writes += 1
-            await tier.write_fallback(layer, [(ref, data, ttl_ms)])
+        entry = (ref, data, ttl_ms)
+        if self.leases is None:
+            # One process owns this store (memory, files): a delete revokes the fill at
+            # once, so the check above is the fence.
+            await self._tier.write(layer, [entry], announce=False)
+            stored = True
         elif token is None:
-            await tier.write(layer, [(ref, data, ttl_ms)], announce=False)
+            # Unleased: the backend failed, or the holder is slow. A plain write could
+            # overwrite a delete issued meanwhile, so L2 is left to the leaseholder.
+            if self._breaker.failing:
+                layer.counters.dropped_writes += 1
+            await self._tier.write_fallback(layer, [entry])
+            stored = True
         else:
-            stored = await tier.fill(layer, (ref, data, ttl_ms), token, always_announce=refresh)
-            self._owner.bus.wake(ref.value_key)
+            outcome = await self._tier.fill(layer, entry, token, always_announce=refresh)
+            if outcome is None:  # the backend failed: the fill may not have run
+                self._in_background(self._release(ref, token))
+            self._coherence.bus.wake(ref.value_key)
+            stored = outcome is not False
         if stored:
-            layer.keep_in_l1(ref, envelope, fill)
+            decoded = layer.decode(ref, envelope)
+            if decoded is not MISSING:
+                layer.keep_in_l1(ref, decoded, envelope, fill, len(data))
 
     # -- background refreshes -----------------------------------------------------
     def start_refresh(
@@ -256,22 +294,23 @@ class LoadCoordinator:
         should_cache: ShouldCache | None,
     ) -> bool:
         """Start one background refresh of ``ref`` unless one is already running."""
-        if ref.value_key in self._refreshing or self._owner.closing:
+        if ref.value_key in self._refreshing or self.closing:
             return False
         self._refreshing.add(ref.value_key)
+        coherence = self._coherence
 
         async def refresh() -> None:
-            fill = self._owner.fills.begin(ref)
+            fill = coherence.begin(ref, tags)
             try:
                 await self.load(
-                    layer, ref, fill, loader, ttl, tags, should_cache, wait=False, replaces=served
+                    layer, ref, fill, loader, ttl, should_cache, wait=False, replaces=served
                 )
             except Exception as exc:
                 # stale-if-error: the value being served stays until its hard expiry.
                 layer.counters.refresh_errors += 1
                 log.debug("background refresh of %s failed: %r", ref.value_key, exc)
             finally:
-                self._owner.fills.end(fill)
+                coherence.end(fill)
                 self._refreshing.discard(ref.value_key)
 
         self._in_background(refresh())
@@ -284,6 +323,7 @@ class LoadCoordinator:
 
     async def aclose(self, grace: float = 5.0) -> None:
         """Let background work finish (bounded), then cancel what is left."""
+        self.closing = True
         if self._background:
             await asyncio.wait(set(self._background), timeout=grace)
         for task in list(self._background):

@@ -4,17 +4,20 @@ Backend trouble never reaches a caller unless the cache is strict: a failed
 read is a miss (served from the fallback store when one is configured), a
 failed write is dropped (kept in the fallback), and a failed delete or
 announced write is queued in the outbox so other workers still hear of it.
+Any other exception on the way to the backend (a misconfigured client, a bug
+in a driver) is contained the same way: counted, logged, and the caller
+still gets its value.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from aiotoolcache.coherence import Coherence
 from aiotoolcache.errors import BackendError
-from aiotoolcache.invalidation import Bus, Message
 from aiotoolcache.keys import KeyRef
 from aiotoolcache.lease import LeaseManager
 from aiotoolcache.outbox import InvalidationOutbox
@@ -40,24 +43,21 @@ class SharedTier:
         fallback: Store | None,
         mirror: bool,
         leases: LeaseManager | None,
-        bus: Bus,
+        coherence: Coherence,
         outbox: InvalidationOutbox | None,
         channel: str,
         strict: bool,
-        apply_locally: Callable[[Message], None],
-        ensure_started: Callable[[], Awaitable[None]],
     ) -> None:
         self.store = store
         self.fallback = fallback
         self.mirror = mirror and fallback is not None
         self.leases = leases
-        self.bus = bus
+        self.coherence = coherence
         self.outbox = outbox
         self.channel = channel
         self.strict = strict
-        self._apply_locally = apply_locally
-        self._ensure_started = ensure_started
         self._last_drop_warning = float("-inf")
+        self._last_unexpected = float("-inf")
 
     def failed(self, layer: Layer | None, exc: BackendError) -> None:
         """Count a backend failure against ``layer`` (if any); re-raise it in strict mode."""
@@ -66,7 +66,18 @@ class SharedTier:
         if self.strict:
             raise exc
 
-    def _log_dropped_write(self, exc: BackendError) -> None:
+    def unexpected(self, exc: Exception) -> BackendError:
+        """Contain an exception the backend path should not raise: log it, make it a
+        BackendError (so fail-open handles it like any backend failure)."""
+        now = time.monotonic()
+        if now - self._last_unexpected >= 60.0:
+            self._last_unexpected = now
+            log.error("unexpected error on the cache backend path (contained): %r", exc)
+        error = BackendError(f"{type(exc).__name__}: {exc}")
+        error.__cause__ = exc
+        return error
+
+    def _log_dropped_write(self, exc: Exception) -> None:
         # WARNING, but at most every 10 s: an outage must not log once per request.
         now = time.monotonic()
         if now - self._last_drop_warning >= 10.0:
@@ -75,11 +86,12 @@ class SharedTier:
 
     async def read(self, layer: Layer, keys: Sequence[str]) -> list[bytes | None]:
         """Read L2 (or the fallback while L2 fails); a failure reads as misses."""
-        await self._ensure_started()
         try:
             return await self.store.get_many(keys)
         except BackendError as exc:
             self.failed(layer, exc)
+        except Exception as exc:
+            self.failed(layer, self.unexpected(exc))
         if self.fallback is not None:
             try:
                 return await self.fallback.get_many(keys)
@@ -89,10 +101,9 @@ class SharedTier:
 
     async def write(self, layer: Layer, entries: list[Entry], announce: bool = True) -> None:
         """Write to L2; with ``announce`` other workers drop their L1 copies and leases."""
-        await self._ensure_started()
         try:
             if announce and self.leases is not None:
-                message = self.bus.encode(
+                message = self.coherence.bus.encode(
                     {"op": "del", "l": layer.name, "k": [ref.value_key for ref, _, _ in entries]}
                 )
                 await self.leases.write_many(
@@ -102,7 +113,9 @@ class SharedTier:
                 )
             else:
                 await self.store.set_many(_raw(entries))
-        except BackendError as exc:
+        except Exception as exc:
+            if not isinstance(exc, BackendError):
+                exc = self.unexpected(exc)
             layer.counters.dropped_writes += 1
             self._log_dropped_write(exc)
             if announce and self.outbox is not None:  # the others must still drop old copies
@@ -115,11 +128,12 @@ class SharedTier:
 
     async def fill(
         self, layer: Layer, entry: Entry, token: str, *, always_announce: bool = False
-    ) -> bool:
-        """Store a leased load's value; False when its lease was revoked meanwhile."""
+    ) -> bool | None:
+        """Store a leased load's value: True when stored, False when its lease was revoked
+        meanwhile, None when the backend failed (the value went to the fallback only)."""
         assert self.leases is not None
         ref, data, ttl_ms = entry
-        message = self.bus.encode({"op": "filled", "l": ref.layer, "k": [ref.value_key]})
+        message = self.coherence.bus.encode({"op": "filled", "l": ref.layer, "k": [ref.value_key]})
         try:
             filled = await self.leases.fill(
                 ref.value_key,
@@ -131,14 +145,20 @@ class SharedTier:
                 message,
                 always_announce=always_announce,
             )
-        except BackendError as exc:
+        except Exception as exc:
+            if not isinstance(exc, BackendError):
+                self.unexpected(exc)
             layer.counters.dropped_writes += 1
             self._log_dropped_write(exc)
             await self.write_fallback(layer, [entry])
-            return True
+            return None
         if filled and self.mirror:
             await self.write_fallback(layer, [entry])
         return filled
+
+    def discard(self, keys: list[str]) -> None:
+        """Delete unusable entries (corrupt bytes) in the background, best effort."""
+        self.coherence.in_background(self.store.delete_many(keys))
 
     async def write_fallback(self, layer: Layer, entries: list[Entry]) -> None:
         """Keep ``entries`` in the fallback store, if there is one."""
@@ -152,17 +172,20 @@ class SharedTier:
 
     async def delete(self, layer: Layer, refs: Sequence[KeyRef]) -> None:
         """Delete entries here and in L2, revoke their leases and tell every worker."""
-        await self._ensure_started()
         keys = [ref.value_key for ref in refs]
-        self._apply_locally({"op": "del", "l": layer.name, "k": keys})
+        self.coherence.apply(
+            {"o": self.coherence.bus.origin, "op": "del", "l": layer.name, "k": keys}
+        )
         try:
             if self.leases is not None:
-                message = self.bus.encode({"op": "del", "l": layer.name, "k": keys})
+                message = self.coherence.bus.encode({"op": "del", "l": layer.name, "k": keys})
                 pairs = [(ref.value_key, ref.lease_key) for ref in refs]
                 await self.leases.delete_many(pairs, self.channel, message)
             else:
                 await self.store.delete_many(keys)
-        except BackendError as exc:
+        except Exception as exc:
+            if not isinstance(exc, BackendError):
+                exc = self.unexpected(exc)
             if self.outbox is not None:  # sent again until Redis takes it
                 self.outbox.delete(layer.name, [(ref.value_key, ref.lease_key) for ref in refs])
             self.failed(layer, exc)

@@ -6,8 +6,10 @@ pool), the circuit breaker and the one invalidation subscriber.
 
 from __future__ import annotations
 
+import logging
 import random
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from hashlib import blake2b
 from types import TracebackType
 from typing import Any, ParamSpec, TypeVar
 
@@ -17,16 +19,17 @@ from redis.exceptions import RedisError
 
 from aiotoolcache import connect, fleet
 from aiotoolcache.breaker import CircuitBreaker
-from aiotoolcache.cache import L1Entry, Layer
+from aiotoolcache.cache import Layer
 from aiotoolcache.cluster_bus import ClusterBus
-from aiotoolcache.codec import Codec, Envelope, ModelRegistry
+from aiotoolcache.codec import Codec, ModelRegistry
+from aiotoolcache.coherence import Coherence, L1Entry
 from aiotoolcache.decorators import cached_function
 from aiotoolcache.embeddings import embed_texts
-from aiotoolcache.errors import BackendError, ConfigurationError
+from aiotoolcache.errors import BackendError, CacheClosed, ConfigurationError
 from aiotoolcache.fills import FillRegistry
 from aiotoolcache.flight import SingleFlight
 from aiotoolcache.health import Health, check_health
-from aiotoolcache.invalidation import Bus, Message, RedisBus
+from aiotoolcache.invalidation import Bus, RedisBus, now_ms
 from aiotoolcache.layers import DEFAULT_LAYERS, LayerConfig
 from aiotoolcache.lease import LeaseManager
 from aiotoolcache.loading import LoadCoordinator
@@ -40,6 +43,8 @@ from aiotoolcache.stores.redis import AnyRedis, RedisStore
 from aiotoolcache.tier import SharedTier
 
 __all__ = ["ToolCache"]
+
+log = logging.getLogger("aiotoolcache")
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -60,7 +65,7 @@ class ToolCache:
         url: str | None = None,
         *,
         namespace: str | None = None,
-        secret: str | None = None,
+        secret: str | Sequence[str] | None = None,
         layers: Mapping[str, LayerConfig] | None = None,
         client: AnyRedis | None = None,
         strict: bool = False,
@@ -71,9 +76,9 @@ class ToolCache:
         budget: float = 0.25,
         failure_threshold: int = 5,
         cooldown: float = 2.0,
-        lease_ms: int = 10_000,
+        lease_ms: int = 3_000,
         lease_wait: float = 30.0,
-        health_interval: float = 1.0,
+        health_interval: float = 0.5,
         max_connections: int = 64,
         models: Iterable[type[Any]] = (),
         redis_options: Mapping[str, Any] | None = None,
@@ -82,13 +87,17 @@ class ToolCache:
         seed: int | None = None,
         fleet_interval: float | None = fleet.DEFAULT_INTERVAL,
     ) -> None:
-        settings = Settings.resolve(None if client is not None else url, namespace, secret)
+        secrets = [secret] if isinstance(secret, str) else list(secret or ())
+        settings = Settings.resolve(
+            None if client is not None else url, namespace, secrets[0] if secrets else None
+        )
+        if settings.secret is not None and not secrets:
+            secrets = [settings.secret]
         self.namespace = settings.namespace
         self.url = settings.url
         self.strict = strict
-        self.closing = False
         self.rng = random.Random(seed)
-        self.codec = Codec(secret=settings.secret, registry=ModelRegistry())
+        self.codec = Codec(secret=secrets[0] if secrets else None, registry=ModelRegistry())
         for model in models:
             self.codec.registry.register(model)
         self.breaker = CircuitBreaker(
@@ -99,9 +108,9 @@ class ToolCache:
             # Leave room in the pool for the subscriber and the fleet reporter.
             concurrency=max(1, max_connections - 2),
         )
-        self.l1: BoundedLRU[L1Entry] = BoundedLRU(l1_max_entries, l1_max_bytes)
-        self.fills = FillRegistry()
-        self.flight: SingleFlight[Any] = SingleFlight()
+        # Created first: it owns L1, fills, flights and generations, and decides what
+        # may be stored or served; everything below receives it.
+        self.coherence = Coherence(l1_max_entries=l1_max_entries, l1_max_bytes=l1_max_bytes)
         self.client: AnyRedis | None = client
         self._owns_client = client is None
         self.bus_channel = f"{self.namespace}:bus"
@@ -115,52 +124,67 @@ class ToolCache:
             elif kind == "memory":
                 self.store = MemoryStore()
             else:
-                options = dict(redis_options or {})
-                if tls_ca_file is not None:
-                    options["ssl_ca_certs"] = tls_ca_file
-                if not tls_verify:
-                    # An explicit opt-out: certificates are verified unless asked not to.
-                    options["ssl_cert_reqs"] = "none"
-                    options["ssl_check_hostname"] = False
-                self.client = connect.client_for(self.url, kind, budget, max_connections, options)
+                self.client = connect.client_for(
+                    self.url,
+                    kind,
+                    budget,
+                    max_connections,
+                    _tls_options(self.url, redis_options, tls_ca_file, tls_verify),
+                )
+        self.fallback: Store | None = (
+            FileStore(parse_backend_url(fallback)[1]) if isinstance(fallback, str) else fallback
+        )
+        layer_configs = {**DEFAULT_LAYERS, **(layers or {})}
         if self.client is not None:
-            self.store = RedisStore(self.client, self.breaker)
-            leases = LeaseManager(self.client, self.breaker)
-            self.bus: Bus = (ClusterBus if isinstance(self.client, RedisCluster) else RedisBus)(
-                self.client,
-                self.breaker,
-                self.namespace,
-                self._apply_message,
-                self._flush_l1,
-                health_interval=health_interval,
+            redis_client = self.client
+            self.store = RedisStore(redis_client, self.breaker)
+            leases = LeaseManager(redis_client, self.breaker)
+            bus_class = ClusterBus if isinstance(redis_client, RedisCluster) else RedisBus
+            longest = max(c.ttl + c.stale_ttl for c in layer_configs.values())
+            self.coherence.attach(
+                lambda apply, reset: bus_class(
+                    redis_client,
+                    self.breaker,
+                    self.namespace,
+                    apply,
+                    reset,
+                    health_interval=health_interval,
+                    mac_keys=bus_keys(secrets),
+                    generations_ttl_ms=int(longest * 1000),
+                ),
+                self.fallback,
             )
             self.outbox = InvalidationOutbox(leases, self.bus, self.store, self.bus_channel)
         else:
             if self.url is None:
                 self.store = MemoryStore()
-            self.bus = Bus(self._apply_message, self._flush_l1)
-        self.fallback: Store | None = (
-            FileStore(parse_backend_url(fallback)[1]) if isinstance(fallback, str) else fallback
-        )
+            self.coherence.attach(lambda apply, reset: Bus(apply, reset), self.fallback)
         self.tier = SharedTier(
             store=self.store,
             fallback=self.fallback,
             mirror=mirror_to_fallback,
             leases=leases,
-            bus=self.bus,
+            coherence=self.coherence,
             outbox=self.outbox,
             channel=self.bus_channel,
             strict=strict,
-            apply_locally=self._apply_message,
-            ensure_started=self._start_within_budget,
         )
-        self.loads = LoadCoordinator(self, leases, lease_ms=lease_ms, lease_wait=lease_wait)
+        self.loads = LoadCoordinator(
+            coherence=self.coherence,
+            tier=self.tier,
+            breaker=self.breaker,
+            leases=leases,
+            lease_ms=lease_ms,
+            lease_wait=lease_wait,
+        )
         self._layers: dict[str, Layer] = {}
-        for name, config in {**DEFAULT_LAYERS, **(layers or {})}.items():
+        for name, config in layer_configs.items():
             self.add_layer(name, config)
-        self._started = False
+        self.closing = False
+        self._explicit_start = False
         self.fleet_interval = fleet_interval
         self._fleet: fleet.FleetReporter | None = None
+        self.coherence.on_start(self._start_fleet_reporter)
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> ToolCache:
@@ -169,21 +193,62 @@ class ToolCache:
         return cls(url, **options)
 
     # -- lifecycle ------------------------------------------------------------------
+    @property
+    def bus(self) -> Bus:
+        """The invalidation bus (and mirror of the generations) every layer shares."""
+        return self.coherence.bus
+
+    @property
+    def l1(self) -> BoundedLRU[L1Entry]:
+        """The in-process L1 every layer shares."""
+        return self.coherence.l1
+
+    @property
+    def fills(self) -> FillRegistry:
+        return self.coherence.fills
+
+    @property
+    def flight(self) -> SingleFlight[Any]:
+        return self.coherence.flight
+
     async def start(self) -> None:
-        """Start the invalidation subscriber (waits until it is subscribed, bounded)."""
-        if self._started:
-            return
-        self._started = True
-        self._start_fleet_reporter()
-        await self.bus.start()
+        """Start the invalidation subscriber; wait (at most 2 s) until the generations are known.
+
+        When Redis does not answer in time, one WARNING says so: until it does,
+        calls run their loaders and nothing is cached.
+        """
+        self._check_open()
+        self._explicit_start = True
+        await self.coherence.start(wait=2.0)
+        self._warn_if_unknown(2.0)
 
     async def _start_within_budget(self) -> None:
-        # Started lazily by a request: wait for the subscription no longer than
-        # one backend budget, so a dead Redis never delays a tool call.
-        if not self._started:
-            self._started = True
-            self._start_fleet_reporter()
-            await self.bus.start(wait=self.breaker.budget)
+        # Started lazily by a request: wait for the generations no longer than one
+        # backend budget, so a dead Redis never delays a tool call for long.
+        self._check_open()
+        if not self.coherence.started:
+            log.warning(
+                "ToolCache used without 'async with' or 'await cache.start()': started "
+                "lazily; call 'await cache.aclose()' when done to release connections"
+            )
+        await self.coherence.start(wait=self.breaker.budget)
+        self._warn_if_unknown(self.breaker.budget)
+
+    def _check_open(self) -> None:
+        if self.closing:
+            raise CacheClosed("this ToolCache was closed with aclose(); create a new one")
+
+    def _warn_if_unknown(self, waited: float) -> None:
+        if not self.coherence.known and not self._warned_unreachable:
+            self._warned_unreachable = True
+            log.warning(
+                "cache backend %s did not answer within %.2f s: tool calls run uncached "
+                "until it does",
+                connect.masked(self.url or ""),
+                waited,
+            )
+
+    _warned_unreachable = False
 
     async def __aenter__(self) -> ToolCache:
         await self.start()
@@ -202,12 +267,13 @@ class ToolCache:
         if self.closing:
             return
         self.closing = True
+        self.coherence.closed = True
         await self.loads.aclose()
         if self._fleet is not None:
             await self._fleet.aclose()  # the last deltas, and the heartbeat removed
         if self.outbox is not None:
             await self.outbox.aclose()
-        await self.bus.aclose()
+        await self.coherence.aclose()
         await self.tier.aclose()
         if self.client is not None and self._owns_client:
             await self.client.aclose()
@@ -219,7 +285,18 @@ class ToolCache:
             raise ConfigurationError(f"layer names must be identifiers, got {name!r}")
         layer = self._layers.get(name)
         if layer is None:
-            layer = self._layers[name] = Layer(self, name, config)
+            layer = self._layers[name] = Layer(
+                name,
+                config,
+                namespace=self.namespace,
+                coherence=self.coherence,
+                tier=self.tier,
+                loads=self.loads,
+                codec=self.codec,
+                ready=self._start_within_budget,
+                rng=self.rng,
+                strict=self.strict,
+            )
         else:
             layer.config = config
         return layer
@@ -257,14 +334,6 @@ class ToolCache:
         return self._layers["embeddings"]
 
     # -- invalidation -------------------------------------------------------------------
-    def tags_current(self, envelope: Envelope) -> bool:
-        """True when no tag the entry carries was invalidated after it was written."""
-        tags = envelope.tag_generations
-        if not tags:
-            return True
-        generation = self.bus.generation
-        return all(generation(f"tag:{tag}") == seen for tag, seen in tags.items())
-
     async def invalidate(self, layer: str | None = None, tags: Iterable[str] | None = None) -> None:
         """Drop a whole layer, every entry carrying one of ``tags``, or (no arguments) everything.
 
@@ -277,15 +346,18 @@ class ToolCache:
             fields.append(f"layer:{self.layer(layer).name}")
         if layer is None and tags is None:
             fields = ["ns"]
+        bus = self.coherence.bus
         for field in fields:
             try:
-                await self.bus.bump(field)
-            except BackendError as exc:
+                await bus.bump(field)
+            except Exception as exc:
+                error = exc if isinstance(exc, BackendError) else self.tier.unexpected(exc)
                 if self.outbox is not None:  # sent again until Redis takes it
                     self.outbox.bump(field)
                 # Keep this worker consistent even when the others cannot be told yet.
-                self.bus.apply({"op": "gen", "f": field, "g": self.bus.generation(field) + 1})
-                self.tier.failed(self._layers.get(layer or ""), exc)
+                bumped = max(bus.generation(field) + 1, now_ms())
+                bus.apply({"o": bus.origin, "op": "gen", "f": field, "g": bumped})
+                self.tier.failed(self._layers.get(layer or ""), error)
 
     async def invalidate_server(self, server_id: str) -> None:
         """Drop everything cached about one tool server: discovery, tools, search, results."""
@@ -294,42 +366,6 @@ class ToolCache:
     async def on_tools_list_changed(self, server_id: str) -> None:
         """Handle MCP ``notifications/tools/list_changed`` from ``server_id``."""
         await self.invalidate_server(server_id)
-
-    def _apply_message(self, message: Message) -> None:
-        op = message.get("op")
-        if op == "del":
-            keys = [key for key in message.get("k") or () if isinstance(key, str)]
-            for key in keys:
-                self.l1.pop(key)
-                # Reads from now on must not join a load begun before the delete, and
-                # waiters on the lease it revoked look again at once.
-                self.flight.forget(key)
-                self.bus.wake(key)
-            self.fills.revoke_keys(keys)
-        elif op == "gen":
-            field = message.get("f")
-            if field == "ns":
-                self._flush_l1()
-            elif isinstance(field, str) and field.startswith("layer:"):
-                name = field.removeprefix("layer:")
-                self.l1.remove_if(lambda _key, entry: entry.layer == name)
-                self.fills.revoke_layer(name)
-            elif isinstance(field, str) and field.startswith("tag:"):
-                tag = field.removeprefix("tag:")
-                self.l1.remove_if(lambda _key, entry: tag in (entry.envelope.tag_generations or ()))
-                self.fills.revoke_all()
-                self.flight.forget_all()
-        elif op == "filled" and message.get("o") != self.bus.origin:
-            # Another worker stored a newer value (a refresh, say): a copy held here is
-            # older, and serving it stale would start a second refresh of the same key.
-            for key in message.get("k") or ():
-                if isinstance(key, str):
-                    self.l1.pop(key)
-
-    def _flush_l1(self) -> None:
-        self.l1.clear()
-        self.fills.revoke_all()
-        self.flight.forget_all()
 
     # -- domain helpers ---------------------------------------------------------------------
     async def list_tools(
@@ -427,7 +463,7 @@ class ToolCache:
         """Return a snapshot of every layer's counters and the cache-wide state."""
         l1_bytes: dict[str, int] = {}
         for entry in self.l1.values():
-            l1_bytes[entry.layer] = l1_bytes.get(entry.layer, 0) + len(entry.envelope.payload)
+            l1_bytes[entry.layer] = l1_bytes.get(entry.layer, 0) + entry.size
         return CacheStats(
             layers={
                 name: layer.counters.snapshot(
@@ -438,7 +474,7 @@ class ToolCache:
             breaker_state=self.breaker.state.value,
             l1_bytes=self.l1.bytes,
             l1_entries=len(self.l1),
-            subscriber_connected=self.bus.connected,
+            subscriber_connected=self.coherence.bus.connected,
         )
 
     def _start_fleet_reporter(self) -> None:
@@ -467,3 +503,34 @@ class ToolCache:
 def server_tag(server_id: str) -> str:
     """Return the tag every entry about ``server_id`` carries."""
     return f"server:{server_id}"
+
+
+def bus_keys(secrets: Sequence[str]) -> tuple[bytes, ...]:
+    """The bus's MAC keys, one per secret (derived, so a bus key never signs a value)."""
+    return tuple(
+        blake2b(secret.encode(), digest_size=32, person=b"atc-bus-key").digest()
+        for secret in secrets
+    )
+
+
+def _tls_options(
+    url: str,
+    redis_options: Mapping[str, Any] | None,
+    tls_ca_file: str | None,
+    tls_verify: bool,
+) -> dict[str, Any]:
+    """The client options for TLS; refuse TLS settings on a URL that does not use TLS."""
+    options = dict(redis_options or {})
+    uses_tls = url.split("://", 1)[0].lower().startswith("rediss")
+    if (tls_ca_file is not None or not tls_verify) and not uses_tls:
+        raise ConfigurationError(
+            "tls_ca_file/tls_verify apply to TLS URLs only (rediss://, rediss+cluster://, "
+            "rediss+sentinel://)"
+        )
+    if tls_ca_file is not None:
+        options["ssl_ca_certs"] = tls_ca_file
+    if not tls_verify:
+        # An explicit opt-out: certificates are verified unless asked not to.
+        options["ssl_cert_reqs"] = "none"
+        options["ssl_check_hostname"] = False
+    return options

@@ -174,7 +174,8 @@ async def test_invalidate_in_another_process_reaches_this_worker(
         "invalidate", "--url", redis_url, "--namespace", "test", "--layer", "results", "--json"
     )
     assert result.returncode == 0, result.stderr
-    assert json.loads(result.stdout)["generations"] == {"layer:results": 1}
+    generations = json.loads(result.stdout)["generations"]
+    assert list(generations) == ["layer:results"] and generations["layer:results"] > 0
     await until_reloaded("b", 2)
 
     result = await arun_cli("invalidate", "--url", redis_url, "--namespace", "test", "--all")

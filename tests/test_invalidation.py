@@ -370,7 +370,7 @@ async def test_layer_invalidation_reaches_the_other_worker_and_spares_other_laye
 
     await cache.invalidate(layer="results")
     await eventually(lambda: not in_l1(other_worker, other_worker.results, "k"), within=2)
-    assert other_worker.bus.generation("layer:results") == 1
+    assert other_worker.bus.generation("layer:results") > 0
     await other_worker.results.get_or_load("k", results)
     await other_worker.discovery.get_or_load("k", discovery)
     assert (results.calls, discovery.calls) == (2, 1)
@@ -386,7 +386,7 @@ async def test_tag_invalidation_reaches_the_other_worker_and_spares_other_tags(
     assert (red.calls, blue.calls) == (1, 1)
 
     await cache.invalidate(tags=["red"])
-    await eventually(lambda: other_worker.bus.generation("tag:red") == 1, within=2)
+    await eventually(lambda: other_worker.bus.generation("tag:red") > 0, within=2)
     assert not in_l1(other_worker, other_worker.results, "a")
     await other_worker.results.get_or_load("a", red, tags=["red"])
     await other_worker.results.get_or_load("b", blue, tags=["blue"])
@@ -424,7 +424,7 @@ async def test_server_invalidation_drops_that_servers_entries_in_the_other_worke
     assert {name: loader.calls for name, loader in loaders.items()} == dict.fromkeys(loaders, 1)
 
     await getattr(cache, how)("srv1")
-    await eventually(lambda: other_worker.bus.generation("tag:server:srv1") == 1, within=2)
+    await eventually(lambda: other_worker.bus.generation("tag:server:srv1") > 0, within=2)
     await read_all(other_worker)
     calls = {name: loader.calls for name, loader in loaders.items()}
     assert calls == {"tools1": 2, "call1": 2, "search1": 2, "tools2": 1}

@@ -214,8 +214,8 @@ async def test_tag_and_layer_invalidation_reach_the_other_worker(workers: Worker
 
     await eventually(
         lambda: (
-            second.bus.generation("tag:server:srv") == 1
-            and second.bus.generation("layer:search") == 1
+            second.bus.generation("tag:server:srv") > 0
+            and second.bus.generation("layer:search") > 0
         )
     )
     _, new = loader_of("new")
