@@ -11,6 +11,7 @@ from aiotoolcache.codec import Codec, Envelope, ModelRegistry
 from aiotoolcache.errors import (
     BackendError,
     BackendTimeout,
+    CacheClosed,
     CachedLoaderError,
     CircuitOpen,
     ConfigurationError,
@@ -34,6 +35,7 @@ __all__ = [
     "BackendError",
     "BackendTimeout",
     "BreakerState",
+    "CacheClosed",
     "CacheStats",
     "CachedLoaderError",
     "CircuitBreaker",

@@ -97,8 +97,8 @@ class Coherence:
 
     @property
     def running(self) -> bool:
-        """True when started and not closed: the one check on the hot path."""
-        return self._start is not None and not self.closed
+        """True when started, not closed, and done starting: the one check on the hot path."""
+        return self._start is not None and self._start.done() and not self.closed
 
     async def start(self, wait: float) -> None:
         """Start the bus (once) and wait at most ``wait`` seconds for it to know the generations.

@@ -10,8 +10,8 @@ from pydantic import BaseModel
 
 import aiotoolcache as atc
 from aiotoolcache.layers import DEFAULT_LAYERS
-from tests.workers import eventually
 from tests.servers import RedisServer
+from tests.workers import eventually
 
 
 def counting_loader(value: Any, delay: float = 0.0) -> tuple[list[int], Any]:

@@ -1,0 +1,334 @@
+"""Coherence under faults: each test pins one way a worker could serve what was invalidated.
+
+Every test runs against real redis-server processes; a fault is made for
+real (FLUSHALL, a killed subscriber connection, a slow lease holder).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import pytest
+
+import aiotoolcache as atc
+from aiotoolcache.invalidation import RedisBus, encode_message
+from tests.servers import RedisServer
+from tests.workers import eventually
+
+
+def constant(value: Any, delay: float = 0.0) -> Callable[[], Awaitable[Any]]:
+    async def load() -> Any:
+        await asyncio.sleep(delay)
+        return value
+
+    return load
+
+
+class Counting:
+    """Counting is a loader returning ``value`` after ``delay`` that counts its calls."""
+
+    def __init__(self, value: Any, delay: float = 0.0) -> None:
+        self.value = value
+        self.delay = delay
+        self.calls = 0
+
+    async def __call__(self) -> Any:
+        self.calls += 1
+        await asyncio.sleep(self.delay)
+        return self.value
+
+
+def keys(server: RedisServer, pattern: str) -> list[str]:
+    with server.client() as client:
+        return sorted(k.decode() for k in client.keys(pattern))
+
+
+# -- generations ----------------------------------------------------------------------------
+
+
+async def test_invalidations_after_flushall_reach_every_worker(
+    cache: atc.ToolCache, other_worker: atc.ToolCache, redis_server: RedisServer
+) -> None:
+    for _ in range(3):
+        await cache.invalidate(layer="results")
+    await other_worker.results.get_or_load("k", constant("old"))
+    with redis_server.client() as client:
+        client.flushall()  # the generations hash is gone; workers keep their values
+    await other_worker.results.get_or_load("k", constant("old"))
+    await cache.invalidate(layer="results")
+    bumped = cache.bus.generation("layer:results")
+    await eventually(lambda: other_worker.bus.generation("layer:results") == bumped)
+    assert await other_worker.results.get_or_load("k", constant("new")) == "new"
+    assert await cache.results.get_or_load("k", constant("other")) == "new"
+
+
+async def test_a_worker_that_finds_the_generations_lost_writes_them_back(
+    cache: atc.ToolCache, redis_server: RedisServer
+) -> None:
+    await cache.invalidate(layer="search")
+    seen = cache.bus.generation("layer:search")
+    with redis_server.client() as client:
+        client.delete("test:generations")
+    bus = cache.bus
+    assert isinstance(bus, RedisBus)
+    await bus.load_generations()
+    with redis_server.client() as client:
+        stored = {k.decode(): int(v) for k, v in client.hgetall("test:generations").items()}
+    assert stored["layer:search"] >= seen
+    assert stored["ns"] > 0  # every entry written before the loss is unreachable now
+    assert cache.bus.generation("ns") == stored["ns"]
+
+
+async def test_generations_are_never_reused_after_the_hash_is_lost(
+    cache: atc.ToolCache, redis_server: RedisServer
+) -> None:
+    await cache.invalidate(layer="tools")
+    first = cache.bus.generation("layer:tools")
+    with redis_server.client() as client:
+        client.flushall()
+    await cache.invalidate(layer="tools")
+    assert cache.bus.generation("layer:tools") > first
+
+
+async def test_the_generations_hash_expires_with_the_longest_entry(
+    cache: atc.ToolCache, redis_server: RedisServer
+) -> None:
+    await cache.invalidate(layer="results")
+    with redis_server.client() as client:
+        ttl = client.pttl("test:generations")
+    assert ttl > 7 * 24 * 3600 * 1000 - 60_000  # embeddings live 7 days
+
+
+async def test_a_forged_bus_message_is_dropped_with_a_secret(
+    redis_url: str, redis_server: RedisServer
+) -> None:
+    async with atc.ToolCache.from_url(redis_url, namespace="sec", secret="s3cret") as cache:
+        forged = encode_message({"o": "intruder", "op": "gen", "f": "tag:server:x", "g": 10**15})
+        with redis_server.client() as client:
+            client.publish("sec:bus", forged)
+        await eventually(lambda: cache.bus.rejected == 1)
+        assert cache.bus.generation("tag:server:x") == 0
+        calls = Counting("v1")
+        await cache.call_tool("x", "t", {}, calls)
+        await cache.invalidate_server("x")
+        assert await cache.call_tool("x", "t", {}, Counting("v2")) == "v2"
+
+
+async def test_an_insane_generation_is_refused_even_unsigned(
+    cache: atc.ToolCache, redis_server: RedisServer
+) -> None:
+    message = encode_message({"o": "elsewhere", "op": "gen", "f": "layer:results", "g": 10**18})
+    with redis_server.client() as client:
+        client.publish("test:bus", message)
+    await eventually(lambda: cache.bus.rejected == 1)
+    assert cache.bus.generation("layer:results") < 10**15
+
+
+# -- start-up ---------------------------------------------------------------------------------
+
+
+async def test_a_lazily_started_worker_never_reads_an_invalidated_entry(
+    cache: atc.ToolCache, redis_url: str
+) -> None:
+    await cache.results.set("k", "old")
+    await cache.invalidate(layer="results")
+    await cache.results.set("k", "new")
+    lazy = atc.ToolCache.from_url(redis_url, namespace="test")
+    try:
+        assert await lazy.results.get("k") == "new"
+    finally:
+        await lazy.aclose()
+
+
+async def test_a_lazily_started_cache_keeps_single_flight(redis_url: str) -> None:
+    lazy = atc.ToolCache.from_url(redis_url, namespace="lazy")
+    try:
+        load = Counting("v", delay=0.05)
+        values = await asyncio.gather(*(lazy.results.get_or_load("k", load) for _ in range(5)))
+        assert values == ["v"] * 5 and load.calls == 1
+        assert await lazy.results.get("k") == "v"
+    finally:
+        await lazy.aclose()
+
+
+async def test_nothing_is_cached_before_the_generations_are_known() -> None:
+    dead = atc.ToolCache.from_url("redis://127.0.0.1:1/0", budget=0.05)
+    try:
+        load = Counting("v")
+        assert await dead.results.get_or_load("k", load) == "v"
+        assert await dead.results.get_or_load("k", load) == "v"
+        assert load.calls == 2 and len(dead.l1) == 0
+    finally:
+        await dead.aclose()
+
+
+async def test_using_a_closed_cache_raises() -> None:
+    cache = atc.ToolCache()
+    await cache.start()
+    await cache.aclose()
+    with pytest.raises(atc.CacheClosed):
+        await cache.results.get_or_load("k", constant(1))
+
+
+# -- leases and fences ----------------------------------------------------------------------
+
+
+async def test_a_failed_load_releases_its_lease_and_wakes_the_waiter(
+    cache: atc.ToolCache, other_worker: atc.ToolCache
+) -> None:
+    async def fail() -> Any:
+        await asyncio.sleep(0.1)
+        raise RuntimeError("tool failed")
+
+    first = asyncio.create_task(cache.results.get_or_load("k", fail))
+    await asyncio.sleep(0.03)  # the first worker holds the lease
+    started = asyncio.get_running_loop().time()
+    value = await other_worker.results.get_or_load("k", constant("v"))
+    assert value == "v"
+    assert asyncio.get_running_loop().time() - started < 2.0  # not the whole lease
+    with pytest.raises(RuntimeError):
+        await first
+
+
+async def test_a_cancelled_caller_releases_its_lease(
+    cache: atc.ToolCache, redis_server: RedisServer
+) -> None:
+    task = asyncio.create_task(cache.results.get_or_load("k", constant("v", delay=5)))
+    await eventually(lambda: keys(redis_server, "test:results:*:lease") != [])
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await eventually(lambda: keys(redis_server, "test:results:*:lease") == [], within=2)
+
+
+async def test_a_fill_that_landed_before_the_lease_is_not_loaded_again(
+    cache: atc.ToolCache, other_worker: atc.ToolCache
+) -> None:
+    await other_worker.results.set("k", "filled")
+    ref = cache.results.ref("k")
+    assert cache.loads.leases is not None
+    holder, data = await cache.loads.leases.acquire_unless_filled(
+        ref.value_key, ref.lease_key, "token", 3000
+    )
+    assert holder == -2 and data is not None  # the value, not a lease
+
+
+async def test_an_unleased_load_never_overwrites_a_delete(
+    redis_url: str, redis_server: RedisServer
+) -> None:
+    async with (
+        atc.ToolCache.from_url(redis_url, namespace="t") as holder,
+        atc.ToolCache.from_url(redis_url, namespace="t", lease_wait=0.05) as impatient,
+    ):
+        slow = asyncio.create_task(holder.results.get_or_load("k", constant("old", delay=0.5)))
+        await asyncio.sleep(0.05)
+        # Waits 50 ms for the holder, then loads itself, without the lease.
+        loading = asyncio.create_task(impatient.results.get_or_load("k", constant("old", 0.2)))
+        await asyncio.sleep(0.1)
+        await holder.results.delete("k")  # the truth changed while both loaded
+        assert await loading == "old"
+        assert await slow == "old"
+        assert keys(redis_server, "t:results:*") == []  # neither load wrote the old value
+
+
+async def test_a_delete_racing_a_set_wins_in_the_setters_l1(
+    cache: atc.ToolCache, other_worker: atc.ToolCache
+) -> None:
+    writing = asyncio.create_task(cache.results.set("k", "v"))
+    ref = cache.results.ref("k")
+    await asyncio.sleep(0)  # the write is in flight
+    cache.coherence.apply({"o": "elsewhere", "op": "del", "l": "results", "k": [ref.value_key]})
+    await writing
+    assert cache.l1.get(ref.value_key) is None
+
+
+async def test_tag_invalidation_revokes_only_loads_carrying_the_tag(
+    cache: atc.ToolCache,
+) -> None:
+    tagged = asyncio.create_task(cache.results.get_or_load("a", constant("A", 0.1), tags=["red"]))
+    untagged = asyncio.create_task(cache.results.get_or_load("b", constant("B", 0.1)))
+    await asyncio.sleep(0.03)
+    await cache.invalidate(tags=["red"])
+    assert await tagged == "A" and await untagged == "B"
+    assert await cache.results.get("a") is None  # revoked: not stored
+    assert await cache.results.get("b") == "B"
+
+
+async def test_a_failed_refresh_keeps_the_stale_value_with_negative_caching(
+    redis_url: str,
+) -> None:
+    layer = atc.LayerConfig(ttl=0.05, stale_ttl=30, jitter=0, beta=0, negative_ttl=10)
+    async with atc.ToolCache.from_url(redis_url, namespace="n", layers={"x": layer}) as cache:
+        await cache.layer("x").get_or_load("k", constant("good"))
+        await asyncio.sleep(0.1)  # stale now
+
+        async def fail() -> str:
+            raise RuntimeError("down")
+
+        assert await cache.layer("x").get_or_load("k", fail) == "good"  # refresh starts
+        await eventually(lambda: cache.stats()["x"].refresh_errors == 1)
+        cache.l1.clear()
+        assert await cache.layer("x").get_or_load("k", fail) == "good"
+
+
+# -- the fallback store and a deaf subscriber -----------------------------------------------
+
+
+async def test_fallback_stores_hear_remote_deletes(redis_url: str, tmp_path: Any) -> None:
+    fallback = atc.FileStore(str(tmp_path))
+    async with (
+        atc.ToolCache.from_url(
+            redis_url, namespace="f", fallback=fallback, mirror_to_fallback=True
+        ) as a,
+        atc.ToolCache.from_url(redis_url, namespace="f") as b,
+    ):
+        await a.results.set("k", "v")
+        value_key = a.results.ref("k").value_key
+        assert await fallback.get_many([value_key]) != [None]
+        await b.results.delete("k")
+
+        async def gone() -> bool:
+            return await fallback.get_many([value_key]) == [None]
+
+        for _ in range(200):
+            if await gone():
+                break
+            await asyncio.sleep(0.01)
+        assert await gone()
+
+
+async def test_a_deaf_worker_does_not_serve_l1(
+    cache: atc.ToolCache, redis_server: RedisServer
+) -> None:
+    load = Counting("v")
+    await cache.results.get_or_load("k", load)
+    with redis_server.client() as client:
+        client.client_kill_filter(_type="pubsub")
+    await eventually(lambda: not cache.bus.hearing, within=3)
+    # While deaf, L1 is not trusted: the value comes from L2.
+    before = cache.stats()["results"].l1_hits
+    assert await cache.results.get_or_load("k", load) == "v"
+    assert cache.stats()["results"].l1_hits == before
+    await eventually(lambda: cache.bus.hearing, within=5)
+
+
+# -- fail-open ------------------------------------------------------------------------------
+
+
+def test_tls_options_on_a_plain_url_are_refused_at_construction() -> None:
+    with pytest.raises(atc.ConfigurationError, match="TLS"):
+        atc.ToolCache.from_url("redis://127.0.0.1:6390/0", tls_ca_file="/tmp/ca.pem")
+
+
+async def test_an_unexpected_backend_exception_never_loses_the_result(
+    cache: atc.ToolCache,
+) -> None:
+    async def broken(_keys: Any) -> Any:
+        raise TypeError("driver bug")
+
+    cache.store.get_many = broken  # type: ignore[method-assign]
+    load = Counting("v")
+    assert await cache.results.get_or_load("k", load) == "v"
+    assert load.calls == 1
