@@ -8,6 +8,7 @@ or a dropped write (fail-open) unless the cache is strict.
 from __future__ import annotations
 
 import copy
+import functools
 import logging
 import random
 import time
@@ -38,6 +39,8 @@ T = TypeVar("T")
 Loader = Callable[[], Awaitable[T]]
 ShouldCache = Callable[[Any], bool]
 log = logging.getLogger("aiotoolcache.cache")
+# Labels repeat (tool names): sanitise each once.
+_label = functools.lru_cache(maxsize=4096)(sanitize_label)
 
 
 class _Missing:
@@ -90,15 +93,18 @@ class Layer:
 
     # -- keys -------------------------------------------------------------------
     def ref(self, key: Any, partition: str | None = None, label: str | None = None) -> KeyRef:
-        """Return the resolved entry of ``key`` under the current generations."""
+        """Return the resolved entry of ``key`` under the current generations.
+
+        Passing the returned KeyRef as the key of a later call skips hashing
+        the key again (its partition and label are part of it already).
+        """
         generation = self._coherence.bus.generation
-        return KeyRef.build(
-            self.namespace,
-            self.name,
-            f"g{generation('ns')}.{generation(self._layer_field)}",
-            sanitize_label(label),
-            digest(key, partition),
-        )
+        scope = f"g{generation('ns')}.{generation(self._layer_field)}"
+        if isinstance(key, KeyRef):
+            if key.generation == scope and key.layer == self.name:
+                return key
+            return KeyRef.build(self.namespace, self.name, scope, key.label, key.digest)
+        return KeyRef.build(self.namespace, self.name, scope, _label(label), digest(key, partition))
 
     # -- public API -----------------------------------------------------------------
     async def get_or_load(
@@ -120,16 +126,16 @@ class Layer:
         reach the caller unless the cache is strict.
         """
         coherence = self._coherence
-        if not coherence.running:
+        if not coherence.ready:
             await self._ready()
+            if not coherence.known:
+                # Keys embed generations not known yet: nothing cached may be served or stored.
+                self.counters.misses += 1
+                value, _ = await self.run_loader(loader)
+                return value
         ref = self.ref(key, partition, label)
-        tag_list = sorted(set(tags)) if tags else None
-        if not coherence.known:
-            # Keys embed generations not known yet: nothing cached may be served or stored.
-            self.counters.misses += 1
-            value, _ = await self.run_loader(loader)
-            return value
         entry = self._l1_entry(ref)
+        tag_list = sorted(set(tags)) if tags else None
         if entry is not None:
             self._maybe_refresh(ref, entry.envelope, loader, ttl, tag_list, should_cache)
             return cast(T, self._served(entry.value))
@@ -175,12 +181,12 @@ class Layer:
 
         A negatively cached loader failure reads as ``default`` here.
         """
-        if not self._coherence.running:
+        if not self._coherence.ready:
             await self._ready()
+            if not self._coherence.known:
+                self.counters.misses += len(keys)
+                return [default] * len(keys)
         refs = [self.ref(key, partition, label) for key in keys]
-        if not self._coherence.known:
-            self.counters.misses += len(refs)
-            return [default] * len(refs)
         results: list[Any] = []
         for ref in refs:
             entry = self._l1_entry(ref)
@@ -240,10 +246,10 @@ class Layer:
         worker's L1, as it may have in Redis.
         """
         coherence = self._coherence
-        if not coherence.running:
+        if not coherence.ready:
             await self._ready()
-        if not coherence.known:
-            return  # keys built now could name entries other workers never read
+            if not coherence.known:
+                return  # keys built now could name entries other workers never read
         tag_list = sorted(set(tags)) if tags else None
         entries: list[tuple[KeyRef, Any, Envelope, bytes, int]] = []
         for key, value in items:
@@ -274,7 +280,7 @@ class Layer:
         self, key: Any, *, partition: str | None = None, label: str | None = None
     ) -> None:
         """Remove ``key`` from L2 and from every worker's L1, and revoke loads in flight."""
-        if not self._coherence.running:
+        if not self._coherence.ready:
             await self._ready()
         await self._tier.delete(self, [self.ref(key, partition, label)])
 

@@ -76,6 +76,9 @@ class Coherence:
         self._start: asyncio.Task[None] | None = None
         self._on_start: list[Callable[[], None]] = []
         self.closed = False  # set once, by the owner's aclose
+        # Started, generations known, not closed: the hot path's one check. Recomputed by
+        # start() (which every caller runs while it is False), cleared by close.
+        self.ready = False
 
     def attach(
         self,
@@ -95,11 +98,6 @@ class Coherence:
     def started(self) -> bool:
         return self._start is not None
 
-    @property
-    def running(self) -> bool:
-        """True when started, not closed, and done starting: the one check on the hot path."""
-        return self._start is not None and self._start.done() and not self.closed
-
     async def start(self, wait: float) -> None:
         """Start the bus (once) and wait at most ``wait`` seconds for it to know the generations.
 
@@ -112,6 +110,7 @@ class Coherence:
             self._start = asyncio.ensure_future(self.bus.start(wait=wait))
         if not self._start.done():
             await asyncio.wait([self._start], timeout=wait)
+        self.ready = self._start.done() and self.bus.known and not self.closed
 
     # -- the rule --------------------------------------------------------------------
     @property
@@ -154,10 +153,11 @@ class Coherence:
         entry = self.l1.get(value_key)
         if entry is None:
             return None
+        now = time.monotonic()
         if (
-            entry.expires_at <= time.monotonic()
-            or not self.bus.hearing
-            or not self.current(entry.envelope)
+            entry.expires_at <= now
+            or now >= self.bus.deaf_after
+            or (entry.envelope.tag_generations and not self.current(entry.envelope))
         ):
             self.l1.pop(value_key)
             return None

@@ -364,3 +364,27 @@ def masked(url: str) -> str:
         netloc = f"{user}:***@{hosts}" if ":" in credentials else f"{credentials}@{hosts}"
     query = re.sub(r"(?i)((?:sentinel_)?password=)[^&]*", r"\1***", parts.query)
     return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
+def close_now(client: AnyRedis) -> None:
+    """Close every connection of ``client`` at once, without awaiting (the loop is ending).
+
+    Used when a cache was never closed and its event loop shuts down: the
+    sockets are released instead of leaking (and warning) at exit.
+    """
+    pools: list[Any] = []
+    if isinstance(client, RedisCluster):
+        pools = [getattr(node, "connection_pool", None) for node in client.get_nodes()]
+        connections = [c for node in client.get_nodes() for c in getattr(node, "_connections", [])]
+    else:
+        pools = [client.connection_pool]
+        connections = []
+    for pool in pools:
+        if pool is None:
+            continue
+        with contextlib.suppress(Exception):
+            connections += list(pool._get_free_connections())
+            connections += list(pool._get_in_use_connections())
+    for connection in connections:
+        with contextlib.suppress(Exception):
+            connection._close()

@@ -152,10 +152,15 @@ class Bus:
         """True once the generations are known (always, in process)."""
         return True
 
+    # time.monotonic() after which this bus is deaf unless it hears from Redis again.
+    deaf_after = float("inf")
+    # Called when the event loop cancels the subscriber of a cache nobody closed.
+    on_abandon: Callable[[], None] | None = None
+
     @property
     def hearing(self) -> bool:
         """True while every invalidation reaches this worker (always, in process)."""
-        return True
+        return time.monotonic() < self.deaf_after
 
     async def start(self, wait: float = 2.0) -> None:
         return None
@@ -250,7 +255,9 @@ class RedisBus(Bus):
         self.reconnects = 0
         self.data_losses = 0  # times the generations hash was found missing or behind
         self._known = False
+        self._attempts = 0  # subscriptions tried, successful or not
         self._heard_at = float("-inf")
+        self.deaf_after = float("-inf")
         self._bump = client.register_script(_BUMP)
         self._merge = client.register_script(_MERGE)
         self._connected = asyncio.Event()
@@ -268,13 +275,11 @@ class RedisBus(Bus):
     def known(self) -> bool:
         return self._known
 
-    @property
-    def hearing(self) -> bool:
+    def _heard(self, now: float) -> None:
         # Silent for two heartbeats: the connection may be dead without telling us.
-        return (
-            self._connected.is_set()
-            and time.monotonic() - self._heard_at < 2 * self.health_interval
-        )
+        self._heard_at = now
+        if self._connected.is_set():
+            self.deaf_after = now + 2 * self.health_interval
 
     async def start(self, wait: float = 2.0) -> None:
         """Start the subscriber and wait (bounded) until it is subscribed."""
@@ -353,6 +358,10 @@ class RedisBus(Bus):
             except asyncio.CancelledError:
                 if self._closing:
                     return
+                # Cancelled from outside: the event loop is shutting down with the cache
+                # still open. Release its sockets now rather than leak them.
+                if self.on_abandon is not None:
+                    self.on_abandon()
                 raise
             except Exception as exc:  # any failure means messages may have been lost
                 if self._closing:
@@ -371,6 +380,7 @@ class RedisBus(Bus):
         return self.client.pubsub()
 
     async def _subscribe(self, pubsub: PubSub) -> None:
+        self._attempts += 1
         async with asyncio.timeout(max(2.0, self.health_interval * 2)):
             await pubsub.subscribe(self.channel)
             assert pubsub.connection is not None
@@ -382,13 +392,15 @@ class RedisBus(Bus):
                     break
             # Whatever was published before the subscription is lost: resync.
             await self.load_generations()
+        if not self.reconnects and self._attempts > 1:
+            log.info("cache backend answers: caching is on")
         if self.reconnects:
             # Only after a disconnect: L1 stayed empty until the first subscription, and
             # loads in flight then belong to this start, not to a lost past.
             self.reset()
             log.warning("invalidation subscriber reconnected; L1 flushed")
-        self._heard_at = time.monotonic()
         self._connected.set()
+        self._heard(time.monotonic())
 
     async def _listen(self, pubsub: PubSub) -> None:
         pinged = False
@@ -399,7 +411,8 @@ class RedisBus(Bus):
                 raise ConnectionError("subscriber connection was re-established")
             now = time.monotonic()
             if reply is not None:
-                self._heard_at, pinged = now, False
+                self._heard(now)
+                pinged = False
                 if reply.get("type") == "message":
                     self._receive(reply.get("data"))
                 continue
@@ -432,6 +445,7 @@ class RedisBus(Bus):
     def _disconnected(self, exc: BaseException) -> None:
         was_connected = self._connected.is_set()
         self._connected.clear()
+        self.deaf_after = float("-inf")
         if was_connected:
             self.reconnects += 1
             log.warning("invalidation subscriber lost its connection (%s); L1 flushed", exc)

@@ -75,22 +75,24 @@ class KeyRef:
     """KeyRef is one resolved cache entry: its digest and its Redis key names.
 
     ``value_key`` and ``lease_key`` share the ``{digest}`` hash tag so in a
-    Redis Cluster a value and its lease always live in the same slot.
+    Redis Cluster a value and its lease always live in the same slot. A
+    KeyRef passed back as a key skips hashing the key again; ``generation``
+    says which generations it was built under, so a stale one is rebuilt.
     """
 
     layer: str
     digest: str
     value_key: str
-    lease_key: str
+    label: str = "_"
+    generation: str = ""
+
+    @property
+    def lease_key(self) -> str:
+        return self.value_key + ":lease"
 
     @classmethod
     def build(
         cls, namespace: str, layer: str, generation: str, label: str, key_digest: str
     ) -> KeyRef:
-        tag = "{" + key_digest + "}"
-        return cls(
-            layer=layer,
-            digest=key_digest,
-            value_key=f"{namespace}:{layer}:{generation}:{label}:{tag}",
-            lease_key=f"{namespace}:{layer}:{generation}:{label}:{tag}:lease",
-        )
+        value_key = f"{namespace}:{layer}:{generation}:{label}:{{{key_digest}}}"
+        return cls(layer, key_digest, value_key, label, generation)

@@ -185,6 +185,7 @@ class ToolCache:
         self.fleet_interval = fleet_interval
         self._fleet: fleet.FleetReporter | None = None
         self.coherence.on_start(self._start_fleet_reporter)
+        self.coherence.bus.on_abandon = self._abandon
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> ToolCache:
@@ -262,12 +263,23 @@ class ToolCache:
     ) -> None:
         await self.aclose()
 
+    def _abandon(self) -> None:
+        """Close at once (no awaiting): the event loop ends while this cache is open."""
+        if self.closing:
+            return
+        self.closing = True
+        self.coherence.closed = True
+        self.coherence.ready = False
+        if self.client is not None and self._owns_client:
+            connect.close_now(self.client)
+
     async def aclose(self) -> None:
         """Finish background refreshes (bounded), stop the subscriber, release the pool."""
         if self.closing:
             return
         self.closing = True
         self.coherence.closed = True
+        self.coherence.ready = False
         await self.loads.aclose()
         if self._fleet is not None:
             await self._fleet.aclose()  # the last deltas, and the heartbeat removed

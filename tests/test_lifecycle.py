@@ -1,0 +1,95 @@
+"""A cache's life: start-up messages, lazy starts, use after close, nothing leaked at exit."""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+import aiotoolcache as atc
+from tests.servers import RedisServer, free_port
+from tests.workers import eventually
+
+
+async def one() -> int:
+    return 1
+
+
+async def test_start_warns_once_when_redis_is_unreachable_then_informs_when_it_answers(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    port = free_port()
+    caplog.set_level(logging.INFO, logger="aiotoolcache")
+    cache = atc.ToolCache.from_url(f"redis://127.0.0.1:{port}/0", health_interval=0.1)
+    try:
+        await cache.start()
+        warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+        assert len(warnings) == 1 and "uncached until it does" in warnings[0].getMessage()
+        server = RedisServer(port=port).start()
+        try:
+            await eventually(lambda: cache.coherence.known, within=10)
+            assert any("caching is on" in r.getMessage() for r in caplog.records)
+            assert await cache.results.get_or_load("k", one) == 1
+        finally:
+            await cache.aclose()
+            server.stop()
+    finally:
+        await cache.aclose()
+
+
+async def test_a_lazy_start_warns_once_with_the_fix(
+    redis_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    cache = atc.ToolCache.from_url(redis_url, namespace="lazy")
+    try:
+        for _ in range(3):
+            await cache.results.get_or_load("k", one)
+        lazy = [r for r in caplog.records if "started lazily" in r.getMessage()]
+        assert len(lazy) == 1 and "async with" in lazy[0].getMessage()
+    finally:
+        await cache.aclose()
+
+
+async def test_use_after_close_raises_cache_closed(redis_url: str) -> None:
+    async with atc.ToolCache.from_url(redis_url, namespace="closed") as cache:
+        await cache.results.set("k", 1)
+    for call in (
+        lambda: cache.results.get_or_load("k", one),
+        lambda: cache.results.get("k"),
+        lambda: cache.results.set("k", 2),
+        lambda: cache.invalidate(layer="results"),
+        cache.start,
+    ):
+        with pytest.raises(atc.CacheClosed, match="aclose"):
+            await call()
+
+
+def test_an_unclosed_cache_leaks_nothing_at_exit(redis_server: RedisServer) -> None:
+    script = textwrap.dedent(
+        f"""
+        import asyncio, gc
+        import aiotoolcache as atc
+
+        async def main():
+            cache = atc.ToolCache.from_url("{redis_server.url}", namespace="exit")
+            async def load():
+                return 1
+            assert await cache.results.get_or_load("k", load) == 1
+
+        asyncio.run(main())
+        gc.collect()
+        print("clean exit")
+        """
+    )
+    result = subprocess.run(
+        [sys.executable, "-W", "error::ResourceWarning", "-X", "dev", "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "clean exit" in result.stdout
+    assert "ResourceWarning" not in result.stderr and "unclosed" not in result.stderr
