@@ -6,6 +6,11 @@ closed ──N consecutive failures──▶ open ──cool-down──▶ half-
 
 While open, calls are refused at once (``CircuitOpen``) so a dead or frozen
 Redis costs nothing; after the cool-down one probe call is let through.
+
+A call's budget measures the backend, not the event loop: time the loop
+spent running other work during the call extends the deadline (see
+``aiotoolcache.budget``), so a saturated CPU with a healthy Redis never
+opens the breaker.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import TypeVar
 
+from aiotoolcache.budget import Deadline, LoopLag
 from aiotoolcache.errors import BackendError, BackendTimeout, CircuitOpen
 
 __all__ = ["BreakerState", "BreakerStats", "CircuitBreaker"]
@@ -45,6 +51,7 @@ class BreakerStats:
     refused: int
     failures: int
     timeouts: int
+    lag_extended: int = 0
 
 
 class CircuitBreaker:
@@ -52,6 +59,8 @@ class CircuitBreaker:
 
     Every failure is raised as a ``BackendError`` subclass; callers decide
     whether it becomes a miss, a dropped write or (strict mode) an error.
+    The budget counts only time the event loop was responsive, extended by
+    at most ``max_lag`` seconds of loop lag per call.
     """
 
     def __init__(
@@ -63,6 +72,7 @@ class CircuitBreaker:
         translate: tuple[type[BaseException], ...] = (OSError,),
         concurrency: int | None = None,
         queue_wait: float = 1.0,
+        max_lag: float = 2.0,
     ) -> None:
         self.failure_threshold = failure_threshold
         self.cooldown = cooldown
@@ -76,8 +86,11 @@ class CircuitBreaker:
         # burst that saturates the local pool says nothing about Redis's health.
         self._slots = asyncio.Semaphore(concurrency) if concurrency else None
         self.queue_wait = queue_wait
+        self.max_lag = max_lag
+        self._lag = LoopLag()
         self.saturated = 0
         self.opened = self.closed = self.refused = self.failures = self.timeouts = 0
+        self.lag_extended = 0  # calls whose deadline moved because the loop lagged
 
     @property
     def state(self) -> BreakerState:
@@ -121,8 +134,9 @@ class CircuitBreaker:
                     self.refused += 1
                     raise CircuitOpen("circuit breaker is open")
             try:
-                async with asyncio.timeout(self.budget if budget is None else budget):
-                    result = await operation()
+                result = await self._within_budget(
+                    operation, self.budget if budget is None else budget
+                )
             finally:
                 if self._slots is not None:
                     self._slots.release()
@@ -141,6 +155,19 @@ class CircuitBreaker:
                 self._probing = False
         self._success()
         return result
+
+    async def _within_budget(self, operation: Callable[[], Awaitable[T]], budget: float) -> T:
+        """Run ``operation()``; TimeoutError once it used ``budget`` of a responsive loop."""
+        async with asyncio.timeout(None) as timeout:
+            deadline = Deadline(
+                asyncio.get_running_loop(), timeout, budget, self._lag, self.max_lag
+            )
+            try:
+                return await operation()
+            finally:
+                deadline.close()
+                if deadline.extended:
+                    self.lag_extended += 1
 
     def _success(self) -> None:
         self._consecutive = 0
@@ -173,4 +200,5 @@ class CircuitBreaker:
             refused=self.refused,
             failures=self.failures,
             timeouts=self.timeouts,
+            lag_extended=self.lag_extended,
         )

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
+from redis.asyncio import Redis
 
 from aiotoolcache.breaker import BreakerState, CircuitBreaker
 from aiotoolcache.errors import BackendError, BackendTimeout, CircuitOpen
+from tests.servers import RedisServer
 
 
 async def ok() -> str:
@@ -102,3 +105,106 @@ async def test_cancellation_is_not_a_failure() -> None:
     with pytest.raises(asyncio.CancelledError):
         await task
     assert breaker.state is BreakerState.CLOSED and breaker.failures == 0
+
+
+# -- the budget measures Redis, not the event loop ---------------------------------------
+class LoopHog:
+    """LoopHog blocks the event loop in slices, as CPU-bound work between awaits does."""
+
+    def __init__(self, slice_seconds: float = 0.05) -> None:
+        self.slice_seconds = slice_seconds
+        self.slices = 0
+        self._stop = False
+        self._task: asyncio.Task[None] | None = None
+
+    async def _run(self) -> None:
+        while not self._stop:
+            time.sleep(self.slice_seconds)  # noqa: ASYNC251 - nothing else runs on the loop meanwhile
+            self.slices += 1
+            await asyncio.sleep(0)
+
+    async def __aenter__(self) -> LoopHog:
+        self._task = asyncio.create_task(self._run())
+        await asyncio.sleep(0)
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self._stop = True
+        assert self._task is not None
+        await self._task
+
+
+async def test_a_lagging_loop_with_a_healthy_redis_never_opens_the_breaker(redis_url: str) -> None:
+    client = Redis.from_url(redis_url)
+    breaker = CircuitBreaker(failure_threshold=3, budget=0.1, cooldown=60)
+    try:
+        async with LoopHog(slice_seconds=0.05) as hog:
+            await breaker.call(lambda: client.mset({f"k{i}": f"v{i}" for i in range(10)}))
+            for _ in range(5):
+                # Waves of concurrent GETs; the first ones also open the pool's
+                # connections, a dozen round trips each, every one behind a slice.
+                values = await asyncio.gather(
+                    *(breaker.call(lambda i=i: client.get(f"k{i % 10}")) for i in range(20))
+                )
+                assert values == [f"v{i % 10}".encode() for i in range(20)]
+        assert hog.slices >= 20  # the loop was blocked for far longer than the budget
+    finally:
+        await client.aclose()
+    assert breaker.opened == 0 and breaker.timeouts == 0 and breaker.failures == 0
+    assert breaker.lag_extended > 0
+    assert breaker.state is BreakerState.CLOSED
+
+
+async def test_lag_during_one_call_extends_only_that_call() -> None:
+    breaker = CircuitBreaker(failure_threshold=1, budget=0.02)
+
+    async def quick_reply() -> str:
+        await asyncio.sleep(0.005)
+        return "reply"
+
+    async def block_loop() -> None:
+        time.sleep(0.1)  # noqa: ASYNC251 - five budgets, while the reply is due
+
+    blocker = asyncio.create_task(block_loop())
+    assert await breaker.call(quick_reply) == "reply"
+    await blocker
+    assert breaker.lag_extended == 1 and breaker.failures == 0
+    with pytest.raises(BackendTimeout):
+        await breaker.call(slow)  # a responsive loop: the budget is the budget again
+    assert breaker.state is BreakerState.OPEN
+
+
+async def test_a_frozen_redis_fails_and_opens_the_breaker(own_redis: RedisServer) -> None:
+    client = Redis.from_url(own_redis.url, socket_timeout=30)
+    breaker = CircuitBreaker(failure_threshold=3, budget=0.05, cooldown=60)
+    try:
+        assert await breaker.call(client.ping)
+        own_redis.pause()
+        for _ in range(3):
+            with pytest.raises(BackendTimeout):
+                await breaker.call(lambda: client.get("k"))
+        assert breaker.state is BreakerState.OPEN and breaker.opened == 1
+        with pytest.raises(CircuitOpen):
+            await breaker.call(lambda: client.get("k"))
+    finally:
+        own_redis.resume()
+        await client.aclose()
+    assert breaker.timeouts == 3
+
+
+async def test_a_frozen_redis_fails_even_while_the_loop_lags(own_redis: RedisServer) -> None:
+    client = Redis.from_url(own_redis.url, socket_timeout=30)
+    breaker = CircuitBreaker(failure_threshold=3, budget=0.05, cooldown=60, max_lag=0.5)
+    try:
+        assert await breaker.call(client.ping)
+        own_redis.pause()
+        async with LoopHog():
+            for _ in range(3):
+                with pytest.raises(BackendTimeout):
+                    # The bound is budget + max_lag + a few slices; 10 s only keeps
+                    # a hang from passing unnoticed.
+                    await asyncio.wait_for(breaker.call(lambda: client.get("k")), 10)
+        assert breaker.state is BreakerState.OPEN and breaker.opened == 1
+    finally:
+        own_redis.resume()
+        await client.aclose()
