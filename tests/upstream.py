@@ -125,7 +125,7 @@ def unavailable(reason: str) -> None:
     """Skip with ``reason``; with the ``CI`` environment variable set, fail instead."""
     if os.environ.get("CI"):
         pytest.fail(f"upstream suite must run in CI: {reason}", pytrace=False)
-    pytest.skip(reason)
+    pytest.skip(f"upstream suite not run: {reason}")
 
 
 @dataclass(frozen=True)
