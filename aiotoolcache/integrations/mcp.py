@@ -115,6 +115,11 @@ class ToolCacheResponseStore:
     names a class to import); other values (plain JSON-able data) round-trip
     as they are. ``scope`` and ``expires_at`` round-trip exactly.
 
+    An entry that cannot be stored (larger than the layer's
+    ``max_value_bytes``) is not kept, and the entry it replaces is deleted, so
+    a later ``get`` misses rather than answering with a superseded result. A
+    stored model that no longer validates is a miss, never an error.
+
     Freshness belongs to the SDK: an entry past ``expires_at`` is still
     returned until the SDK deletes it. Retention in the cache is separate and
     bounded: ``expires_at`` (at most 24 h ahead, the SDK's cap) plus
@@ -182,7 +187,10 @@ class ToolCacheResponseStore:
             model = self._models.get(str(payload.get("type")))
             if model is None:
                 return None  # an unknown tag is a miss, never an import
-            value = model.model_validate(payload.get("data"))
+            try:
+                value = model.model_validate(payload.get("data"))
+            except ValueError:
+                return None  # written under another schema: a wrong-shape entry is a miss
         elif kind == "value":
             value = payload.get("data")
         else:
@@ -210,6 +218,8 @@ class ToolCacheResponseStore:
             "scope": entry.scope,
             "expires_at": entry.expires_at,
         }
+        counters = self._layer.counters
+        skipped = counters.skipped_writes
         await self._layer.set(
             self._key(key),
             stored,
@@ -218,6 +228,11 @@ class ToolCacheResponseStore:
             partition=self._partition(key),
             label=key.method,
         )
+        if counters.skipped_writes != skipped:
+            # Not stored (over max_value_bytes): the entry it replaces must not keep
+            # answering for the key. Another write skipped meanwhile on this layer
+            # only costs one extra miss here, never a superseded answer.
+            await self.delete(key)
 
     async def delete(self, key: CacheKey) -> None:
         await self._layer.delete(self._key(key), partition=self._partition(key), label=key.method)
