@@ -8,6 +8,8 @@
     ├── UnserializableValue     (also a TypeError)
     ├── ValueTooLarge
     ├── CachedLoaderError
+    ├── BlockingCallInEventLoop (also a RuntimeError)
+    ├── StoreClosed             (also a RuntimeError)
     └── BackendError
         ├── BackendTimeout
         └── CircuitOpen
@@ -24,10 +26,12 @@ from __future__ import annotations
 __all__ = [
     "BackendError",
     "BackendTimeout",
+    "BlockingCallInEventLoop",
     "CachedLoaderError",
     "CircuitOpen",
     "ConfigurationError",
     "KeyEncodingError",
+    "StoreClosed",
     "ToolCacheError",
     "UnserializableValue",
     "ValueTooLarge",
@@ -65,6 +69,14 @@ class CachedLoaderError(ToolCacheError):
         super().__init__(f"{error_type}: {message} (cached failure)")
         self.error_type = error_type
         self.message = message
+
+
+class BlockingCallInEventLoop(ToolCacheError, RuntimeError):
+    """Raised when a blocking (synchronous) method is called from a running event loop."""
+
+
+class StoreClosed(ToolCacheError, RuntimeError):
+    """Raised when a store is used after ``close()``."""
 
 
 class BackendError(ToolCacheError):
