@@ -9,6 +9,8 @@
     ├── ValueTooLarge
     ├── CachedLoaderError
     ├── CacheClosed             (also a RuntimeError)
+    ├── BlockingCallInEventLoop (also a RuntimeError)
+    ├── StoreClosed             (also a RuntimeError)
     └── BackendError
         ├── BackendTimeout
         └── CircuitOpen
@@ -25,11 +27,13 @@ from __future__ import annotations
 __all__ = [
     "BackendError",
     "BackendTimeout",
+    "BlockingCallInEventLoop",
     "CacheClosed",
     "CachedLoaderError",
     "CircuitOpen",
     "ConfigurationError",
     "KeyEncodingError",
+    "StoreClosed",
     "ToolCacheError",
     "UnserializableValue",
     "ValueTooLarge",
@@ -71,6 +75,14 @@ class CachedLoaderError(ToolCacheError):
 
 class CacheClosed(ToolCacheError, RuntimeError):
     """Raised when a ToolCache is used after ``aclose()``."""
+
+
+class BlockingCallInEventLoop(ToolCacheError, RuntimeError):
+    """Raised when a blocking (synchronous) method is called from a running event loop."""
+
+
+class StoreClosed(ToolCacheError, RuntimeError):
+    """Raised when a store is used after ``close()``."""
 
 
 class BackendError(ToolCacheError):

@@ -24,6 +24,9 @@ Rules:
 - Error results (``isError``), exceptions, input-required asks and the
   continuation legs that answer them, and task (non-``ToolResult``) results
   are never cached. Empty listings are.
+- A stored entry that cannot be read back is a miss (counted in the layer's
+  ``corrupt``): the real handler runs and its answer replaces the entry, so a
+  client never sees a decoding error.
 - Keys hold the server identity, the tool (resource, prompt) name, the tool's
   version and ``_meta`` when present, and the arguments (in canonical form,
   so their order does not matter). The partition is a SHA-256 of the caller's
@@ -42,24 +45,22 @@ with a one-hour TTL when the cache has none).
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 try:
     import mcp_types
-    from fastmcp.prompts.base import InputRequiredPromptResult, Message, Prompt, PromptResult
-    from fastmcp.resources.base import (
-        InputRequiredResourceResult,
-        Resource,
-        ResourceContent,
-        ResourceResult,
-    )
+    from fastmcp.prompts.base import InputRequiredPromptResult, Prompt, PromptResult
+    from fastmcp.resources.base import InputRequiredResourceResult, Resource, ResourceResult
     from fastmcp.resources.template import ResourceTemplate
     from fastmcp.server.dependencies import get_access_token
     from fastmcp.server.middleware.middleware import CallNext, Middleware, MiddlewareContext
     from fastmcp.tools.base import InputRequiredToolResult, Tool, ToolResult
     from fastmcp.utilities.versions import VersionSpec
-    from pydantic import BaseModel, TypeAdapter
+    from pydantic import BaseModel
+
+    from aiotoolcache.integrations import _fastmcp_payloads as payloads
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
     raise ImportError(
         "aiotoolcache.integrations.fastmcp needs FastMCP 4.x: pip install 'aiotoolcache[fastmcp]'"
@@ -84,21 +85,7 @@ DEFAULT_PROMPTS_LAYER = LayerConfig(ttl=3600.0)
 
 ComponentT = TypeVar("ComponentT", bound=BaseModel)
 PartitionFn = Callable[[MiddlewareContext[Any]], str | None]
-
-_CONTENT_BLOCKS: TypeAdapter[list[mcp_types.ContentBlock]] = TypeAdapter(
-    list[mcp_types.ContentBlock]
-)
-_PROMPT_CONTENT: TypeAdapter[
-    mcp_types.TextContent
-    | mcp_types.ImageContent
-    | mcp_types.AudioContent
-    | mcp_types.EmbeddedResource
-] = TypeAdapter(
-    mcp_types.TextContent
-    | mcp_types.ImageContent
-    | mcp_types.AudioContent
-    | mcp_types.EmbeddedResource
-)
+log = logging.getLogger("aiotoolcache.integrations.fastmcp")
 
 
 def token_partition(context: MiddlewareContext[Any]) -> str | None:
@@ -120,6 +107,19 @@ class _Uncached:
 
 def _stored(value: Any) -> bool:
     return not isinstance(value, _Uncached)
+
+
+_NOTHING: Any = object()
+
+
+class _Own:
+    """What this request's own loader stored and served; unset when another request's was used."""
+
+    __slots__ = ("result", "value")
+
+    def __init__(self) -> None:
+        self.value: Any = _NOTHING  # the payload the loader returned (the very object)
+        self.result: Any = None  # that payload read back: what the client is served
 
 
 def _is_continuation(context: MiddlewareContext[Any]) -> bool:
@@ -149,93 +149,6 @@ def _version_spec(selector: Any) -> VersionSpec | None:
         if all(isinstance(value, str) for value in fields.values()) and fields:
             return VersionSpec(**fields)
     return None
-
-
-# -- conversions: framework objects <-> plain data ------------------------------------------
-
-
-def _dump_components(components: Sequence[BaseModel], base: type[ComponentT]) -> list[Any]:
-    """Plain data of each component, as its public base class (subclass state is dropped)."""
-    fields = [name for name, field in base.model_fields.items() if not field.exclude]
-    return [
-        base.model_validate({name: getattr(item, name) for name in fields}).model_dump(mode="json")
-        for item in components
-    ]
-
-
-def _load_components(data: Any, base: type[ComponentT]) -> list[ComponentT]:
-    return [base.model_validate(item) for item in data]
-
-
-def _dump_tool_result(result: ToolResult) -> dict[str, Any]:
-    raw = getattr(result, "_raw_mcp_result", None)
-    return {
-        "content": [block.model_dump(mode="json", by_alias=True) for block in result.content],
-        "structured_content": result.structured_content,
-        "meta": result.meta,
-        "raw": raw.model_dump(mode="json", by_alias=True) if raw is not None else None,
-    }
-
-
-def _load_tool_result(data: Mapping[str, Any]) -> ToolResult:
-    raw = data.get("raw")
-    if raw is not None:
-        return ToolResult.from_mcp_result(mcp_types.CallToolResult.model_validate(raw))
-    return ToolResult.model_construct(
-        content=_CONTENT_BLOCKS.validate_python(data["content"]),
-        structured_content=data["structured_content"],
-        meta=data["meta"],
-        is_error=False,
-    )
-
-
-def _dump_resource_result(result: ResourceResult) -> dict[str, Any]:
-    return {
-        "contents": [
-            {"content": item.content, "mime_type": item.mime_type, "meta": item.meta}
-            for item in result.contents
-        ],
-        "meta": result.meta,
-    }
-
-
-def _load_resource_result(data: Mapping[str, Any]) -> ResourceResult:
-    return ResourceResult.model_construct(
-        contents=[
-            ResourceContent.model_construct(
-                content=item["content"], mime_type=item["mime_type"], meta=item["meta"]
-            )
-            for item in data["contents"]
-        ],
-        meta=data["meta"],
-    )
-
-
-def _dump_prompt_result(result: PromptResult) -> dict[str, Any]:
-    return {
-        "messages": [
-            {
-                "role": message.role,
-                "content": message.content.model_dump(mode="json", by_alias=True),
-            }
-            for message in result.messages
-        ],
-        "description": result.description,
-        "meta": result.meta,
-    }
-
-
-def _load_prompt_result(data: Mapping[str, Any]) -> PromptResult:
-    return PromptResult.model_construct(
-        messages=[
-            Message.model_construct(
-                role=item["role"], content=_PROMPT_CONTENT.validate_python(item["content"])
-            )
-            for item in data["messages"]
-        ],
-        description=data["description"],
-        meta=data["meta"],
-    )
 
 
 # -- the middleware -----------------------------------------------------------------------------
@@ -322,6 +235,72 @@ class ToolCacheMiddleware(Middleware):
         annotations = tool.annotations
         return bool(annotations and (annotations.read_only_hint or annotations.idempotent_hint))
 
+    # -- the read-through every cached request shares -------------------------------------
+    async def _serve(
+        self,
+        layer: Layer,
+        context: MiddlewareContext[Any],
+        key: Any,
+        *,
+        label: str,
+        ttl: float | None,
+        tags: list[str],
+        handler: Callable[[], Awaitable[Any]],
+        dump: Callable[[Any], Any],
+        restore: Callable[[Any], Any],
+    ) -> Any:
+        """The answer to a request: from ``layer`` when stored and readable, else ``handler()``.
+
+        ``dump`` makes the handler's answer plain data to store (None: served,
+        never stored); ``restore`` reads stored data back, raising
+        ``Undecodable`` when it does not fit. A stored entry that cannot be read
+        is a miss, counted in ``corrupt``: the handler runs and its answer
+        replaces the entry, so no client ever sees a decoding error.
+        """
+        partition = self._partition_fn(context)
+        own = _Own()
+
+        async def load() -> Any:
+            result = await handler()
+            payload = dump(result)
+            if payload is None:
+                return _Uncached(result)
+            try:
+                own.result = restore(payload)
+            except payloads.Undecodable as exc:
+                # An answer this middleware could not read back is served, never
+                # stored (the layer counts it in skipped_writes).
+                log.debug("not caching an answer in %s: %s", layer.name, exc)
+                return _Uncached(result)
+            own.value = payload
+            return payload
+
+        value = await layer.get_or_load(
+            key, load, ttl, tags=tags, partition=partition, label=label, should_cache=_stored
+        )
+        if isinstance(value, _Uncached):
+            return value.value
+        if value is own.value:
+            return own.result
+        try:
+            return restore(value)
+        except payloads.Undecodable as exc:
+            log.debug("undecodable entry in %s (%s): a miss", layer.name, exc)
+        layer.counters.corrupt += 1
+        layer.counters.misses += 1
+        result, _ = await layer.run_loader(handler)
+        payload = dump(result)
+        if payload is not None:
+            try:
+                restored = restore(payload)
+            except payloads.Undecodable:
+                pass
+            else:
+                await layer.set(key, payload, ttl, tags=tags, partition=partition, label=label)
+                return restored
+        await layer.delete(key, partition=partition, label=label)
+        return result
+
     # -- listings -------------------------------------------------------------------------
     async def _listing(
         self,
@@ -332,19 +311,18 @@ class ToolCacheMiddleware(Middleware):
         ttl: float | None,
     ) -> Sequence[ComponentT]:
         server_id = self._server_id(context)
-
-        async def load() -> list[Any]:
-            return _dump_components(await call_next(context), base)
-
-        data = await self.cache.discovery.get_or_load(
+        listing: Sequence[ComponentT] = await self._serve(
+            self.cache.discovery,
+            context,
             ("fastmcp." + kind, server_id),
-            load,
-            ttl,
-            tags=[server_tag(server_id)],
-            partition=self._partition_fn(context),
             label=server_id,
+            ttl=ttl,
+            tags=[server_tag(server_id)],
+            handler=lambda: call_next(context),
+            dump=lambda components: payloads.dump_components(components, base),
+            restore=lambda data: payloads.load_components(data, base),
         )
-        return _load_components(data, base)
+        return listing
 
     async def on_list_tools(
         self,
@@ -411,54 +389,21 @@ class ToolCacheMiddleware(Middleware):
         assert tool is not None
         server_id = self._server_id(context)
         arguments = dict(message.arguments or {})
-
-        async def load() -> dict[str, Any] | _Uncached:
-            result = await call_next(context)
-            if (
-                not isinstance(result, ToolResult)
-                or isinstance(result, InputRequiredToolResult)
-                or result.is_error
-            ):
-                return _Uncached(result)
-            return _dump_tool_result(result)
-
         variant = None if tool.version is None and not tool.meta else [tool.version, tool.meta]
-        value = await self.cache.results.get_or_load(
+        result: ToolResult = await self._serve(
+            self.cache.results,
+            context,
             ("fastmcp.call_tool", server_id, name, arguments, variant),
-            load,
-            self.call_tool_ttl,
-            tags=[server_tag(server_id), f"tool:{server_id}/{name}"],
-            partition=self._partition_fn(context),
             label=name,
-            should_cache=_stored,
+            ttl=self.call_tool_ttl,
+            tags=[server_tag(server_id), f"tool:{server_id}/{name}"],
+            handler=lambda: call_next(context),
+            dump=_dump_tool_result,
+            restore=payloads.load_tool_result,
         )
-        if isinstance(value, _Uncached):
-            result: ToolResult = value.value
-            return result
-        return _load_tool_result(value)
+        return result
 
     # -- resources and prompts ----------------------------------------------------------------
-    async def _read_through(
-        self,
-        layer: Layer,
-        context: MiddlewareContext[Any],
-        key: Any,
-        label: str,
-        ttl: float | None,
-        extra_tag: str,
-        load: Callable[[], Awaitable[Any]],
-    ) -> Any:
-        server_id = self._server_id(context)
-        return await layer.get_or_load(
-            key,
-            load,
-            ttl,
-            tags=[server_tag(server_id), extra_tag],
-            partition=self._partition_fn(context),
-            label=label,
-            should_cache=_stored,
-        )
-
     async def on_read_resource(
         self,
         context: MiddlewareContext[mcp_types.ReadResourceRequestParams],
@@ -473,28 +418,18 @@ class ToolCacheMiddleware(Middleware):
         if requires_live is not None and requires_live(uri):
             return await call_next(context)
         server_id = self._server_id(context)
-
-        async def load() -> dict[str, Any] | _Uncached:
-            result = await call_next(context)
-            if not isinstance(result, ResourceResult) or isinstance(
-                result, InputRequiredResourceResult
-            ):
-                return _Uncached(result)
-            return _dump_resource_result(result)
-
-        value = await self._read_through(
+        result: ResourceResult = await self._serve(
             self.resources_layer,
             context,
             ("fastmcp.read_resource", server_id, uri, _requested_version(context.message)),
-            "resource",
-            self.read_resource_ttl,
-            f"resource:{server_id}/{uri}",
-            load,
+            label="resource",
+            ttl=self.read_resource_ttl,
+            tags=[server_tag(server_id), f"resource:{server_id}/{uri}"],
+            handler=lambda: call_next(context),
+            dump=_dump_resource_result,
+            restore=payloads.load_resource_result,
         )
-        if isinstance(value, _Uncached):
-            result: ResourceResult = value.value
-            return result
-        return _load_resource_result(value)
+        return result
 
     async def on_get_prompt(
         self,
@@ -505,16 +440,7 @@ class ToolCacheMiddleware(Middleware):
         if not self.get_prompt_enabled or _is_continuation(context):
             return await call_next(context)
         server_id = self._server_id(context)
-
-        async def load() -> dict[str, Any] | _Uncached:
-            result = await call_next(context)
-            if not isinstance(result, PromptResult) or isinstance(
-                result, InputRequiredPromptResult
-            ):
-                return _Uncached(result)
-            return _dump_prompt_result(result)
-
-        value = await self._read_through(
+        result: PromptResult = await self._serve(
             self.prompts_layer,
             context,
             (
@@ -524,12 +450,34 @@ class ToolCacheMiddleware(Middleware):
                 dict(message.arguments or {}),
                 _requested_version(message),
             ),
-            message.name,
-            self.get_prompt_ttl,
-            f"prompt:{server_id}/{message.name}",
-            load,
+            label=message.name,
+            ttl=self.get_prompt_ttl,
+            tags=[server_tag(server_id), f"prompt:{server_id}/{message.name}"],
+            handler=lambda: call_next(context),
+            dump=_dump_prompt_result,
+            restore=payloads.load_prompt_result,
         )
-        if isinstance(value, _Uncached):
-            result: PromptResult = value.value
-            return result
-        return _load_prompt_result(value)
+        return result
+
+
+# What may be stored of each answer (None: it is served, never stored).
+def _dump_tool_result(result: Any) -> dict[str, Any] | None:
+    if (
+        not isinstance(result, ToolResult)
+        or isinstance(result, InputRequiredToolResult)
+        or result.is_error
+    ):
+        return None  # task results, input-required asks and errors
+    return payloads.dump_tool_result(result)
+
+
+def _dump_resource_result(result: Any) -> dict[str, Any] | None:
+    if not isinstance(result, ResourceResult) or isinstance(result, InputRequiredResourceResult):
+        return None
+    return payloads.dump_resource_result(result)
+
+
+def _dump_prompt_result(result: Any) -> dict[str, Any] | None:
+    if not isinstance(result, PromptResult) or isinstance(result, InputRequiredPromptResult):
+        return None
+    return payloads.dump_prompt_result(result)

@@ -22,30 +22,38 @@ scanning Redis. Values are stored as the py-key-value JSON document (value,
 creation and expiry time), so ``ttl()`` reports the remaining lifetime and an
 entry past its expiry is never returned. Puts without a TTL are kept for the
 layer's TTL (seven days by default): a cache never holds data forever.
+
+Like every py-key-value store it is an async context manager with ``close()``.
+A store made without a cache creates (and owns) the embedded default, or a
+cache on ``url``, and closing the store closes that cache; a cache passed in
+belongs to the caller and stays open.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 try:
     from key_value.aio._utils import ManagedEntry
     from key_value.aio._utils.serialization import BasicSerializationAdapter
     from key_value.aio.errors import DeserializationError
-    from key_value.aio.stores.base import BaseDestroyCollectionStore, BaseDestroyStore
+    from key_value.aio.stores.base import (
+        BaseContextManagerStore,
+        BaseDestroyCollectionStore,
+        BaseDestroyStore,
+    )
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
     raise ImportError(
         "aiotoolcache.integrations.key_value needs py-key-value-aio: "
         "pip install 'aiotoolcache[fastmcp]'"
     ) from exc
 
+from aiotoolcache.errors import ConfigurationError
 from aiotoolcache.integrations._common import ensure_layer
 from aiotoolcache.layers import LayerConfig
-
-if TYPE_CHECKING:
-    from aiotoolcache.toolcache import ToolCache
+from aiotoolcache.toolcache import ToolCache
 
 __all__ = ["DEFAULT_KV_LAYER", "ToolCacheKeyValue"]
 
@@ -53,31 +61,60 @@ DEFAULT_KV_LAYER = LayerConfig(ttl=7 * 24 * 3600.0, jitter=0.0, beta=0.0, max_va
 """Policy of the ``kv`` layer when the cache has none: exact TTLs (no jitter, no early refresh)."""
 
 
-class ToolCacheKeyValue(BaseDestroyStore, BaseDestroyCollectionStore):
+class ToolCacheKeyValue(BaseDestroyStore, BaseDestroyCollectionStore, BaseContextManagerStore):
     """ToolCacheKeyValue is an ``AsyncKeyValue`` store whose entries live in a ToolCache layer.
 
-    ``name`` separates stores sharing one cache (it is part of every key and
-    tag); ``layer`` names the cache layer (added with ``DEFAULT_KV_LAYER`` when
+    ``cache`` is the ToolCache to use; without one the store creates its own
+    (on ``url``, or the embedded default) and ``close()`` / ``async with``
+    close it. A cache passed in is never closed by the store. ``name``
+    separates stores sharing one cache (it is part of every key and tag);
+    ``layer`` names the cache layer (added with ``DEFAULT_KV_LAYER`` when
     missing, so its TTL bounds entries stored without one).
     """
 
     def __init__(
         self,
-        cache: ToolCache,
+        cache: ToolCache | None = None,
         *,
+        url: str | None = None,
         layer: str = "kv",
         name: str = "kv",
         default_collection: str | None = None,
     ) -> None:
-        self._cache = cache
-        self._layer = ensure_layer(cache, layer, DEFAULT_KV_LAYER)
+        if cache is not None and url is not None:
+            raise ConfigurationError("pass either a cache or a url, not both")
+        owns_cache = cache is None
+        self._cache = ToolCache(url) if cache is None else cache
+        self._layer = ensure_layer(self._cache, layer, DEFAULT_KV_LAYER)
         self._name = name
         self._codec = BasicSerializationAdapter()
-        super().__init__(default_collection=default_collection, stable_api=True)
+        super().__init__(
+            default_collection=default_collection,
+            stable_api=True,
+            client_provided_by_user=not owns_cache,
+        )
+
+    async def _setup(self) -> None:
+        # Run once, on first use or on entering: the exit stack that close()
+        # and __aexit__ unwind then closes a cache this store created.
+        if not self._client_provided_by_user:
+            self._exit_stack.push_async_callback(self._cache.aclose)
+
+    async def close(self) -> None:
+        """Release what the store holds: a cache it created is closed, one passed in is not."""
+        await super().close()
+        if self.owns_cache:  # also when the store was never used (never set up)
+            await self._cache.aclose()
 
     @property
     def cache(self) -> ToolCache:
+        """The ToolCache holding this store's entries."""
         return self._cache
+
+    @property
+    def owns_cache(self) -> bool:
+        """Whether the store created its cache (and closes it on ``close()``)."""
+        return not self._client_provided_by_user
 
     # -- keys and tags ------------------------------------------------------------------
     def _key(self, collection: str, key: str) -> tuple[str, str, str]:

@@ -14,21 +14,20 @@ agent = create_agent(model, tools, middleware=[ToolCacheMiddleware(cache, ttl=30
 await agent.ainvoke({"messages": [...]})
 ```
 
-Both are async-first: the cache is an asyncio library, so use ``ainvoke`` /
-``astream`` / ``aembed_documents``.
+The middleware is async-first: the cache is an asyncio library, so use
+``ainvoke`` / ``astream``. The store has both APIs: async on the caller's cache,
+and synchronous too (``embed_documents``) when it owns its cache, which then
+lives on a loop thread of the store's own.
 """
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterator, Sequence
-from hashlib import blake2b
+from collections.abc import Awaitable, Callable, Collection
 from typing import TYPE_CHECKING, Any, Literal
 
 try:
     from langchain.agents.middleware import AgentMiddleware
     from langchain_core.messages import ToolMessage
-    from langchain_core.stores import ByteStore
     from langgraph.prebuilt.tool_node import ToolCallRequest
     from langgraph.types import Command
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
@@ -39,6 +38,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
 
 from aiotoolcache.errors import ConfigurationError
 from aiotoolcache.integrations._common import allow_policy, allowed, call_through, is_plain, names
+from aiotoolcache.integrations._langchain_store import ToolCacheByteStore
 
 if TYPE_CHECKING:
     from aiotoolcache import ToolCache
@@ -176,187 +176,3 @@ class ToolCacheMiddleware(AgentMiddleware):
             "with `await agent.ainvoke(...)` or `agent.astream(...)`, or pass "
             "sync='bypass' to run tools uncached under `invoke()` / `stream()`."
         )
-
-
-class ToolCacheByteStore(ByteStore):
-    """A ``langchain_core`` ``ByteStore`` whose entries live in an aiotoolcache layer.
-
-    Made for ``CacheBackedEmbeddings.from_bytes_store(embeddings, store,
-    key_encoder="blake2b")``: the vectors are kept in the ``embeddings`` layer
-    (seven days by default) shared by every process on the same Redis.
-
-    The store is async-only: use ``amget`` / ``amset`` / ``amdelete`` /
-    ``ayield_keys`` (``CacheBackedEmbeddings.aembed_documents`` and
-    ``aembed_query`` do). The synchronous methods raise ``NotImplementedError``.
-
-    Key enumeration: the cache has no key scan, so when ``index_keys`` is true
-    (the default) the store keeps an index of its keys in the same layer,
-    split into ``index_shards`` values and updated under an in-process lock.
-    ``ayield_keys`` lists the index, checks which keys still hold a value
-    (entries expire on their TTL) and prunes the rest. Two processes writing
-    the same store at the same moment can each overwrite the other's index
-    update, so a key written concurrently from another process may be missing
-    from ``ayield_keys`` (its value is still stored and readable). With
-    ``index_keys=False`` writes are cheaper and ``ayield_keys`` raises
-    ``NotImplementedError``.
-
-    Args:
-        cache: The ``ToolCache`` to use.
-        layer: The layer holding the values (``"embeddings"`` by default).
-        namespace: Separates this store's keys from every other store's.
-        partition: Optional partition (tenant); partitions never see each other.
-        ttl: Seconds an entry lives; ``None`` uses the layer's TTL.
-        index_keys: Maintain the key index that ``ayield_keys`` needs.
-        index_shards: How many values the index is split into.
-    """
-
-    def __init__(
-        self,
-        cache: ToolCache,
-        *,
-        layer: str = "embeddings",
-        namespace: str = "default",
-        partition: str | None = None,
-        ttl: float | None = None,
-        index_keys: bool = True,
-        index_shards: int = 16,
-    ) -> None:
-        if index_shards < 1:
-            raise ConfigurationError(f"index_shards must be >= 1, got {index_shards!r}")
-        self.cache = cache
-        self.layer = cache.layer(layer)
-        self.namespace = namespace
-        self.partition = partition
-        self.ttl = ttl
-        self.index_keys = index_keys
-        self.index_shards = index_shards
-        self._lock = asyncio.Lock()
-
-    # -- keys -----------------------------------------------------------------
-    def _key(self, key: str) -> list[str]:
-        return ["langchain.bytestore", self.namespace, key]
-
-    def _shard_of(self, key: str) -> int:
-        digest = blake2b(key.encode("utf-8", "surrogatepass"), digest_size=4).digest()
-        return int.from_bytes(digest, "big") % self.index_shards
-
-    def _index_key(self, shard: int) -> list[Any]:
-        return ["langchain.bytestore.index", self.namespace, self.index_shards, shard]
-
-    def _index_ttl(self) -> float:
-        # The index must outlive the entries it lists despite TTL jitter (both
-        # also get the layer's stale_ttl); names of expired entries in it are
-        # pruned by ayield_keys.
-        return 2 * (self.layer.config.ttl if self.ttl is None else self.ttl)
-
-    async def _read_index(self, shards: Sequence[int]) -> dict[int, list[str]]:
-        values = await self.layer.get_many(
-            [self._index_key(s) for s in shards], partition=self.partition
-        )
-        out: dict[int, list[str]] = {}
-        for shard, value in zip(shards, values, strict=True):
-            if isinstance(value, list):
-                out[shard] = [k for k in value if isinstance(k, str)]
-            else:
-                out[shard] = []
-        return out
-
-    async def _update_index(self, add: Collection[str] = (), remove: Collection[str] = ()) -> None:
-        async with self._lock:
-            await self._update_index_locked(add, remove)
-
-    async def _update_index_locked(self, add: Collection[str], remove: Collection[str]) -> None:
-        by_shard: dict[int, tuple[set[str], set[str]]] = {}
-        for key in add:
-            by_shard.setdefault(self._shard_of(key), (set(), set()))[0].add(key)
-        for key in remove:
-            by_shard.setdefault(self._shard_of(key), (set(), set()))[1].add(key)
-        if not by_shard:
-            return
-        current = await self._read_index(sorted(by_shard))
-        updates: list[tuple[Any, Any]] = []
-        for shard, (added, removed) in by_shard.items():
-            before = set(current[shard])
-            after = (before | added) - removed
-            if after != before or added:
-                # Rewritten on every add so its TTL keeps outliving the entries.
-                updates.append((self._index_key(shard), sorted(after)))
-        if updates:
-            await self.layer.set_many(updates, ttl=self._index_ttl(), partition=self.partition)
-
-    # -- async API ------------------------------------------------------------
-    async def amget(self, keys: Sequence[str]) -> list[bytes | None]:
-        if not keys:
-            return []
-        values = await self.layer.get_many([self._key(k) for k in keys], partition=self.partition)
-        return [v if isinstance(v, bytes) else None for v in values]
-
-    async def amset(self, key_value_pairs: Sequence[tuple[str, bytes]]) -> None:
-        items: list[tuple[Any, Any]] = []
-        for key, value in key_value_pairs:
-            if not isinstance(value, bytes | bytearray | memoryview):
-                raise TypeError(f"ToolCacheByteStore stores bytes, got {type(value).__name__}")
-            items.append((self._key(key), bytes(value)))
-        if not items:
-            return
-        await self.layer.set_many(items, ttl=self.ttl, partition=self.partition)
-        if self.index_keys:
-            await self._update_index(add=[k for k, _ in key_value_pairs])
-
-    async def amdelete(self, keys: Sequence[str]) -> None:
-        for key in dict.fromkeys(keys):
-            await self.layer.delete(self._key(key), partition=self.partition)
-        if self.index_keys:
-            await self._update_index(remove=keys)
-
-    async def ayield_keys(self, *, prefix: str | None = None) -> AsyncIterator[str]:
-        if not self.index_keys:
-            raise NotImplementedError(
-                "ayield_keys needs the key index: create the store with index_keys=True"
-            )
-        index = await self._read_index(range(self.index_shards))
-        candidates = sorted(
-            {k for keys in index.values() for k in keys if prefix is None or k.startswith(prefix)}
-        )
-        stale: list[str] = []
-        batch = 256
-        for start in range(0, len(candidates), batch):
-            chunk = candidates[start : start + batch]
-            present = await self.amget(chunk)
-            for key, value in zip(chunk, present, strict=True):
-                if value is None:
-                    stale.append(key)
-                else:
-                    yield key
-        if stale:
-            await self._prune(stale)
-
-    async def _prune(self, keys: Sequence[str]) -> None:
-        # Re-checked under the lock: amset adds a key to the index only after
-        # writing its value and under the same lock, so a key written since it
-        # was found missing is never dropped from the index.
-        async with self._lock:
-            values = await self.amget(keys)
-            missing = [k for k, v in zip(keys, values, strict=True) if v is None]
-            if missing:
-                await self._update_index_locked((), missing)
-
-    # -- sync API -------------------------------------------------------------
-    @staticmethod
-    def _sync_unsupported(method: str) -> NotImplementedError:
-        return NotImplementedError(
-            f"ToolCacheByteStore.{method} is not available: the store is async-only. "
-            f"Use a{method} (CacheBackedEmbeddings: aembed_documents / aembed_query)."
-        )
-
-    def mget(self, keys: Sequence[str]) -> list[bytes | None]:
-        raise self._sync_unsupported("mget")
-
-    def mset(self, key_value_pairs: Sequence[tuple[str, bytes]]) -> None:
-        raise self._sync_unsupported("mset")
-
-    def mdelete(self, keys: Sequence[str]) -> None:
-        raise self._sync_unsupported("mdelete")
-
-    def yield_keys(self, *, prefix: str | None = None) -> Iterator[str]:
-        raise self._sync_unsupported("yield_keys")

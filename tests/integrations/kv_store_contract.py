@@ -5,7 +5,9 @@ Apache License 2.0) checks for every store in its shared ``BaseStoreTests``: rou
 of JSON-able values, bulk operations, delete results, TTL reporting and expiry,
 serialization and TTL errors, long and unusual keys and collections, concurrency.
 These tests are written for this project against py-key-value-aio 0.4.x; subclass
-``KeyValueStoreContract`` and provide a ``store`` fixture to run them.
+``KeyValueStoreContract`` and provide a ``store`` fixture to run them. Add
+``ContextManagedStoreContract`` to run every test twice more: inside ``async with
+store`` and with ``await store.close()`` after it, as py-key-value's own stores are used.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import math
 import uuid
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -190,3 +193,23 @@ class KeyValueStoreContract:
                 assert await store.get(key, collection="c") is None
 
         await asyncio.gather(*(worker(n) for n in range(4)))
+
+
+class ContextManagedStoreContract:
+    """Runs each contract test in a store entered with ``async with``, then in one closed after.
+
+    Subclasses provide the ``store`` fixture; the store must support both
+    lifecycles and stay usable until it is exited or closed.
+    """
+
+    @pytest.fixture(params=["async_with", "close"], autouse=True)
+    async def lifecycle(
+        self, request: pytest.FixtureRequest, store: AsyncKeyValue
+    ) -> AsyncIterator[str]:
+        if request.param == "async_with":
+            async with store as entered:  # type: ignore[attr-defined]
+                assert entered is store
+                yield request.param
+        else:
+            yield request.param
+            await store.close()  # type: ignore[attr-defined]

@@ -14,21 +14,92 @@ pytest.importorskip("key_value.aio")
 
 import aiotoolcache as atc
 from aiotoolcache.integrations.key_value import ToolCacheKeyValue
-from tests.integrations.kv_store_contract import KeyValueStoreContract
+from tests.integrations.kv_store_contract import (
+    ContextManagedStoreContract,
+    KeyValueStoreContract,
+)
 
 
-class TestEmbeddedContract(KeyValueStoreContract):
-    @pytest.fixture
-    async def store(self) -> AsyncIterator[ToolCacheKeyValue]:
+class TestEmbeddedContract(KeyValueStoreContract, ContextManagedStoreContract):
+    """The contract on the embedded default: a cache passed in, and one the store created."""
+
+    @pytest.fixture(params=["cache_passed_in", "cache_of_its_own"])
+    async def store(self, request: pytest.FixtureRequest) -> AsyncIterator[ToolCacheKeyValue]:
+        if request.param == "cache_of_its_own":
+            own = ToolCacheKeyValue()
+            yield own
+            assert own.cache.closing  # the lifecycle fixture closed or exited it
+            return
         async with atc.ToolCache() as cache:
             yield ToolCacheKeyValue(cache)
+            assert not cache.closing
 
 
-class TestRedisContract(KeyValueStoreContract):
+class TestRedisContract(KeyValueStoreContract, ContextManagedStoreContract):
+    """The contract on Redis, with a cache the store opened on the URL (and closes)."""
+
     @pytest.fixture
     async def store(self, redis_url: str) -> AsyncIterator[ToolCacheKeyValue]:
-        async with atc.ToolCache.from_url(redis_url, namespace="kv-contract") as cache:
-            yield ToolCacheKeyValue(cache)
+        own = ToolCacheKeyValue(url=redis_url)
+        yield own
+        assert own.cache.closing
+
+
+# -- lifecycle: async with and close() ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("exit_by", ["async_with", "close"])
+async def test_a_store_closes_the_cache_it_created(exit_by: str) -> None:
+    store = ToolCacheKeyValue()
+    assert store.owns_cache
+    if exit_by == "async_with":
+        async with store:
+            await store.put("k", {"v": 1}, collection="c")
+            assert not store.cache.closing
+    else:
+        await store.put("k", {"v": 1}, collection="c")
+        await store.close()
+    assert store.cache.closing
+    await store.close()  # a second close is harmless
+
+
+async def test_an_unused_store_still_closes_its_cache() -> None:
+    store = ToolCacheKeyValue()
+    await store.close()
+    assert store.cache.closing
+
+
+@pytest.mark.parametrize("exit_by", ["async_with", "close"])
+async def test_a_cache_passed_in_stays_open(cache: atc.ToolCache, exit_by: str) -> None:
+    store = ToolCacheKeyValue(cache)
+    assert not store.owns_cache
+    if exit_by == "async_with":
+        async with store:
+            await store.put("k", {"v": 1}, collection="c")
+    else:
+        await store.put("k", {"v": 1}, collection="c")
+        await store.close()
+    assert not cache.closing
+    # The cache still serves this store's entries and takes new ones.
+    again = ToolCacheKeyValue(cache)
+    assert await again.get("k", collection="c") == {"v": 1}
+    await again.put("k2", {"v": 2}, collection="c")
+    assert await again.get("k2", collection="c") == {"v": 2}
+
+
+async def test_a_store_on_a_url_releases_its_redis_connections(redis_url: str) -> None:
+    async with ToolCacheKeyValue(url=redis_url) as store:
+        await store.put("k", {"v": 1}, collection="c", ttl=60)
+        assert store.cache.client is not None  # a Redis-backed cache of its own
+    assert store.cache.closing
+    # What another store on the same Redis sees was written through.
+    async with ToolCacheKeyValue(url=redis_url) as other:
+        assert await other.get("k", collection="c") == {"v": 1}
+
+
+def test_a_cache_and_a_url_are_refused(cache: atc.ToolCache) -> None:
+    with pytest.raises(atc.ConfigurationError, match="either a cache or a url"):
+        ToolCacheKeyValue(cache, url="memory://")
 
 
 async def test_destroy_collection_drops_only_that_collection(cache: atc.ToolCache) -> None:

@@ -11,7 +11,10 @@ pytest.importorskip("langchain_core")
 pytest.importorskip("langchain_tests")
 
 from langchain_core.embeddings import DeterministicFakeEmbedding
-from langchain_tests.integration_tests.base_store import BaseStoreAsyncTests
+from langchain_tests.integration_tests.base_store import (
+    BaseStoreAsyncTests,
+    BaseStoreSyncTests,
+)
 
 import aiotoolcache as atc
 from aiotoolcache.integrations.langchain import ToolCacheByteStore
@@ -44,6 +47,33 @@ def bytestore_redis_url() -> Iterator[str]:
         server.stop()
 
 
+class TestToolCacheByteStoreAsyncOwnLoop(BaseStoreAsyncTests[bytes]):
+    """The async contract on a store that owns its cache, on a loop thread of its own."""
+
+    @pytest.fixture
+    async def kv_store(self) -> AsyncIterator[ToolCacheByteStore]:
+        async with ToolCacheByteStore(namespace=f"own-{next(_stores)}") as store:
+            yield store
+
+    @pytest.fixture
+    def three_values(self) -> tuple[bytes, bytes, bytes]:
+        return b"foo", b"bar", b"buzz"
+
+
+class TestToolCacheByteStoreSync(BaseStoreSyncTests[bytes]):
+    """langchain-tests' synchronous contract on the embedded default."""
+
+    @pytest.fixture
+    def kv_store(self) -> Iterator[ToolCacheByteStore]:
+        with ToolCacheByteStore(namespace=f"sync-{next(_stores)}") as store:
+            yield store
+        assert store.cache.closing
+
+    @pytest.fixture
+    def three_values(self) -> tuple[bytes, bytes, bytes]:
+        return b"foo", b"bar", b"buzz"
+
+
 class TestToolCacheByteStoreAsyncOnRedis(BaseStoreAsyncTests[bytes]):
     """The same contract with the entries and the key index on a real Redis."""
 
@@ -51,6 +81,24 @@ class TestToolCacheByteStoreAsyncOnRedis(BaseStoreAsyncTests[bytes]):
     async def kv_store(self, bytestore_redis_url: str) -> AsyncIterator[ToolCacheByteStore]:
         async with atc.ToolCache.from_url(bytestore_redis_url, namespace="bytestore") as cache:
             yield ToolCacheByteStore(cache, namespace=f"redis-suite-{next(_stores)}")
+
+    @pytest.fixture
+    def three_values(self) -> tuple[bytes, bytes, bytes]:
+        return b"\x00\x01", b"", b"\xff" * 3000
+
+
+class TestToolCacheByteStoreSyncOnRedis(BaseStoreSyncTests[bytes]):
+    """The synchronous contract with the store's own cache on a real Redis."""
+
+    @pytest.fixture
+    def kv_store(self, bytestore_redis_url: str) -> Iterator[ToolCacheByteStore]:
+        store = ToolCacheByteStore(
+            lambda: atc.ToolCache.from_url(bytestore_redis_url, namespace="bytestore-sync"),
+            namespace=f"redis-sync-{next(_stores)}",
+        )
+        yield store
+        store.close()
+        assert store.cache.closing
 
     @pytest.fixture
     def three_values(self) -> tuple[bytes, bytes, bytes]:
@@ -94,19 +142,27 @@ async def test_yield_keys_prunes_entries_that_are_gone(cache: atc.ToolCache) -> 
     assert "doc:3" not in {k for ks in index.values() for k in ks}
 
 
-async def test_rejects_non_bytes_and_sync_calls(cache: atc.ToolCache) -> None:
+async def test_rejects_non_bytes_and_sync_calls_on_a_cache_passed_in(
+    cache: atc.ToolCache,
+) -> None:
     store = ToolCacheByteStore(cache)
+    assert not store.owns_cache
     with pytest.raises(TypeError, match="bytes"):
         await store.amset([("k", "text")])  # type: ignore[list-item]
-    with pytest.raises(NotImplementedError, match="amget"):
+    # The cache belongs to this event loop: a blocking call could not use it.
+    with pytest.raises(atc.ConfigurationError, match="owns its cache.*amget"):
         store.mget(["k"])
-    with pytest.raises(NotImplementedError, match="ayield_keys"):
+    with pytest.raises(atc.ConfigurationError, match="ayield_keys"):
         store.yield_keys()
     no_index = ToolCacheByteStore(cache, index_keys=False)
     await no_index.amset([("k", b"v")])
     assert await no_index.amget(["k"]) == [b"v"]
     with pytest.raises(NotImplementedError, match="index_keys"):
         [k async for k in no_index.ayield_keys()]
+    await store.aclose()
+    assert not cache.closing  # a cache passed in stays open
+    with pytest.raises(atc.StoreClosed):
+        await store.amget(["k"])
 
 
 class CountingEmbeddings(DeterministicFakeEmbedding):
