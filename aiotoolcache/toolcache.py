@@ -227,7 +227,7 @@ class ToolCache:
         # Started lazily by a request: wait for the generations no longer than one
         # backend budget, so a dead Redis never delays a tool call for long.
         self._check_open()
-        if not self.coherence.started:
+        if not self.coherence.started and self.client is not None:
             log.warning(
                 "ToolCache used without 'async with' or 'await cache.start()': started "
                 "lazily; call 'await cache.aclose()' when done to release connections"
