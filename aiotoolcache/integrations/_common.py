@@ -142,10 +142,13 @@ async def call_through(
         if outcome.error is not None:
             raise outcome.error
         return cast(ResultT, outcome.result)
-    if storable(value) and value.get("v") == FORMAT:
-        try:
-            return restore(value)
-        except (LookupError, ValueError):
-            pass
-    # A concurrent identical call produced an uncacheable result: run our own.
+    if storable(value):
+        if value.get("v") == FORMAT:
+            try:
+                return restore(value)
+            except (LookupError, ValueError):
+                pass
+        # A stored payload this release cannot read: a miss, counted, and the tool runs.
+        cache.results.counters.corrupt += 1
+    # Or a concurrent identical call produced an uncacheable result: run our own.
     return await run()

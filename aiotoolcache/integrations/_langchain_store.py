@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import weakref
 from collections.abc import AsyncIterator, Callable, Collection, Coroutine, Iterator, Sequence
 from hashlib import blake2b
 from types import TracebackType
@@ -53,7 +54,8 @@ class ToolCacheByteStore(ByteStore):
       any thread without a running event loop (``CacheBackedEmbeddings.
       embed_documents`` included) and the async one from any loop. Call
       ``close()`` / ``await aclose()`` (or use ``with`` / ``async with``) to
-      close the cache and stop the thread.
+      close the cache and stop the thread (a store garbage-collected without
+      it does so in the background).
 
     A synchronous method called from a thread whose event loop is running
     raises ``BlockingCallInEventLoop`` (use the ``a…`` method there); any use
@@ -111,6 +113,8 @@ class ToolCacheByteStore(ByteStore):
                 thread.close()
                 raise
             self._loop_thread = thread
+            # A store dropped without close() still closes its cache and ends its thread.
+            weakref.finalize(self, thread.close_soon, self.cache.aclose)
         try:
             self.layer = self.cache.layer(layer)
         except ConfigurationError:

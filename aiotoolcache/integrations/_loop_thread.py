@@ -44,7 +44,10 @@ class LoopThread:
     def _run(self, ready: threading.Event) -> None:
         asyncio.set_event_loop(self._loop)
         self._loop.call_soon(ready.set)
-        self._loop.run_forever()
+        try:
+            self._loop.run_forever()
+        finally:
+            self._loop.close()
 
     @property
     def closed(self) -> bool:
@@ -117,8 +120,20 @@ class LoopThread:
             finally:
                 self._closed = True
                 self._loop.call_soon_threadsafe(self._loop.stop)
-                self._thread.join()
-                self._loop.close()
+                self._thread.join()  # the thread closes the loop once it stopped
+
+    def close_soon(self, final: Callable[[], Awaitable[object]] | None = None) -> None:
+        """Start what ``close`` does without waiting for it; callable from any thread.
+
+        For finalizers: an owner collected without ``close()`` still lets its
+        thread end.
+        """
+        with self._close_lock:
+            if self._closed:
+                return
+            done = self._submit(self._shutdown, final)
+            self._closed = True
+        done.add_done_callback(lambda _: self._loop.call_soon_threadsafe(self._loop.stop))
 
     async def _shutdown(self, final: Callable[[], Awaitable[object]] | None) -> None:
         # The same clean-up asyncio.run does when its main coroutine ends.

@@ -240,6 +240,27 @@ async def test_cache_result_predicate_and_unplain_artifacts(
     assert counter.n == 4
 
 
+@pytest.mark.parametrize(
+    "planted",
+    [{"v": 1, "message": "not a message"}, {"v": 1}, {"v": 99, "message": {}}],
+    ids=["bad-message", "no-message", "other-format"],
+)
+async def test_an_unreadable_stored_result_is_a_counted_miss(
+    cache: atc.ToolCache, counter: Counter, planted: dict[str, Any]
+) -> None:
+    async def junk() -> dict[str, Any]:
+        return planted
+
+    await cache.call_tool("langchain", "add", {"a": 1, "b": 2}, junk)
+    tools = make_tools(counter)
+    messages = await run(
+        [tools["add"]], ToolCacheMiddleware(cache), calls(("add", {"a": 1, "b": 2}, "c1"))
+    )
+    assert [m.content for m in messages] == ["3"]
+    assert counter.n == 1
+    assert cache.stats()["results"].corrupt == 1
+
+
 async def test_sync_path_raises_a_clear_error_or_bypasses(
     cache: atc.ToolCache, counter: Counter, tools: dict[str, BaseTool]
 ) -> None:

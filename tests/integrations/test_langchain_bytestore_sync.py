@@ -4,6 +4,7 @@ code, blocking calls refused inside event loops, and a clean shutdown."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import threading
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -138,6 +139,20 @@ async def test_aclose_from_async_code() -> None:
     assert store.cache.closing
     with pytest.raises(atc.StoreClosed):
         await store.amget(["k"])
+
+
+def test_a_store_dropped_without_close_still_ends_its_thread() -> None:
+    before = loop_threads()
+    store = ToolCacheByteStore(namespace="dropped")
+    store.mset([("k", b"v")])
+    cache = store.cache
+    del store
+    gc.collect()
+    for thread in threading.enumerate():
+        if thread.name == THREAD_NAME:
+            thread.join(timeout=30)
+    assert loop_threads() == before
+    assert cache.closing
 
 
 def test_a_failing_cache_factory_leaves_no_thread() -> None:
