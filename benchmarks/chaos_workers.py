@@ -1,0 +1,243 @@
+"""The chaos checker's worker processes: one writer and several readers, each with its own cache.
+
+The truth is a shared array of version numbers, one per key, that never goes
+through the cache. The writer bumps a key's version in the truth first and then
+tells the cache (``set``, ``delete`` or a group invalidation); it runs with
+``strict=True`` so a call that returns has reached Redis (acknowledged), and one
+that raises ``BackendError`` has not. Readers call ``get_or_load`` with a loader
+that returns the truth. Every worker appends what it saw to its own JSON-lines
+log, which ``chaos_check`` reads afterwards:
+
+- ``["w", t_assigned, t_returned, op, keys, versions, acknowledged, error]``
+- ``["r", t_start, t_end, key, version, kind]``: kind is ``ok``, ``bad`` (not a
+  well-formed value of that key) or the exception's class name
+- ``["l", t, key, version]``: one loader call
+- ``["s", t, breaker_openings, breaker_state]``: a sample of the cache's state
+
+Times are ``time.monotonic()``, one clock for every process on the machine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import random
+import time
+import zlib
+from collections.abc import Callable, Sequence
+from multiprocessing.synchronize import Event
+from pathlib import Path
+from typing import Any
+
+import aiotoolcache as atc
+from aiotoolcache.errors import BackendError
+
+try:
+    from aiotoolcache.toolcache import server_tag
+except ImportError:  # the tag format is part of the documented behaviour
+
+    def server_tag(server_id: str) -> str:
+        return f"server:{server_id}"
+
+
+__all__ = ["KEYS", "run_reader", "run_writer", "value_of"]
+
+KEYS = 50
+GROUP = 5  # keys per invalidation tag
+SERVER = 10  # keys per tool server
+READER_TASKS = 3
+READ_PAUSE = 0.015
+WRITE_PAUSE = 0.04
+LOADER_SECONDS = 0.01
+SAMPLE_EVERY = 0.25
+
+# A multiprocessing Array("q", KEYS): the latest version of each key.
+Truth = Any
+
+
+def value_of(key: int, version: int) -> dict[str, int]:
+    """Return the value the cache holds for ``key`` at ``version``, with a checksum."""
+    return {"k": key, "v": version, "c": zlib.crc32(f"{key}:{version}".encode())}
+
+
+def version_in(key: int, value: Any) -> int | None:
+    """Return the version in ``value`` if it is a well-formed value of ``key``, else None."""
+    if not isinstance(value, dict) or set(value) != {"k", "v", "c"}:
+        return None
+    version = value["v"]
+    if value["k"] != key or not isinstance(version, int) or isinstance(version, bool):
+        return None
+    return version if value == value_of(key, version) else None
+
+
+def tags_of(key: int) -> list[str]:
+    return [f"grp:{key // GROUP}", server_tag(f"s{key // SERVER}")]
+
+
+class Recorder:
+    """Recorder appends records to a JSON-lines file, flushed in the background."""
+
+    def __init__(self, path: Path) -> None:
+        self.file = path.open("w", encoding="utf-8")
+        self.buffer: list[list[Any]] = []
+
+    def add(self, *record: Any) -> None:
+        self.buffer.append(list(record))
+
+    def flush(self) -> None:
+        if self.buffer:
+            lines = (json.dumps(r, separators=(",", ":")) + "\n" for r in self.buffer)
+            self.file.write("".join(lines))
+            self.file.flush()
+            self.buffer.clear()
+
+    def close(self) -> None:
+        self.flush()
+        self.file.close()
+
+
+def breaker_openings(cache: atc.ToolCache) -> int:
+    breaker = getattr(cache, "breaker", None)
+    return int(getattr(breaker, "opened", 0) or 0)
+
+
+async def _housekeeping(
+    cache: atc.ToolCache, log: Recorder, stop: Event, done: asyncio.Event
+) -> None:
+    """Sample the cache, flush the log and watch the stop flag, a few times a second."""
+    while not stop.is_set():
+        log.add("s", time.monotonic(), breaker_openings(cache), cache.stats().breaker_state)
+        log.flush()
+        await asyncio.sleep(SAMPLE_EVERY)
+    done.set()
+
+
+async def _run(
+    config: dict[str, Any],
+    strict: bool,
+    work: Callable[[atc.ToolCache, Recorder, asyncio.Event], list[asyncio.Task[None]]],
+    stop: Event,
+    ready: Event,
+) -> None:
+    logging.basicConfig(filename=config["log_file"], level=logging.WARNING)
+    log = Recorder(Path(config["out"]))
+    cache = atc.ToolCache.from_url(config["url"], namespace=config["namespace"], strict=strict)
+    done = asyncio.Event()
+    try:
+        await cache.start()
+        ready.set()
+        keeper = asyncio.create_task(_housekeeping(cache, log, stop, done))
+        tasks = work(cache, log, done)
+        await done.wait()
+        # A call stuck on the backend gets a grace period, then it is abandoned.
+        _, pending = await asyncio.wait(tasks, timeout=3)
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*tasks, keeper, return_exceptions=True)
+        log.add("s", time.monotonic(), breaker_openings(cache), cache.stats().breaker_state)
+    finally:
+        log.close()
+        try:
+            await asyncio.wait_for(cache.aclose(), 5)
+        except Exception:  # leaving anyway; the log is written
+            logging.exception("closing the cache failed")
+
+
+def run_writer(config: dict[str, Any], truth: Truth, stop: Event, ready: Event) -> None:
+    """Process entry point: mutate the truth and the cache until ``stop`` is set."""
+    rng = random.Random(config["seed"])
+
+    def work(cache: atc.ToolCache, log: Recorder, done: asyncio.Event) -> list[asyncio.Task[None]]:
+        return [asyncio.create_task(_write_loop(cache, log, done, truth, rng))]
+
+    asyncio.run(_run(config, True, work, stop, ready))
+
+
+def _bump(truth: Truth, keys: Sequence[int]) -> tuple[float, list[int]]:
+    with truth.get_lock():
+        # Stamped before the bump: a loader cannot see a version before its time.
+        stamp = time.monotonic()
+        versions = []
+        for key in keys:  # the lock is reentrant
+            truth[key] = version = int(truth[key]) + 1
+            versions.append(version)
+    return stamp, versions
+
+
+async def _write_loop(
+    cache: atc.ToolCache, log: Recorder, done: asyncio.Event, truth: Truth, rng: random.Random
+) -> None:
+    results = cache.results
+    while not done.is_set():
+        roll = rng.random()
+        key = rng.randrange(KEYS)
+        if roll < 0.70:
+            op, keys = "set", [key]
+        elif roll < 0.85:
+            op, keys = "delete", [key]
+        elif roll < 0.92:
+            group = key // GROUP
+            op, keys = f"tag grp:{group}", list(range(group * GROUP, (group + 1) * GROUP))
+        elif roll < 0.97:
+            server = key // SERVER
+            op, keys = f"server s{server}", list(range(server * SERVER, (server + 1) * SERVER))
+        else:
+            op, keys = "layer", list(range(KEYS))
+        stamp, versions = _bump(truth, keys)
+        error = None
+        try:
+            if op == "set":
+                await results.set(key, value_of(key, versions[0]), tags=tags_of(key))
+            elif op == "delete":
+                await results.delete(key)
+            elif op.startswith("tag"):
+                await cache.invalidate(tags=[op.removeprefix("tag ")])
+            elif op.startswith("server"):
+                await cache.invalidate_server(op.removeprefix("server "))
+            else:
+                await cache.invalidate(layer="results")
+        except BackendError as exc:  # strict: this change has not reached Redis (yet)
+            error = f"backend:{type(exc).__name__}"
+        except Exception as exc:  # a caller error is what the checker counts
+            error = type(exc).__name__
+        log.add("w", stamp, time.monotonic(), op, keys, versions, error is None, error)
+        await asyncio.sleep(WRITE_PAUSE)
+
+
+def run_reader(config: dict[str, Any], truth: Truth, stop: Event, ready: Event) -> None:
+    """Process entry point: read keys through the cache until ``stop`` is set."""
+    rng = random.Random(config["seed"])
+
+    def work(cache: atc.ToolCache, log: Recorder, done: asyncio.Event) -> list[asyncio.Task[None]]:
+        return [
+            asyncio.create_task(_read_loop(cache, log, done, truth, random.Random(rng.random())))
+            for _ in range(READER_TASKS)
+        ]
+
+    asyncio.run(_run(config, False, work, stop, ready))
+
+
+async def _read_loop(
+    cache: atc.ToolCache, log: Recorder, done: asyncio.Event, truth: Truth, rng: random.Random
+) -> None:
+    results = cache.results
+    while not done.is_set():
+        key = rng.randrange(KEYS)
+
+        async def load(key: int = key) -> dict[str, int]:
+            version = int(truth[key])
+            log.add("l", time.monotonic(), key, version)
+            await asyncio.sleep(LOADER_SECONDS)  # a source query takes a moment
+            return value_of(key, version)
+
+        started = time.monotonic()
+        try:
+            value = await results.get_or_load(key, load, tags=tags_of(key))
+        except Exception as exc:  # a caller error is what the checker counts
+            log.add("r", started, time.monotonic(), key, None, type(exc).__name__)
+        else:
+            version = version_in(key, value)
+            kind = "ok" if version is not None else "bad"
+            log.add("r", started, time.monotonic(), key, version, kind)
+        await asyncio.sleep(READ_PAUSE)
