@@ -20,11 +20,14 @@ phase comes first, then one phase per fault:
   until the client gives up on it), for the writer and the readers, 5 s;
 - ``partition``: the readers cut off from Redis for 4 s (the writer is not).
 
-Each phase is a lead-in, the fault, and a recovery window. It prints one
-table row per phase (``chaos_check`` defines every column) and, as its last
-line, one JSON object with all the figures. ``--short`` runs the control phase
-and four faults with short windows (about 25 s in all); the full schedule
-takes about two minutes.
+Each phase starts every worker on a fresh cache in a namespace of its own
+(so what a fault leaves broken shows in its own row, not in every later one),
+then runs a 1 s lead-in, the fault, and a recovery window (6 s; 3 s in the
+short schedule). It prints one table row per phase (``chaos_check`` defines
+every column) and, as its last line, one JSON object with all the figures.
+``--short`` runs the control phase and four faults (flushall, client_kill,
+sigkill, a 2 s partition), about 30 s in all; the full schedule takes about
+two and a half minutes.
 """
 
 from __future__ import annotations
@@ -183,7 +186,7 @@ def schedule(short: bool) -> tuple[float, float, float, list[Fault]]:
             Fault("sigkill", sigkill, 1, restart),
             Fault("partition", cut, 2, reconnect),
         ]
-        return 3.0, 0.5, 3.0, faults
+        return 3.0, 1.0, 3.0, faults
     latency_on, latency_off = link_fault(latency=0.2)
     drops_on, drops_off = link_fault(drop=0.3)
     faults = [
@@ -204,20 +207,43 @@ def say(message: str) -> None:
     print(f"chaos: {message}", file=sys.stderr, flush=True)
 
 
-async def run_phases(rig: Rig, short: bool) -> list[dict[str, Any]]:
+class Conductor:
+    """Conductor moves every worker into the next phase, and its fresh namespace, together."""
+
+    def __init__(self, control: chaos_workers.Control, processes: list[Any]) -> None:
+        self.control = control
+        self.processes = processes
+
+    async def enter(self, phase: int, within: float = 30.0) -> None:
+        self.control.phase.value = phase
+        deadline = time.monotonic() + within
+        while any(done != phase for done in self.control.switched[:]):
+            if time.monotonic() > deadline or not all(p.is_alive() for p in self.processes):
+                raise RuntimeError(f"the workers did not reach phase {phase}")
+            await asyncio.sleep(0.02)
+
+
+async def run_phases(rig: Rig, conductor: Conductor, short: bool) -> list[dict[str, Any]]:
     control, lead, recovery, faults = schedule(short)
-    now = time.monotonic()
-    phases = [{"name": "control", "start": now, "fault_start": now, "fault_end": now}]
-    await asyncio.sleep(control)
-    for fault in faults:
-        say(f"{fault.name}")
-        start = phases[-1]["end"] = time.monotonic()
+    phases: list[dict[str, Any]] = []
+    for index, fault in enumerate([None, *faults]):
+        name = "control" if fault is None else fault.name
+        say(name)
+        start = time.monotonic()
+        if phases:
+            phases[-1]["end"] = start
+        await conductor.enter(index, within=60 if fault is None else 30)
+        if fault is None:  # no fault: heal time counts from the moment all are up
+            now = time.monotonic()
+            phases.append({"name": name, "start": start, "fault_start": now, "fault_end": now})
+            await asyncio.sleep(control)
+            continue
         await asyncio.sleep(lead)
         fault_start = time.monotonic()
         await fault.inject(rig)
         await asyncio.sleep(fault.hold)
         await fault.heal(rig)
-        phase = {"name": fault.name, "start": start, "fault_start": fault_start}
+        phase = {"name": name, "start": start, "fault_start": fault_start}
         phase["fault_end"] = time.monotonic()
         phases.append(phase)
         await asyncio.sleep(recovery)
@@ -232,34 +258,26 @@ async def run(short: bool, workdir: Path) -> list[dict[str, Any]]:
     rig = Rig(server, writer_link, reader_link)
     spawn = multiprocessing.get_context("spawn")
     truth = spawn.Array("q", chaos_workers.KEYS)
-    stop = spawn.Event()
-    processes, readies = [], []
-    namespace = f"chaos{os.getpid()}"
     roles = [("writer", chaos_workers.run_writer, writer_link)]
     roles += [(f"reader{i}", chaos_workers.run_reader, reader_link) for i in range(READERS)]
+    control = chaos_workers.Control(spawn.Value("i", -1), spawn.Array("i", [-1] * len(roles)))
+    processes = []
     try:
-        for i, (name, target, link) in enumerate(roles):
+        for index, (name, target, link) in enumerate(roles):
             config = {
                 "url": link.url,
-                "namespace": namespace,
+                "namespace": f"chaos{os.getpid()}",
+                "index": index,
                 "out": str(workdir / f"{name}.jsonl"),
                 "log_file": str(workdir / f"{name}.log"),
-                "seed": 1000 + i,
+                "seed": 1000 + index,
             }
-            ready = spawn.Event()
-            process = spawn.Process(target=target, args=(config, truth, stop, ready), name=name)
+            process = spawn.Process(target=target, args=(config, truth, control), name=name)
             process.start()
             processes.append(process)
-            readies.append(ready)
-        deadline = time.monotonic() + 60
-        while not all(ready.is_set() for ready in readies):
-            if time.monotonic() > deadline or not all(p.is_alive() for p in processes):
-                raise RuntimeError(f"workers did not start; see the logs in {workdir}")
-            await asyncio.sleep(0.05)
-        say(f"{len(processes)} workers up; control")
-        return await run_phases(rig, short)
+        return await run_phases(rig, Conductor(control, processes), short)
     finally:
-        stop.set()
+        control.phase.value = -1
         for process in processes:
             await asyncio.to_thread(process.join, 15)
             if process.is_alive():
@@ -274,7 +292,7 @@ async def run(short: bool, workdir: Path) -> list[dict[str, Any]]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--short", action="store_true", help="control and four faults, ~25 s")
+    parser.add_argument("--short", action="store_true", help="control and four faults, ~30 s")
     parser.add_argument("--keep", action="store_true", help="keep the workers' logs")
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="atc-chaos-run-"))

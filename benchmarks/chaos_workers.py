@@ -26,7 +26,7 @@ import random
 import time
 import zlib
 from collections.abc import Callable, Sequence
-from multiprocessing.synchronize import Event
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -50,10 +50,23 @@ READER_TASKS = 3
 READ_PAUSE = 0.015
 WRITE_PAUSE = 0.04
 LOADER_SECONDS = 0.01
-SAMPLE_EVERY = 0.25
+POLL = 0.05  # how often a worker looks for a new phase
+SAMPLE_TICKS = 5  # polls between two samples of the cache's state
 
 # A multiprocessing Array("q", KEYS): the latest version of each key.
 Truth = Any
+
+
+@dataclass(frozen=True)
+class Control:
+    """Control is how the conductor steers the workers: shared memory, no I/O.
+
+    ``phase`` is the phase to be in (-1: stop); worker ``i`` writes into
+    ``switched[i]`` the phase whose cache it has started.
+    """
+
+    phase: Any  # multiprocessing Value("i")
+    switched: Any  # multiprocessing Array("i", workers)
 
 
 def value_of(key: int, version: int) -> dict[str, int]:
@@ -102,56 +115,86 @@ def breaker_openings(cache: atc.ToolCache) -> int:
     return int(getattr(breaker, "opened", 0) or 0)
 
 
-async def _housekeeping(
-    cache: atc.ToolCache, log: Recorder, stop: Event, done: asyncio.Event
-) -> None:
-    """Sample the cache, flush the log and watch the stop flag, a few times a second."""
-    while not stop.is_set():
-        log.add("s", time.monotonic(), breaker_openings(cache), cache.stats().breaker_state)
-        log.flush()
-        await asyncio.sleep(SAMPLE_EVERY)
-    done.set()
+Work = Callable[[atc.ToolCache, Recorder, asyncio.Event, int], list[asyncio.Task[None]]]
 
 
-async def _run(
-    config: dict[str, Any],
-    strict: bool,
-    work: Callable[[atc.ToolCache, Recorder, asyncio.Event], list[asyncio.Task[None]]],
-    stop: Event,
-    ready: Event,
-) -> None:
+async def _switch(
+    config: dict[str, Any], strict: bool, phase: int, old: atc.ToolCache | None
+) -> atc.ToolCache:
+    """Close ``old`` and return a started cache in the namespace of ``phase``."""
+    if old is not None:
+        try:
+            await asyncio.wait_for(old.aclose(), 3)
+        except Exception:  # moving on anyway: that namespace is abandoned
+            logging.exception("closing the cache failed")
+    namespace = f"{config['namespace']}-{phase}"
+    cache = atc.ToolCache.from_url(config["url"], namespace=namespace, strict=strict)
+    await cache.start()
+    return cache
+
+
+async def _run(config: dict[str, Any], strict: bool, work: Work, control: Control) -> None:
+    """Run ``work`` on a fresh cache for each phase the conductor announces, until it says -1.
+
+    Each phase has its own namespace, so damage a fault leaves behind (lost
+    generations, say) shows in that fault's row and not in every later one.
+    Before switching, the work is stopped (calls still running after a
+    second are cancelled and not recorded); the writer starts writing in a
+    phase only once every worker has switched (see ``_write_loop``).
+    """
     logging.basicConfig(filename=config["log_file"], level=logging.WARNING)
     log = Recorder(Path(config["out"]))
-    cache = atc.ToolCache.from_url(config["url"], namespace=config["namespace"], strict=strict)
-    done = asyncio.Event()
+    index = config["index"]
+    cache: atc.ToolCache | None = None
+    current, openings, tick = -1, 0, 0
+    tasks: list[asyncio.Task[None]] = []
+    stopping = asyncio.Event()
     try:
-        await cache.start()
-        ready.set()
-        keeper = asyncio.create_task(_housekeeping(cache, log, stop, done))
-        tasks = work(cache, log, done)
-        await done.wait()
-        # A call stuck on the backend gets a grace period, then it is abandoned.
-        _, pending = await asyncio.wait(tasks, timeout=3)
-        for task in pending:
-            task.cancel()
-        await asyncio.gather(*tasks, keeper, return_exceptions=True)
-        log.add("s", time.monotonic(), breaker_openings(cache), cache.stats().breaker_state)
+        while True:
+            wanted = int(control.phase.value)
+            if wanted != current:
+                stopping.set()
+                if tasks:
+                    _, pending = await asyncio.wait(tasks, timeout=1)
+                    for task in pending:
+                        task.cancel()
+                    await asyncio.gather(*tasks, return_exceptions=True)
+                if cache is not None:
+                    openings += breaker_openings(cache)
+                    log.add("s", time.monotonic(), openings, cache.stats().breaker_state)
+                if wanted < 0:
+                    break
+                cache = await _switch(config, strict, wanted, cache)
+                stopping = asyncio.Event()
+                tasks = work(cache, log, stopping, wanted)
+                control.switched[index] = current = wanted
+            assert cache is not None
+            tick += 1
+            if tick % SAMPLE_TICKS == 0:
+                total = openings + breaker_openings(cache)
+                log.add("s", time.monotonic(), total, cache.stats().breaker_state)
+                log.flush()
+            await asyncio.sleep(POLL)
     finally:
         log.close()
-        try:
-            await asyncio.wait_for(cache.aclose(), 5)
-        except Exception:  # leaving anyway; the log is written
-            logging.exception("closing the cache failed")
+        if cache is not None:
+            try:
+                await asyncio.wait_for(cache.aclose(), 5)
+            except Exception:  # leaving anyway; the log is written
+                logging.exception("closing the cache failed")
 
 
-def run_writer(config: dict[str, Any], truth: Truth, stop: Event, ready: Event) -> None:
-    """Process entry point: mutate the truth and the cache until ``stop`` is set."""
+def run_writer(config: dict[str, Any], truth: Truth, control: Control) -> None:
+    """Process entry point: mutate the truth and the cache until the conductor says stop."""
     rng = random.Random(config["seed"])
 
-    def work(cache: atc.ToolCache, log: Recorder, done: asyncio.Event) -> list[asyncio.Task[None]]:
-        return [asyncio.create_task(_write_loop(cache, log, done, truth, rng))]
+    def work(
+        cache: atc.ToolCache, log: Recorder, stopping: asyncio.Event, phase: int
+    ) -> list[asyncio.Task[None]]:
+        loop = _write_loop(cache, log, stopping, truth, rng, control, phase)
+        return [asyncio.create_task(loop)]
 
-    asyncio.run(_run(config, True, work, stop, ready))
+    asyncio.run(_run(config, True, work, control))
 
 
 def _bump(truth: Truth, keys: Sequence[int]) -> tuple[float, list[int]]:
@@ -166,10 +209,21 @@ def _bump(truth: Truth, keys: Sequence[int]) -> tuple[float, list[int]]:
 
 
 async def _write_loop(
-    cache: atc.ToolCache, log: Recorder, done: asyncio.Event, truth: Truth, rng: random.Random
+    cache: atc.ToolCache,
+    log: Recorder,
+    stopping: asyncio.Event,
+    truth: Truth,
+    rng: random.Random,
+    control: Control,
+    phase: int,
 ) -> None:
+    # A reader still in the previous namespace would not hear these writes.
+    while any(done != phase for done in control.switched[:]):
+        if stopping.is_set():
+            return
+        await asyncio.sleep(POLL)
     results = cache.results
-    while not done.is_set():
+    while not stopping.is_set():
         roll = rng.random()
         key = rng.randrange(KEYS)
         if roll < 0.70:
@@ -205,24 +259,28 @@ async def _write_loop(
         await asyncio.sleep(WRITE_PAUSE)
 
 
-def run_reader(config: dict[str, Any], truth: Truth, stop: Event, ready: Event) -> None:
-    """Process entry point: read keys through the cache until ``stop`` is set."""
+def run_reader(config: dict[str, Any], truth: Truth, control: Control) -> None:
+    """Process entry point: read keys through the cache until the conductor says stop."""
     rng = random.Random(config["seed"])
 
-    def work(cache: atc.ToolCache, log: Recorder, done: asyncio.Event) -> list[asyncio.Task[None]]:
+    def work(
+        cache: atc.ToolCache, log: Recorder, stopping: asyncio.Event, phase: int
+    ) -> list[asyncio.Task[None]]:
         return [
-            asyncio.create_task(_read_loop(cache, log, done, truth, random.Random(rng.random())))
+            asyncio.create_task(
+                _read_loop(cache, log, stopping, truth, random.Random(rng.random()))
+            )
             for _ in range(READER_TASKS)
         ]
 
-    asyncio.run(_run(config, False, work, stop, ready))
+    asyncio.run(_run(config, False, work, control))
 
 
 async def _read_loop(
-    cache: atc.ToolCache, log: Recorder, done: asyncio.Event, truth: Truth, rng: random.Random
+    cache: atc.ToolCache, log: Recorder, stopping: asyncio.Event, truth: Truth, rng: random.Random
 ) -> None:
     results = cache.results
-    while not done.is_set():
+    while not stopping.is_set():
         key = rng.randrange(KEYS)
 
         async def load(key: int = key) -> dict[str, int]:
