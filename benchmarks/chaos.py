@@ -298,6 +298,7 @@ def main() -> None:
     workdir = Path(tempfile.mkdtemp(prefix="atc-chaos-run-"))
     try:
         phases = asyncio.run(run(args.short, workdir))
+        (workdir / "phases.json").write_text(json.dumps(phases), encoding="utf-8")
         names = ["writer", *(f"reader{i}" for i in range(READERS))]
         records = load_records(workdir / f"{name}.jsonl" for name in names)
         result = verdict(records, phases)

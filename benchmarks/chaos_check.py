@@ -16,6 +16,9 @@ Pure functions over the records ``chaos_workers`` writes and the phase timeline
 - ``max_staleness_ms``: over every read, the longest time from the
   acknowledgement of a newer version to the start of a read that still
   returned an older one (0 when no read lagged an acknowledged write);
+  ``stale_after_fault`` counts the stale reads that began after the fault
+  ended, ``stale_by_operation`` all of them by the kind of change they
+  missed (``set``, ``delete``, ``tag``, ``server`` or ``layer``);
 - ``heal_s``: from the end of the fault until each reader's last read that was
   not current, the slowest reader; a read is current when it returned a
   well-formed value at least as new as the truth was ``BOUND`` before it
@@ -51,17 +54,19 @@ class Timeline:
 
     assigned: dict[int, tuple[list[float], list[int]]] = field(default_factory=dict)
     acked: dict[int, tuple[list[float], list[int]]] = field(default_factory=dict)
+    kind: dict[tuple[int, int], str] = field(default_factory=dict)  # (key, version) -> op
 
     @classmethod
     def from_writes(cls, writes: Iterable[list[Any]]) -> Timeline:
         assigned: dict[int, list[tuple[float, int]]] = defaultdict(list)
         acked: dict[int, list[tuple[float, int]]] = defaultdict(list)
-        for _, stamp, returned, _op, keys, versions, ok, _error in writes:
+        timeline = cls()
+        for _, stamp, returned, op, keys, versions, ok, _error in writes:
             for key, version in zip(keys, versions, strict=True):
+                timeline.kind[key, version] = op.split()[0]
                 assigned[key].append((stamp, version))
                 if ok:
                     acked[key].append((returned, version))
-        timeline = cls()
         for target, source in ((timeline.assigned, assigned), (timeline.acked, acked)):
             for key, pairs in source.items():
                 pairs.sort()
@@ -79,17 +84,15 @@ class Timeline:
     def written_by(self, key: int, moment: float) -> int:
         return self._at(self.assigned.get(key), moment)
 
-    def acked_by(self, key: int, moment: float) -> int:
-        return self._at(self.acked.get(key), moment)
-
-    def superseded_at(self, key: int, version: int) -> float | None:
-        """When Redis first acknowledged a version newer than ``version`` (None: never)."""
+    def superseded(self, key: int, version: int) -> tuple[float, str] | None:
+        """When Redis first acknowledged a version newer than ``version``, and by which
+        operation (None: never)."""
         series = self.acked.get(key)
         if series is None:
             return None
         for moment, newer in zip(*series, strict=True):
             if newer > version:
-                return moment
+                return moment, self.kind[key, newer]
         return None
 
 
@@ -164,14 +167,16 @@ def _phase(
     errors += sum(1 for w in writes if w[7] is not None and not w[7].startswith("backend:"))
     served = [r for r in reads if r[5] == "ok" and not _wrong(timeline, r)]
     stale, stale_after, max_stale = 0, 0, 0.0
+    stale_by: dict[str, int] = {}
     for _, begun, _end, key, version, _kind, _worker in served:
-        superseded = timeline.superseded_at(key, version)
-        if superseded is None or superseded >= begun:
+        newer = timeline.superseded(key, version)
+        if newer is None or newer[0] >= begun:
             continue
-        max_stale = max(max_stale, begun - superseded)
-        if begun - superseded > BOUND:
+        max_stale = max(max_stale, begun - newer[0])
+        if begun - newer[0] > BOUND:
             stale += 1
             stale_after += begun >= phase["fault_end"]
+            stale_by[newer[1]] = stale_by.get(newer[1], 0) + 1
     heal, healed = _heal(timeline, reads, phase)
     samples = records["s"]
     return {
@@ -182,6 +187,7 @@ def _phase(
         "wrong_values": sum(1 for r in reads if r[5] in OK and _wrong(timeline, r)),
         "stale_beyond_bound": stale,
         "stale_after_fault": stale_after,
+        "stale_by_operation": dict(sorted(stale_by.items())),
         "max_staleness_ms": round(max_stale * 1000),
         "heal_s": round(heal, 3),
         "healed": healed,

@@ -48,6 +48,7 @@ def test_a_read_older_than_an_acknowledged_write_is_stale_only_past_the_bound() 
     assert row["stale_beyond_bound"] == 1
     assert row["stale_after_fault"] == 0
     assert row["max_staleness_ms"] == 200
+    assert row["stale_by_operation"] == {"set": 1}
     assert row["wrong_values"] == row["caller_errors"] == 0
 
 
