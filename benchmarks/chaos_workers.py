@@ -41,7 +41,7 @@ except ImportError:  # the tag format is part of the documented behaviour
         return f"server:{server_id}"
 
 
-__all__ = ["KEYS", "run_reader", "run_writer", "value_of"]
+__all__ = ["KEYS", "Control", "run_reader", "run_writer", "value_of"]
 
 KEYS = 50
 GROUP = 5  # keys per invalidation tag
@@ -129,7 +129,10 @@ async def _switch(
             logging.exception("closing the cache failed")
     namespace = f"{config['namespace']}-{phase}"
     cache = atc.ToolCache.from_url(config["url"], namespace=namespace, strict=strict)
-    await cache.start()
+    try:
+        await cache.start()
+    except Exception:  # the cache starts lazily instead; what that costs shows in the logs
+        logging.exception("starting the cache failed")
     return cache
 
 
