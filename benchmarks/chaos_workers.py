@@ -110,9 +110,34 @@ class Recorder:
         self.file.close()
 
 
-def breaker_openings(cache: atc.ToolCache) -> int:
-    breaker = getattr(cache, "breaker", None)
-    return int(getattr(breaker, "opened", 0) or 0)
+class BreakerWatch:
+    """BreakerWatch counts a worker's breaker openings over all the caches it has used.
+
+    It reads the breaker's own ``opened`` counter; should a cache not expose
+    one, it counts the changes into ``open`` it sees in ``stats()`` instead,
+    rather than reporting zero.
+    """
+
+    def __init__(self) -> None:
+        self.retired = 0  # openings of the caches already closed
+        self.seen = 0
+        self.last = "closed"
+
+    def poll(self, cache: atc.ToolCache) -> str:
+        state = cache.stats().breaker_state
+        if state == "open" and self.last != "open":
+            self.seen += 1
+        self.last = state
+        return state
+
+    def total(self, cache: atc.ToolCache) -> int:
+        opened = getattr(getattr(cache, "breaker", None), "opened", None)
+        own = opened if isinstance(opened, int) else self.seen
+        return self.retired + own
+
+    def retire(self, cache: atc.ToolCache) -> None:
+        self.retired = self.total(cache)
+        self.seen, self.last = 0, "closed"
 
 
 Work = Callable[[atc.ToolCache, Recorder, asyncio.Event, int], list[asyncio.Task[None]]]
@@ -149,7 +174,8 @@ async def _run(config: dict[str, Any], strict: bool, work: Work, control: Contro
     log = Recorder(Path(config["out"]))
     index = config["index"]
     cache: atc.ToolCache | None = None
-    current, openings, tick = -1, 0, 0
+    current, tick = -1, 0
+    breaker = BreakerWatch()
     tasks: list[asyncio.Task[None]] = []
     stopping = asyncio.Event()
     try:
@@ -163,8 +189,9 @@ async def _run(config: dict[str, Any], strict: bool, work: Work, control: Contro
                         task.cancel()
                     await asyncio.gather(*tasks, return_exceptions=True)
                 if cache is not None:
-                    openings += breaker_openings(cache)
-                    log.add("s", time.monotonic(), openings, cache.stats().breaker_state)
+                    state = breaker.poll(cache)
+                    log.add("s", time.monotonic(), breaker.total(cache), state)
+                    breaker.retire(cache)
                 if wanted < 0:
                     break
                 cache = await _switch(config, strict, wanted, cache)
@@ -173,9 +200,9 @@ async def _run(config: dict[str, Any], strict: bool, work: Work, control: Contro
                 control.switched[index] = current = wanted
             assert cache is not None
             tick += 1
+            state = breaker.poll(cache)
             if tick % SAMPLE_TICKS == 0:
-                total = openings + breaker_openings(cache)
-                log.add("s", time.monotonic(), total, cache.stats().breaker_state)
+                log.add("s", time.monotonic(), breaker.total(cache), state)
                 log.flush()
             await asyncio.sleep(POLL)
     finally:
