@@ -21,14 +21,16 @@ Pure functions over the records ``chaos_workers`` writes and the phase timeline
   missed (``set``, ``delete``, ``tag``, ``server`` or ``layer``);
 - ``heal_s``: from the end of the fault until each reader's last read that was
   not current, the slowest reader; a read is current when it returned a
-  well-formed value at least as new as the truth was ``BOUND`` before it
-  began (acknowledged or not: after a fault, changes queued during it must
-  land too). ``healed`` is False when some reader was still not current in
-  the phase's last ``SETTLE`` seconds, or made no read then;
+  well-formed value at least as new as every change whose call had returned
+  ``BOUND`` before the read began, acknowledged or not (after a fault, the
+  changes that failed during it must land too). ``healed`` is False when
+  some reader was still not current in the phase's last ``SETTLE`` seconds,
+  or made no read then;
 - ``breaker_openings``: circuit-breaker openings, summed over the workers;
 - ``loads``, ``distinct_keys``, ``distinct_versions``: loader calls, the keys
   they were for, and the distinct (key, version) pairs they returned;
-- ``writes``, ``acknowledged``: the writer's changes, and those Redis accepted.
+- ``writes``, ``acknowledged``: the writer's changes, and those Redis accepted;
+  ``max_write_ms`` the longest any of those calls took.
 """
 
 from __future__ import annotations
@@ -50,24 +52,33 @@ OK = ("ok", "bad")
 
 @dataclass
 class Timeline:
-    """Timeline is, per key, when each version was assigned and when Redis acknowledged it."""
+    """Timeline is, per key, when each version was assigned, when its call returned, and
+    when Redis acknowledged it."""
 
     assigned: dict[int, tuple[list[float], list[int]]] = field(default_factory=dict)
+    returned: dict[int, tuple[list[float], list[int]]] = field(default_factory=dict)
     acked: dict[int, tuple[list[float], list[int]]] = field(default_factory=dict)
     kind: dict[tuple[int, int], str] = field(default_factory=dict)  # (key, version) -> op
 
     @classmethod
     def from_writes(cls, writes: Iterable[list[Any]]) -> Timeline:
         assigned: dict[int, list[tuple[float, int]]] = defaultdict(list)
+        returned: dict[int, list[tuple[float, int]]] = defaultdict(list)
         acked: dict[int, list[tuple[float, int]]] = defaultdict(list)
         timeline = cls()
-        for _, stamp, returned, op, keys, versions, ok, _error in writes:
+        for _, stamp, back, op, keys, versions, ok, _error in writes:
             for key, version in zip(keys, versions, strict=True):
                 timeline.kind[key, version] = op.split()[0]
                 assigned[key].append((stamp, version))
+                returned[key].append((back, version))
                 if ok:
-                    acked[key].append((returned, version))
-        for target, source in ((timeline.assigned, assigned), (timeline.acked, acked)):
+                    acked[key].append((back, version))
+        pairs_by_series = (
+            (timeline.assigned, assigned),
+            (timeline.returned, returned),
+            (timeline.acked, acked),
+        )
+        for target, source in pairs_by_series:
             for key, pairs in source.items():
                 pairs.sort()
                 target[key] = ([t for t, _ in pairs], [v for _, v in pairs])
@@ -82,7 +93,12 @@ class Timeline:
         return series[1][i - 1] if i else 0
 
     def written_by(self, key: int, moment: float) -> int:
+        """The newest version of ``key`` assigned by ``moment``."""
         return self._at(self.assigned.get(key), moment)
+
+    def settled_by(self, key: int, moment: float) -> int:
+        """The newest version of ``key`` whose change had returned by ``moment``, ok or not."""
+        return self._at(self.returned.get(key), moment)
 
     def superseded(self, key: int, version: int) -> tuple[float, str] | None:
         """When Redis first acknowledged a version newer than ``version``, and by which
@@ -124,7 +140,7 @@ def _current(timeline: Timeline, read: list[Any]) -> bool:
     _, start, _end, key, version, kind, _worker = read
     if kind != "ok" or _wrong(timeline, read):
         return False
-    return bool(version >= timeline.written_by(key, start - BOUND))
+    return bool(version >= timeline.settled_by(key, start - BOUND))
 
 
 def _openings(samples: Sequence[list[Any]], moment: float) -> int:
@@ -197,6 +213,7 @@ def _phase(
         "distinct_versions": len({(ld[2], ld[3]) for ld in loads}),
         "writes": len(writes),
         "acknowledged": sum(1 for w in writes if w[6]),
+        "max_write_ms": round(max((w[2] - w[1] for w in writes), default=0.0) * 1000),
     }
 
 

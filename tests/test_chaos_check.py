@@ -86,6 +86,16 @@ def test_heal_time_runs_to_the_last_read_that_was_not_current() -> None:
     assert row["healed"] is False
 
 
+def test_a_read_during_a_slow_change_is_current_until_the_change_returns() -> None:
+    writes = [["w", 1.0, 2.0, "layer", [7], [1], True, None]]  # one second in flight
+    reads = [["r", 1.5, 1.6, 7, 0, "ok", 1], ["r", 2.5, 2.6, 7, 0, "ok", 1]]
+    phase = {"name": "p", "start": 0.0, "fault_start": 1.0, "fault_end": 1.0, "end": 10.0}
+    row = verdict({"w": writes, "r": reads, "l": [], "s": []}, [phase])["phases"][0]
+    assert row["heal_s"] == pytest.approx(1.6)  # only the read at 2.5 lagged
+    assert row["stale_beyond_bound"] == 1
+    assert row["max_write_ms"] == 1000
+
+
 def test_breaker_openings_and_loads_are_counted_within_the_phase() -> None:
     loads = [["l", 1.5, 7, 1, 1], ["l", 2.5, 7, 1, 2], ["l", 3.5, 8, 0, 1], ["l", 11.0, 8, 0, 1]]
     result = verdict(records([["r", 1.5, 1.6, 7, 1, "ok"]], loads), [PHASE])

@@ -30,6 +30,7 @@ COUNTS = (
     "distinct_versions",
     "writes",
     "acknowledged",
+    "max_write_ms",
 )
 
 
