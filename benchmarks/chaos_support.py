@@ -1,0 +1,259 @@
+"""The chaos checker's fault machinery: redis-server processes it may kill, and a faulty link.
+
+``RedisProcess`` is one redis-server on a free loopback port, in its own
+temporary directory, with persistence off: the checker can SIGKILL it and
+restart it empty, or freeze it with SIGSTOP. ``FaultProxy`` is a loopback TCP
+proxy in front of it that adds reply latency, drops replies and partitions
+on command. Both are self-contained so the benchmark needs nothing from the
+test suite.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import redis
+
+__all__ = ["FaultProxy", "RedisProcess", "free_port"]
+
+HOST = "127.0.0.1"
+CHUNK = 65536
+
+
+def free_port() -> int:
+    """Return a loopback TCP port that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((HOST, 0))
+        return int(sock.getsockname()[1])
+
+
+class RedisProcess:
+    """RedisProcess is one disposable redis-server on a free loopback port (never 6379)."""
+
+    def __init__(self) -> None:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            raise RuntimeError("redis-server is not on PATH (apt-get install redis-server)")
+        self.binary = binary
+        self.port = free_port()
+        self.dir = Path(tempfile.mkdtemp(prefix=f"atc-chaos-{self.port}-"))
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://{HOST}:{self.port}/0"
+
+    def start(self) -> RedisProcess:
+        """Start the server (empty: no RDB, no AOF) and return once it answers PING."""
+        args = [
+            self.binary,
+            "--port",
+            str(self.port),
+            "--bind",
+            HOST,
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(self.dir),
+            "--logfile",
+            str(self.dir / "redis.log"),
+        ]
+        self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 10
+        while True:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"redis-server on port {self.port} exited at start")
+            try:
+                with redis.Redis(host=HOST, port=self.port, socket_timeout=1) as client:
+                    if client.ping():
+                        return self
+            except (redis.ConnectionError, redis.BusyLoadingError, redis.TimeoutError):
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"redis-server on port {self.port} did not start")
+            time.sleep(0.02)
+
+    def kill(self) -> None:
+        """SIGKILL the server, as a crash would; its data is gone."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+    def pause(self) -> None:
+        """SIGSTOP: the sockets stay open but nothing is answered."""
+        assert self.process is not None
+        os.kill(self.process.pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        """SIGCONT after ``pause``."""
+        assert self.process is not None
+        os.kill(self.process.pid, signal.SIGCONT)
+
+    def stop(self) -> None:
+        """Stop the server and remove its directory."""
+        if self.process is not None and self.process.poll() is None:
+            self.resume()
+            self.process.terminate()
+            try:
+                self.process.wait(5)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class _Link:
+    """_Link is one proxied connection: its upstream address and whether it went silent."""
+
+    __slots__ = ("silent", "upstream_port")
+
+    def __init__(self, upstream_port: int) -> None:
+        self.upstream_port = upstream_port
+        # Set when a reply was dropped: like a lost segment on a hung connection,
+        # nothing more flows until the client gives up and closes it.
+        self.silent = False
+
+
+class FaultProxy:
+    """FaultProxy forwards loopback connections to one Redis port, with the faults set on it.
+
+    ``latency`` delays every reply chunk by that many seconds (order kept);
+    ``drop`` is the probability that a reply chunk is dropped, after which its
+    connection forwards nothing more (the client's own timeout must notice);
+    ``partitioned`` holds everything in flight on open connections and closes
+    new ones at once, until it is cleared. It listens on 127.0.0.1 only.
+    """
+
+    def __init__(self, upstream_port: int, seed: int = 0) -> None:
+        self.upstream_port = upstream_port
+        self.latency = 0.0
+        self.drop = 0.0
+        self._connected = asyncio.Event()
+        self._connected.set()
+        self.dropped = 0
+        self.refused = 0
+        self.port = 0
+        self._rng = random.Random(seed)
+        self._links: set[_Link] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._server: asyncio.Server | None = None
+
+    async def start(self) -> FaultProxy:
+        self._server = await asyncio.start_server(self._serve, HOST, 0)
+        self.port = int(self._server.sockets[0].getsockname()[1])
+        return self
+
+    @property
+    def url(self) -> str:
+        return f"redis://{HOST}:{self.port}/0"
+
+    @property
+    def partitioned(self) -> bool:
+        return not self._connected.is_set()
+
+    @partitioned.setter
+    def partitioned(self, value: bool) -> None:
+        if value:
+            self._connected.clear()
+        else:
+            self._connected.set()
+
+    def upstream_addresses(self) -> list[str]:
+        """The ``host:port`` Redis sees for each open proxied connection (for CLIENT KILL)."""
+        return [f"{HOST}:{link.upstream_port}" for link in self._links]
+
+    def clear(self) -> None:
+        """Remove every fault (connections already silent stay silent)."""
+        self.latency = self.drop = 0.0
+        self.partitioned = False
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._tasks.add(task)
+        try:
+            await self._forward(reader, writer)
+        except (OSError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            self._tasks.discard(task)
+            writer.close()
+
+    async def _forward(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self.partitioned:
+            self.refused += 1
+            return
+        up_reader, up_writer = await asyncio.open_connection(HOST, self.upstream_port)
+        link = _Link(int(up_writer.get_extra_info("sockname")[1]))
+        self._links.add(link)
+        pumps = [
+            asyncio.create_task(self._pump(reader, up_writer, link, replies=False)),
+            asyncio.create_task(self._pump(up_reader, writer, link, replies=True)),
+        ]
+        try:
+            # Either side closing ends the connection on both sides.
+            await asyncio.wait(pumps, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for pump in pumps:
+                pump.cancel()
+            await asyncio.gather(*pumps, return_exceptions=True)
+            self._links.discard(link)
+            up_writer.close()
+
+    async def _pump(
+        self,
+        source: asyncio.StreamReader,
+        sink: asyncio.StreamWriter,
+        link: _Link,
+        *,
+        replies: bool,
+    ) -> None:
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[tuple[float, bytes] | None] = asyncio.Queue()
+
+        async def receive() -> None:
+            try:
+                while data := await source.read(CHUNK):
+                    if replies and self.drop and self._rng.random() < self.drop:
+                        self.dropped += 1
+                        link.silent = True
+                    if not link.silent:
+                        delay = self.latency if replies else 0.0
+                        queue.put_nowait((loop.time() + delay, data))
+            except OSError:
+                pass
+            finally:
+                queue.put_nowait(None)
+
+        receiver = asyncio.create_task(receive())
+        try:
+            while (item := await queue.get()) is not None:
+                due, data = item
+                if due > loop.time():
+                    await asyncio.sleep(due - loop.time())
+                await self._connected.wait()
+                if link.silent:
+                    continue
+                sink.write(data)
+                await sink.drain()
+        finally:
+            receiver.cancel()
+            await asyncio.gather(receiver, return_exceptions=True)
