@@ -106,8 +106,8 @@ def mask_url(url: str) -> str:
     return _SECRET_QUERY.sub(r"\1***", head + authority + rest[end:])
 
 
-def _fail(problem: str, url: str) -> ConfigurationError:
-    return ConfigurationError(f"{problem} in cache URL {mask_url(url)!r}")
+def _fail(problem: str, url: str, hint: str = "") -> ConfigurationError:
+    return ConfigurationError(f"{problem} in cache URL {mask_url(url)!r}{hint}")
 
 
 def _port(text: str, url: str) -> None:
@@ -180,11 +180,11 @@ def check_url(url: str) -> tuple[str, str]:
     scheme = match.group(1).lower() if match else ""
     kind = KNOWN_SCHEMES.get(scheme)
     if kind is None:
-        shown = f"scheme {scheme!r}" if scheme else "no scheme"
         raise _fail(
-            f"unsupported {shown}: use memory://, file:///path, redis://host:port/db, "
-            "rediss://, unix:///path.sock, redis+cluster:// or redis+sentinel://",
+            f"unsupported cache URL scheme {scheme!r}" if scheme else "no scheme",
             url,
+            ": use memory://, file:///path, redis://host:port/db, rediss://, "
+            "unix:///path.sock, redis+cluster:// or redis+sentinel://",
         )
     if kind in ("memory", "cassette"):
         return kind, ""

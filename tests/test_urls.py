@@ -41,9 +41,9 @@ MALFORMED = {
     f"redis+sentinel://u:{PW}@s1/mymaster?sentinel_password={PW}&x=1": "unknown URL option",
     f"unix://:{PW}@": "socket path",
     "file://host/dir": "file:///",
-    f"http://:{PW}@localhost:6379": "unsupported scheme 'http'",
-    f"user:{PW}@localhost:6379": "unsupported scheme 'user'",
-    f"localhost:6379?password={PW}": "unsupported scheme 'localhost'",
+    f"http://:{PW}@localhost:6379": "unsupported cache URL scheme 'http'",
+    f"user:{PW}@localhost:6379": "unsupported cache URL scheme 'user'",
+    f"localhost:6379?password={PW}": "unsupported cache URL scheme 'localhost'",
     f"//:{PW}@localhost": "no scheme",
     "": "empty",
 }
