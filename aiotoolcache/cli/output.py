@@ -12,8 +12,8 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-from collections.abc import Iterator, Sequence
-from typing import IO, Any
+from collections.abc import Callable, Iterator, Sequence
+from typing import IO, Any, ClassVar
 
 from aiotoolcache.urls import mask_url
 
@@ -107,6 +107,8 @@ _STATUS_STYLE = {"ok": "green", "warn": "yellow", "fail": "bold red"}
 
 
 def _rich_console(out: IO[str]) -> Any | None:
+    if Screen.console_factory is not None:
+        return Screen.console_factory(out)
     if "NO_COLOR" in os.environ or not out.isatty():
         return None
     try:
@@ -120,8 +122,11 @@ class Screen:
     """Screen writes a command's human output: rich on a terminal, plain text otherwise.
 
     Pass ``console`` (a rich Console, e.g. one that records for an SVG) to
-    force rich output.
+    force rich output; ``console_factory``, when set, makes every Screen's
+    console (``docs/screenshots.py`` records real command runs that way).
     """
+
+    console_factory: ClassVar[Callable[[IO[str]], Any] | None] = None
 
     def __init__(self, out: IO[str], console: Any | None = None) -> None:
         self.out = out
@@ -174,7 +179,7 @@ class Screen:
     @contextlib.contextmanager
     def status(self, message: str) -> Iterator[None]:
         """Show a spinner with ``message`` while the block runs (on a terminal only)."""
-        if self.console is None:
+        if self.console is None or self.console.record:  # a recording shows no spinner
             yield
             return
         with self.console.status(message):
