@@ -30,6 +30,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 from aiotoolcache.demo import STEPS, DemoConfig, demo_layers, make_workload, run_workload
@@ -46,6 +47,7 @@ __all__ = [
 ]
 
 INVALIDATION_WAIT = 10.0  # seconds a worker waits to hear the coordinator's invalidation
+_PACKAGE_ROOT = Path(__file__).resolve().parents[1]
 
 
 def redis_server_binary() -> str | None:
@@ -282,7 +284,10 @@ async def run_fleet_demo(
     server = tasks[order[0]].servers[0]  # the most asked-about server
     namespace = config.namespace or f"atc-demo-{uuid.uuid4().hex[:8]}"
     settings = json.dumps({**asdict(config), "url": None, "namespace": None})
-    env = {**os.environ, "PYTHONWARNINGS": os.environ.get("PYTHONWARNINGS", "")}
+    # The workers import this very copy of the package, installed or not.
+    package_root = str(_PACKAGE_ROOT)
+    path = os.environ.get("PYTHONPATH")
+    env = {**os.environ, "PYTHONPATH": package_root + (os.pathsep + path if path else "")}
     processes = [
         await asyncio.create_subprocess_exec(
             sys.executable,

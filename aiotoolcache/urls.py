@@ -172,7 +172,8 @@ def check_url(url: str) -> tuple[str, str]:
     """Return ``(kind, location)`` of a cache URL, or raise ConfigurationError naming the problem.
 
     ``kind`` is memory, file, redis, cluster, sentinel or cassette; ``location``
-    is the directory of a file URL, empty for memory, and the URL itself otherwise.
+    is the directory of a file URL, empty for memory, and the URL itself otherwise
+    (a cassette URL is only recognised here; the cassette store reads it).
     """
     if not isinstance(url, str) or not url.strip():
         raise ConfigurationError("the cache URL is empty")
@@ -186,8 +187,10 @@ def check_url(url: str) -> tuple[str, str]:
             ": use memory://, file:///path, redis://host:port/db, rediss://, "
             "unix:///path.sock, redis+cluster:// or redis+sentinel://",
         )
-    if kind in ("memory", "cassette"):
+    if kind == "memory":
         return kind, ""
+    if kind == "cassette":  # its own module reads the rest
+        return kind, url
     if not url[len(scheme) + 1 :].startswith("//"):
         raise _fail(f"{scheme}: must be followed by '//' (e.g. {scheme}://…)", url)
     try:

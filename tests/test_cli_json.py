@@ -116,3 +116,19 @@ def test_a_terminal_gets_rich_tables_and_anything_else_plain_text(
 
     monkeypatch.setenv("NO_COLOR", "1")
     assert not Screen(_Terminal()).rich
+
+
+@pytest.mark.parametrize(
+    ("url", "problem"),
+    [
+        ("redis://:hunter2@127.0.0.1:99999/0", "invalid port"),
+        ("http://:hunter2@127.0.0.1:6379/0", "unsupported cache URL scheme"),
+        ("redis://:hunter2@127.0.0.1:6379/0?sentinel_password=hunter2", "unknown URL option"),
+    ],
+)
+@pytest.mark.parametrize("command", ("stats", "doctor"))
+def test_a_malformed_url_never_prints_its_secrets(command: str, url: str, problem: str) -> None:
+    result = run_cli(command, "--url", url, "--json")
+    document = _json(result)
+    assert problem in document["error"]["message"]
+    assert "hunter2" not in result.stdout + result.stderr

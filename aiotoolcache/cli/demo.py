@@ -218,8 +218,14 @@ def fleet_sections(report: Any) -> list[Section]:
             format_percent(row.hit_rate),
         ]
 
+    first = (
+        f"aiotoolcache demo: {len(workers)} worker processes share one Redis ({report.redis})."
+        if report.reachable
+        else f"aiotoolcache demo: {len(workers)} worker processes were pointed at a Redis "
+        f"that did not answer ({report.redis}); each cached in its own process only."
+    )
     sections: list[Section] = [
-        f"aiotoolcache demo: {len(workers)} worker processes share one Redis ({report.redis}).",
+        first,
         f"Each answers the same {cfg.requests} agent requests ({cfg.distinct} distinct tasks, "
         f"seed {cfg.seed}) at the same time,",
         "so a value one worker loads is served to the others from Redis (L2 hits), and a "
