@@ -25,11 +25,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import parse_qsl, unquote, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.cluster import ClusterNode, ClusterPipeline, RedisCluster
@@ -41,6 +40,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 
 from aiotoolcache.errors import ConfigurationError
 from aiotoolcache.stores.redis import AnyRedis
+from aiotoolcache.urls import mask_url
 
 __all__ = [
     "BlockingSentinelConnectionPool",
@@ -106,13 +106,13 @@ def _host_port(item: str, default_port: int, url: str) -> tuple[str, int]:
     else:
         host, port_text = item, ""
     if not host:
-        raise ConfigurationError(f"empty host in {url!r}")
+        raise ConfigurationError(f"empty host in {mask_url(url)!r}")
     try:
         port = int(port_text) if port_text else default_port
     except ValueError:
-        raise ConfigurationError(f"invalid port {port_text!r} in {url!r}") from None
+        raise ConfigurationError(f"invalid port {port_text!r} in {mask_url(url)!r}") from None
     if not 0 < port < 65536:
-        raise ConfigurationError(f"invalid port {port} in {url!r}")
+        raise ConfigurationError(f"invalid port {port} in {mask_url(url)!r}")
     return unquote(host), port
 
 
@@ -127,7 +127,7 @@ def parse_server_list(url: str, default_port: int = DEFAULT_PORT) -> ServerList:
         password = unquote(secret) if has_password else None
     items = [item.strip() for item in hostlist.split(",") if item.strip()]
     if not items:
-        raise ConfigurationError(f"no host in {url!r}")
+        raise ConfigurationError(f"no host in {mask_url(url)!r}")
     return ServerList(
         tls=parts.scheme.lower().startswith("rediss"),
         hosts=[_host_port(item, default_port, url) for item in items],
@@ -149,7 +149,7 @@ def _no_query(servers: ServerList, url: str, allowed: tuple[str, ...] = ()) -> N
     unknown = sorted(set(servers.query) - set(allowed))
     if unknown:
         raise ConfigurationError(
-            f"unsupported URL option(s) {', '.join(unknown)} in {url!r}: "
+            f"unsupported URL option(s) {', '.join(unknown)} in {mask_url(url)!r}: "
             "pass connection options through redis_options"
         )
 
@@ -226,7 +226,7 @@ def _cluster_client(
     servers = parse_server_list(url)
     _no_query(servers, url)
     if servers.path not in ([], ["0"]):
-        raise ConfigurationError(f"Redis Cluster has only database 0: {url!r}")
+        raise ConfigurationError(f"Redis Cluster has only database 0: {mask_url(url)!r}")
     max_pipelines = max(2, max_connections // 4)
     kwargs = pool_options(budget, _tls_options(servers.tls, options))
     return BoundedRedisCluster(
@@ -291,13 +291,13 @@ def _sentinel_client(
     if not servers.path or len(servers.path) > 2:
         raise ConfigurationError(
             f"a Sentinel URL names the service: redis+sentinel://host:port,…/service[/db], "
-            f"got {url!r}"
+            f"got {mask_url(url)!r}"
         )
     service = servers.path[0]
     try:
         db = int(servers.path[1]) if len(servers.path) == 2 else 0
     except ValueError:
-        raise ConfigurationError(f"invalid database number in {url!r}") from None
+        raise ConfigurationError(f"invalid database number in {mask_url(url)!r}") from None
     connection = pool_options(budget, _tls_options(servers.tls, options))
     # The sentinels get the same timeouts and TLS settings, not the data nodes' credentials.
     sentinel_kwargs = {
@@ -351,19 +351,7 @@ def client_for(
         return _cluster_client(url, budget, max_connections, options)
     if kind == "sentinel":
         return _sentinel_client(url, budget, max_connections, options)
-    raise ConfigurationError(f"{kind} URLs are not supported by this build: {url!r}")
-
-
-def masked(url: str) -> str:
-    """Return ``url`` with any password (in the authority or the query) replaced by ``***``."""
-    parts = urlsplit(url)
-    netloc = parts.netloc
-    if "@" in netloc:
-        credentials, _, hosts = netloc.rpartition("@")
-        user = credentials.split(":", 1)[0]
-        netloc = f"{user}:***@{hosts}" if ":" in credentials else f"{credentials}@{hosts}"
-    query = re.sub(r"(?i)((?:sentinel_)?password=)[^&]*", r"\1***", parts.query)
-    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+    raise ConfigurationError(f"{kind} URLs are not supported by this build: {mask_url(url)!r}")
 
 
 def close_now(client: AnyRedis) -> None:

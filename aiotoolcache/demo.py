@@ -31,7 +31,7 @@ from aiotoolcache.fleet import no_reporting_options
 from aiotoolcache.layers import DEFAULT_LAYERS
 from aiotoolcache.toolcache import ToolCache
 
-__all__ = ["STEPS", "DemoConfig", "DemoReport", "RunResult", "run_demo"]
+__all__ = ["STEPS", "DemoConfig", "DemoReport", "RunResult", "run_demo", "run_workload"]
 
 
 # Step → (cache layer, share of a request's time, share of its cost).
@@ -319,7 +319,7 @@ class DemoReport:
 Progress = Callable[[str, int], Callable[[], None]]
 
 
-async def _run(
+async def run_workload(
     label: str,
     config: DemoConfig,
     tasks: list[Task],
@@ -361,7 +361,7 @@ def demo_layers(config: DemoConfig) -> dict[str, Any]:
 async def run_demo(config: DemoConfig, progress: Progress | None = None) -> DemoReport:
     """Run the workload without and with the cache; return what both runs measured."""
     tasks, order = make_workload(config)
-    uncached = await _run("without cache", config, tasks, order, None, progress)
+    uncached = await run_workload("without cache", config, tasks, order, None, progress)
     namespace = config.namespace
     owned_namespace = config.url is not None and namespace is None
     if owned_namespace:
@@ -373,11 +373,33 @@ async def run_demo(config: DemoConfig, progress: Progress | None = None) -> Demo
     backend = "embedded (in-process)" if config.url is None else f"redis, namespace {namespace}"
     cleanup: list[str] = []
     async with cache:
-        cached = await _run("with cache", config, tasks, order, cache, progress)
+        cached = await run_workload("with cache", config, tasks, order, cache, progress)
         cached.stats = cache.stats().to_dict()
-        if owned_namespace and cache.client is not None:
+        if config.url is not None and not await _redis_answers(cache):
+            # Say what the cache really did: fail-open, in-process only.
+            errors = sum(
+                int(layer.get("backend_errors", 0))
+                for layer in cached.stats.get("layers", {}).values()
+            )
+            backend = (
+                "in-process only (L1): Redis did not answer, "
+                f"{errors} backend errors counted, every request still answered"
+            )
+        elif owned_namespace and cache.client is not None:
             cleanup = await _delete_namespace(cache)
     return DemoReport(config, backend, uncached, cached, cleanup)
+
+
+async def _redis_answers(cache: ToolCache) -> bool:
+    """True when the cache's Redis answers a PING within a second."""
+    client = cache.client
+    if client is None:
+        return False
+    try:
+        await cache.breaker.call(lambda: client.ping(), budget=1.0)
+    except Exception:  # any failure means: not reachable, and the report says so
+        return False
+    return True
 
 
 async def _delete_namespace(cache: ToolCache) -> list[str]:

@@ -15,6 +15,12 @@ applied it is sent again with the next one.
 ``fleet_stats(cache)`` reads the hash and counts the live heartbeats. The
 totals of a worker that died stay in the hash (up to its last flush); it
 drops out of ``workers_alive`` once its heartbeat expires.
+
+Housekeeping keys expire like cache entries: every flush renews the TTL of
+the stats hash and of the worker set to the namespace's longest entry
+lifetime (the largest ``ttl + stale_ttl`` of the cache's layers, at least
+three flush intervals). While any worker lives they stay; a namespace that
+nobody uses any more leaves nothing behind once its longest TTL has passed.
 """
 
 from __future__ import annotations
@@ -51,6 +57,7 @@ __all__ = [
     "fleet_stats",
     "no_reporting_options",
     "reset_fleet_stats",
+    "retention_seconds",
 ]
 
 log = logging.getLogger("aiotoolcache.fleet")
@@ -161,6 +168,16 @@ class FleetStats:
         }
 
 
+def retention_seconds(cache: ToolCache, floor: float = 0.0) -> float:
+    """Return how long a namespace's housekeeping keys outlive their last refresh.
+
+    The longest time any entry of ``cache`` may stay in Redis (``ttl + stale_ttl``
+    of its longest-lived layer), and never less than ``floor``.
+    """
+    lifetimes = [layer.config.ttl + layer.config.stale_ttl for layer in cache.layers.values()]
+    return max([floor, *lifetimes])
+
+
 def _layer_values(stats: LayerStats) -> dict[str, float]:
     values: dict[str, float] = {name: getattr(stats, name) for name in COUNTER_FIELDS}
     values.update({name: getattr(stats, name) for name in FLOAT_FIELDS})
@@ -199,6 +216,7 @@ class FleetReporter:
         self.failed_flushes = 0
         self._stats_key, self._workers_key, prefix = fleet_keys(cache.namespace)
         self._heartbeat_key = prefix + self.origin
+        self.retention = retention_seconds(cache, self.heartbeat_ttl)
         self._sent: dict[str, float] = {}
         self._task: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
@@ -258,6 +276,7 @@ class FleetReporter:
         async with self._lock:
             deltas, current = self._snapshot()
             client = _client_of(self.cache)
+            retention_ms = int(self.retention * 1000)
             heartbeat = orjson.dumps(
                 {
                     "pid": os.getpid(),
@@ -282,6 +301,10 @@ class FleetReporter:
                 else:
                     pipe.set(self._heartbeat_key, heartbeat, px=int(self.heartbeat_ttl * 1000))
                     pipe.sadd(self._workers_key, self.origin)
+                # Refreshed on every flush: kept while a worker lives, gone after the
+                # namespace's longest TTL once none does.
+                pipe.pexpire(self._workers_key, retention_ms)
+                pipe.pexpire(self._stats_key, retention_ms)
                 await pipe.execute()
 
             try:

@@ -9,17 +9,14 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass
-from urllib.parse import unquote, urlsplit
 
 from aiotoolcache.errors import ConfigurationError
+from aiotoolcache.urls import check_url
 
 __all__ = ["Settings", "parse_backend_url"]
 
 DEFAULT_NAMESPACE = "atc"
 _NAMESPACE = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
-REDIS_SCHEMES = ("redis", "rediss", "unix")
-CLUSTER_SCHEMES = ("redis+cluster", "rediss+cluster")
-SENTINEL_SCHEMES = ("redis+sentinel", "rediss+sentinel")
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,22 +44,9 @@ class Settings:
 
 
 def parse_backend_url(url: str) -> tuple[str, str]:
-    """Return ``(kind, location)``: kind is memory, file, redis, cluster or sentinel."""
-    scheme = urlsplit(url).scheme.lower()
-    if scheme == "memory":
-        return "memory", ""
-    if scheme == "file":
-        path = unquote(urlsplit(url).path)
-        if not path:
-            raise ConfigurationError(f"file URL needs a directory path: {url!r}")
-        return "file", path
-    if scheme in REDIS_SCHEMES:
-        return "redis", url
-    if scheme in CLUSTER_SCHEMES:
-        return "cluster", url
-    if scheme in SENTINEL_SCHEMES:
-        return "sentinel", url
-    raise ConfigurationError(
-        f"unsupported cache URL scheme {scheme!r} in {url!r}: use memory://, file:///path, "
-        "redis://, rediss://, unix://, redis+cluster:// or redis+sentinel://"
-    )
+    """Return ``(kind, location)`` of a strictly checked cache URL (see :mod:`aiotoolcache.urls`).
+
+    kind is memory, file, redis, cluster, sentinel or cassette. Raises
+    ConfigurationError naming the problem, with any password masked.
+    """
+    return check_url(url)

@@ -41,6 +41,7 @@ from aiotoolcache.stores.file import FileStore
 from aiotoolcache.stores.memory import BoundedLRU, MemoryStore
 from aiotoolcache.stores.redis import AnyRedis, RedisStore
 from aiotoolcache.tier import SharedTier
+from aiotoolcache.urls import mask_url
 
 __all__ = ["ToolCache"]
 
@@ -245,7 +246,7 @@ class ToolCache:
             log.warning(
                 "cache backend %s did not answer within %.2f s: tool calls run uncached "
                 "until it does",
-                connect.masked(self.url or ""),
+                mask_url(self.url or ""),
                 waited,
             )
 

@@ -1,10 +1,11 @@
 """A deeper tour on Redis: layers and TTLs, two workers, invalidation, the breaker and fallback.
 
-Needs a Redis server; starts none itself:
+Needs nothing beyond the core install (pip install aiotoolcache), and a Redis
+server; it starts none itself:
 
     AIOTOOLCACHE_URL=redis://127.0.0.1:6379/0 python examples/caching_deep_dive.py
 
-It uses its own namespace and removes nothing else.
+It uses a namespace of its own and deletes that namespace's keys when it ends.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import uuid
 from typing import Any
 
 import aiotoolcache as atc
+from aiotoolcache.purge import purge_namespace
 
 
 async def main() -> None:
@@ -38,12 +40,16 @@ async def main() -> None:
         atc.ToolCache.from_url(url, namespace=namespace, layers=layers) as worker_b,
     ):
         tools = await worker_a.list_tools("weather", loader("list", ["get_forecast"]))
-        print("discovery TTL:", worker_a.discovery.config.ttl / 3600, "h; tools:", tools)
+        hours = worker_a.discovery.config.ttl / 3600
+        print(f"1. Tool lists stay cached for {hours:g} h (discovery layer); tools: {tools}.")
 
         # 2. Two workers, one load: B reads what A loaded through Redis.
         await worker_a.call_tool("weather", "get_forecast", {"city": "Oslo"}, loader("call", 1))
         await worker_b.call_tool("weather", "get_forecast", {"city": "Oslo"}, loader("call", 2))
-        print("tool ran", loads["call"], "time for two workers")
+        print(
+            f"2. Two workers asked for the same forecast; the tool ran {loads['call']} time: "
+            "worker B read worker A's result from Redis."
+        )
 
         # 3. Invalidation reaches the other worker's L1 through pub/sub.
         await worker_a.invalidate_server("weather")
@@ -51,7 +57,10 @@ async def main() -> None:
         value = await worker_b.call_tool(
             "weather", "get_forecast", {"city": "Oslo"}, loader("call", 3)
         )
-        print("after invalidate_server, worker B reloaded:", value)
+        print(
+            f"3. Worker A invalidated the weather server; worker B heard it over pub/sub and "
+            f"loaded a fresh value ({value!r}) instead of serving the old one."
+        )
 
     # 4. Fail-open with a file fallback: an unreachable Redis costs one time budget, then
     #    the breaker opens and the fallback store serves what was mirrored to it.
@@ -68,9 +77,16 @@ async def main() -> None:
                 result = await offline.call_tool("search", "q", {}, loader("offline", "ok"))
             health = await offline.health()
             print(
-                f"Redis down: result {result!r}, loads {loads['offline']}, "
-                f"breaker {health.breaker_state}, fallback in use {health.fallback_in_use}"
+                f"4. With Redis down every call still answered ({result!r}): the loader ran "
+                f"{loads['offline']} time, the breaker is {health.breaker_state}, and the file "
+                f"fallback served the rest (fallback in use: {health.fallback_in_use})."
             )
+
+    # 5. Leave nothing behind: unlink this run's namespace (SCAN + UNLINK, never KEYS).
+    async with atc.ToolCache.from_url(url, namespace=namespace) as cleaner:
+        if cleaner.client is not None:
+            removed = await purge_namespace(cleaner.client, namespace)
+            print(f"5. Removed the {removed} keys this run wrote under namespace {namespace}.")
 
 
 if __name__ == "__main__":

@@ -1,5 +1,7 @@
 """A FastMCP server, and a caching proxy in front of it, with aiotoolcache as middleware.
 
+Needs the fastmcp extra: pip install "aiotoolcache[fastmcp]"
+
 Runs in process and offline: a FastMCP client talks to the servers directly.
 
     python examples/fastmcp_server.py
@@ -11,9 +13,15 @@ from __future__ import annotations
 
 import asyncio
 
-from fastmcp import Client, FastMCP
-from fastmcp.server import create_proxy
-from mcp_types import ToolAnnotations
+try:
+    from fastmcp import Client, FastMCP
+    from fastmcp.server import create_proxy
+    from mcp_types import ToolAnnotations
+except ModuleNotFoundError as missing:
+    raise ModuleNotFoundError(
+        f'{missing}: this example needs the fastmcp extra: pip install "aiotoolcache[fastmcp]"',
+        name=missing.name,
+    ) from missing
 
 import aiotoolcache as atc
 from aiotoolcache.integrations.fastmcp import ToolCacheMiddleware
@@ -48,7 +56,11 @@ async def main() -> None:
             await client.call_tool("forecast", {"city": "Paris", "days": 2})
             await client.call_tool("forecast", {"days": 2, "city": "Paris"})  # served from cache
             tools = await client.list_tools()  # cached in the discovery layer
-        print(f"tools: {[tool.name for tool in tools]}, forecasts computed: {forecasts_computed}")
+        print(
+            f"The server offers {[tool.name for tool in tools]}. The client asked for Paris's "
+            "forecast twice (arguments in another order the second time);"
+        )
+        print(f"the forecast ran {forecasts_computed} time: the second answer came from the cache.")
 
         # A caching proxy in front of another MCP server (here the one above).
         proxy = create_proxy(weather, name="weather-proxy")
@@ -56,8 +68,12 @@ async def main() -> None:
         async with Client(proxy) as client:
             for _ in range(3):
                 await client.call_tool("forecast", {"city": "Oslo"})
-        print(f"after three proxied calls, forecasts computed: {forecasts_computed}")
-        print(f"results layer hit rate: {cache.stats().layers['results'].hit_rate:.0%}")
+        print(
+            f"Three calls through the caching proxy for Oslo ran the forecast once more "
+            f"({forecasts_computed} in all); the results layer's hit rate is "
+            f"{cache.stats().layers['results'].hit_rate:.0%}."
+        )
+        print("subscribe has side effects (no read-only hint), so it would never be cached.")
 
 
 if __name__ == "__main__":

@@ -1,5 +1,8 @@
 """A LangChain agent whose tool calls and embeddings are cached by aiotoolcache.
 
+Needs the langchain extra: pip install "aiotoolcache[langchain]"
+(the embeddings part also uses langchain-classic when it is installed).
+
 Runs offline: a scripted chat model stands in for the LLM and a deterministic
 fake stands in for the embedding model.
 
@@ -12,11 +15,17 @@ import asyncio
 from collections.abc import Sequence
 from typing import Any
 
-from langchain.agents import create_agent
-from langchain_core.embeddings import DeterministicFakeEmbedding
-from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
-from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
-from langchain_core.tools import tool
+try:
+    from langchain.agents import create_agent
+    from langchain_core.embeddings import DeterministicFakeEmbedding
+    from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
+    from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
+    from langchain_core.tools import tool
+except ModuleNotFoundError as missing:
+    raise ModuleNotFoundError(
+        f'{missing}: this example needs the langchain extra: pip install "aiotoolcache[langchain]"',
+        name=missing.name,
+    ) from missing
 
 import aiotoolcache as atc
 from aiotoolcache.integrations.langchain import ToolCacheByteStore, ToolCacheMiddleware
@@ -64,7 +73,10 @@ async def main() -> None:
             state = await agent.ainvoke({"messages": [HumanMessage("Weather in Lisbon?")]})
             reply = next(m for m in state["messages"] if isinstance(m, ToolMessage))
             print(f"{reply.tool_call_id}: {reply.content}")
-        print(f"weather API calls: {weather_lookups}")  # 1
+        print(
+            f"The agent asked for Lisbon's weather twice; the weather API ran {weather_lookups} "
+            "time, the second answer came from the cache."
+        )
 
         try:
             from langchain_classic.embeddings import CacheBackedEmbeddings
@@ -77,7 +89,11 @@ async def main() -> None:
         )
         await embedder.aembed_documents(["cached", "vectors"])
         await embedder.aembed_documents(["vectors", "are", "cached"])
-        print(f"vectors stored: {len([k async for k in store.ayield_keys(prefix='fake-16:')])}")
+        stored = len([k async for k in store.ayield_keys(prefix="fake-16:")])
+        print(
+            f"Embedding 5 texts, 3 of them distinct, stored {stored} vectors: "
+            "repeated texts were read back from the cache, not embedded again."
+        )
 
 
 if __name__ == "__main__":

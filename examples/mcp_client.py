@@ -1,5 +1,7 @@
 """An MCP client that caches tool calls and shares the SDK's response cache through aiotoolcache.
 
+Needs the mcp extra: pip install "aiotoolcache[mcp]"
+
 Runs in process and offline: the MCP SDK's own ``MCPServer`` stands in for a remote server.
 
     python examples/mcp_client.py
@@ -9,11 +11,17 @@ from __future__ import annotations
 
 import asyncio
 
-from mcp import Client
-from mcp.client.caching import CacheConfig
-from mcp.server.caching import CacheHint
-from mcp.server.mcpserver import MCPServer
-from mcp_types import ToolAnnotations
+try:
+    from mcp import Client
+    from mcp.client.caching import CacheConfig
+    from mcp.server.caching import CacheHint
+    from mcp.server.mcpserver import MCPServer
+    from mcp_types import ToolAnnotations
+except ModuleNotFoundError as missing:
+    raise ModuleNotFoundError(
+        f'{missing}: this example needs the mcp extra: pip install "aiotoolcache[mcp]"',
+        name=missing.name,
+    ) from missing
 
 import aiotoolcache as atc
 from aiotoolcache.integrations.mcp import (
@@ -53,8 +61,14 @@ async def main() -> None:
             for args in ({"sku": "A-1", "warehouse": "east"}, {"warehouse": "east", "sku": "A-1"}):
                 result = await calls.call_tool(client, "stock_level", args)
             tools = await client.list_tools()  # SDK response cache, kept in the ToolCache
-        print(f"stock: {result.structured_content}, tool ran {lookups} time(s)")
-        print(f"tools: {[tool.name for tool in tools.tools]}")
+        print(
+            f"stock_level answered {result.structured_content} to two identical calls "
+            f"(arguments in another order) and ran {lookups} time: the second came from the cache."
+        )
+        print(
+            f"tools/list ({[tool.name for tool in tools.tools]}) is kept for 60 s as the server's "
+            "cache hint allows, in the same ToolCache."
+        )
 
 
 if __name__ == "__main__":

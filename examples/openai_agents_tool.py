@@ -1,5 +1,7 @@
 """An OpenAI Agents SDK function tool whose results are cached by aiotoolcache.
 
+Needs the openai-agents extra: pip install "aiotoolcache[openai-agents]"
+
 Runs offline: a scripted ``Model`` stands in for the LLM, and tracing is off.
 
     python examples/openai_agents_tool.py
@@ -11,15 +13,22 @@ import asyncio
 import json
 from typing import Any
 
-from agents import Agent, RunConfig, Runner, function_tool, set_tracing_disabled
-from agents.items import ModelResponse
-from agents.models.interface import Model
-from agents.usage import Usage
-from openai.types.responses import (
-    ResponseFunctionToolCall,
-    ResponseOutputMessage,
-    ResponseOutputText,
-)
+try:
+    from agents import Agent, RunConfig, Runner, function_tool, set_tracing_disabled
+    from agents.items import ModelResponse
+    from agents.models.interface import Model
+    from agents.usage import Usage
+    from openai.types.responses import (
+        ResponseFunctionToolCall,
+        ResponseOutputMessage,
+        ResponseOutputText,
+    )
+except ModuleNotFoundError as missing:
+    raise ModuleNotFoundError(
+        f"{missing}: this example needs the openai-agents extra: "
+        'pip install "aiotoolcache[openai-agents]"',
+        name=missing.name,
+    ) from missing
 
 import aiotoolcache as atc
 from aiotoolcache.integrations.openai_agents import cached_function_tools
@@ -84,8 +93,11 @@ async def main() -> None:
             result = await Runner.run(
                 agent, "find ttl", run_config=RunConfig(tracing_disabled=True)
             )
-            print(result.final_output)
-        print(f"search backend calls: {searches}")  # 1
+            print(f"agent answered: {result.final_output}")
+        print(
+            f"Two runs called search_docs with the same arguments; the search backend ran "
+            f"{searches} time, the second result came from the cache."
+        )
 
 
 if __name__ == "__main__":

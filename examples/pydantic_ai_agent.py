@@ -1,5 +1,7 @@
 """A Pydantic AI agent whose tool results and embeddings are cached by aiotoolcache.
 
+Needs the pydantic-ai extra: pip install "aiotoolcache[pydantic-ai]"
+
 Runs offline: ``FunctionModel`` stands in for the LLM and ``TestEmbeddingModel``
 for the embedding model.
 
@@ -11,17 +13,24 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 
-from pydantic_ai import Agent, Embedder
-from pydantic_ai.embeddings.test import TestEmbeddingModel
-from pydantic_ai.messages import (
-    ModelMessage,
-    ModelRequest,
-    ModelResponse,
-    TextPart,
-    ToolCallPart,
-    ToolReturnPart,
-)
-from pydantic_ai.models.function import AgentInfo, FunctionModel
+try:
+    from pydantic_ai import Agent, Embedder
+    from pydantic_ai.embeddings.test import TestEmbeddingModel
+    from pydantic_ai.messages import (
+        ModelMessage,
+        ModelRequest,
+        ModelResponse,
+        TextPart,
+        ToolCallPart,
+        ToolReturnPart,
+    )
+    from pydantic_ai.models.function import AgentInfo, FunctionModel
+except ModuleNotFoundError as missing:
+    raise ModuleNotFoundError(
+        f"{missing}: this example needs the pydantic-ai extra: "
+        'pip install "aiotoolcache[pydantic-ai]"',
+        name=missing.name,
+    ) from missing
 
 import aiotoolcache as atc
 from aiotoolcache.integrations.pydantic_ai import CachedEmbeddingModel, ToolCacheCapability
@@ -67,13 +76,20 @@ async def main() -> None:
         for tenant in ("acme", "acme", "globex"):
             result = await agent.run("How many A-1 in east?", deps=Deps(tenant))
             print(f"{tenant}: {result.output}")
-        print(f"inventory calls: {stock_lookups}")  # 2: acme once, globex once
+        print(
+            f"Three questions (acme twice, globex once) ran the inventory tool {stock_lookups} "
+            "times: results are cached per tenant, so acme's second answer was a hit and "
+            "globex never sees acme's entry."
+        )
 
         inner = TestEmbeddingModel(dimensions=8)
         embedder = Embedder(CachedEmbeddingModel(inner, cache))
         await embedder.embed_documents(["red", "green"])
         second = await embedder.embed_documents(["green", "red", "blue"])
-        print(f"tokens paid on the second call: {second.usage.input_tokens}")  # only "blue"
+        print(
+            f"Embedding red, green, then green, red, blue paid {second.usage.input_tokens} "
+            "token(s) on the second call: only the new text, blue, was sent to the model."
+        )
 
 
 if __name__ == "__main__":

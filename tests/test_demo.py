@@ -141,3 +141,83 @@ def test_the_demo_on_a_dead_redis_still_answers_from_the_loaders() -> None:
     # Fail-open: the cache cannot reach Redis, yet every request is answered.
     assert result.returncode == 0, result.stderr
     assert "Answers identical with and without the cache: 10/10." in result.stdout
+
+
+# -- several worker processes on one Redis --------------------------------------------------
+
+
+def _rows(table_title: str, out: str) -> list[list[str]]:
+    lines = out.splitlines()
+    start = lines.index(table_title) + 3  # title, header, rule
+    rows = []
+    for line in lines[start:]:
+        if not line.strip():
+            break
+        rows.append(line.split())
+    return rows
+
+
+def test_three_workers_share_l2_coalesce_and_all_hear_the_invalidation() -> None:
+    result = run_demo_cli("--workers", "3", "--speed", "200", "--requests", "40")
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "3 worker processes share one Redis (a private redis-server at" in out
+    layers = _rows("Fleet totals per layer:", out)
+    assert {row[0] for row in layers} == {"discovery", "search", "results", "embeddings"}
+    for _, requests, l1, l2, coalesced, loads, rate in layers:
+        # Every lookup is exactly one of: L1 hit, L2 hit, coalesced, load.
+        assert int(l1) + int(l2) + int(coalesced) + int(loads) == int(requests)
+        assert rate.endswith("%")
+    assert sum(int(row[3]) for row in layers) > 0  # values loaded by one worker, served to others
+    workers = _rows("Per worker (all layers):", out)
+    assert len(workers) == 3 and len({row[1] for row in workers}) == 3  # three processes
+    for row in workers:
+        assert int(row[3]) + int(row[4]) + int(row[5]) + int(row[6]) == int(row[2])
+        assert row[8] == "after"  # the invalidation reached this worker
+    assert "3 of 3 workers heard it over pub/sub" in out
+
+
+def test_three_workers_json_on_a_given_redis(redis_url: str) -> None:
+    result = run_demo_cli(
+        "--workers", "3", "--url", redis_url, "--speed", "400", "--requests", "30", "--json"
+    )
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["ok"] is True and report["exit_code"] == 0 and report["redis_reachable"]
+    assert report["invalidation_seen_by"] == 3
+    assert sum(layer["l2_hits"] for layer in report["layers"].values()) > 0
+    for worker in report["workers"]:
+        assert worker["invalidation_seen_after"] is not None
+        for row in worker["layers"].values():
+            total = row["l1_hits"] + row["l2_hits"] + row["coalesced"] + row["loads"]
+            assert total == row["requests"]
+    with redis.Redis.from_url(redis_url) as client:
+        assert client.dbsize() == 0  # its own namespace, removed afterwards
+
+
+def test_workers_without_redis_server_fall_back_to_one_process(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AIOTOOLCACHE_")}
+    env.update(PYTHONPATH=str(ROOT), PATH=str(tmp_path))  # no redis-server on this PATH
+    result = subprocess.run(
+        [sys.executable, "-m", "aiotoolcache", "demo", "--workers", "3", "--requests", "10"]
+        + ["--speed", "1000"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+        cwd=ROOT,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "falling back to one process" in result.stdout
+    assert "Cache: embedded (in-process)." in result.stdout
+
+
+def test_the_demo_on_a_dead_redis_says_what_the_cache_did() -> None:
+    from tests.servers import free_port
+
+    result = run_demo_cli(
+        "--url", f"redis://127.0.0.1:{free_port()}/0", "--speed", "1000", "--requests", "10"
+    )
+    assert result.returncode == 0, result.stderr
+    assert "Cache: in-process only (L1): Redis did not answer" in result.stdout
+    assert "Cache: redis" not in result.stdout

@@ -12,9 +12,39 @@ from typing import Any, TypeVar
 from aiotoolcache.cli.output import EXIT_USAGE, CLIError, one_line, redact_url
 from aiotoolcache.errors import BackendError
 
-__all__ = ["cache_url", "call", "is_loopback", "open_cache", "reach"]
+__all__ = [
+    "add_command",
+    "add_connection_options",
+    "cache_url",
+    "call",
+    "is_loopback",
+    "open_cache",
+    "reach",
+]
 
 T = TypeVar("T")
+
+
+def add_command(commands: Any, name: str, summary: str, example: str) -> argparse.ArgumentParser:
+    """Add subcommand ``name`` whose ``--help`` ends with ``example`` (one or more lines)."""
+    parser: argparse.ArgumentParser = commands.add_parser(
+        name,
+        help=summary,
+        description=summary[:1].upper() + summary[1:] + ".",
+        epilog="example:\n" + "\n".join(f"  {line}" for line in example.splitlines()),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    return parser
+
+
+def add_connection_options(sub: argparse.ArgumentParser, namespace: bool = True) -> None:
+    """Add ``--url``, ``--namespace`` and ``--json`` to a command that talks to Redis."""
+    sub.add_argument("--url", help="cache URL (default: $AIOTOOLCACHE_URL)")
+    if namespace:
+        sub.add_argument(
+            "--namespace", help="key namespace (default: $AIOTOOLCACHE_NAMESPACE or atc)"
+        )
+    sub.add_argument("--json", action="store_true", help="print indented JSON")
 
 
 def cache_url(args: argparse.Namespace) -> str:
@@ -69,5 +99,7 @@ async def reach(cache: Any, url: str) -> float:
     try:
         await call(cache, lambda: client.ping())
     except BackendError as exc:
-        raise CLIError(f"cannot reach {redact_url(url)}: {one_line(exc)}") from None
+        raise CLIError(
+            f"cannot reach {redact_url(url)}: {one_line(exc)}", kind=type(exc).__name__
+        ) from None
     return time.perf_counter() - started

@@ -11,11 +11,41 @@ import uuid
 from typing import IO, Any
 from urllib.parse import urlsplit
 
-from aiotoolcache.cli.connection import cache_url, call, is_loopback, open_cache, reach
-from aiotoolcache.cli.output import EXIT_OK, CLIError, one_line, print_json, redact_url
+from aiotoolcache.cli.connection import (
+    add_command,
+    add_connection_options,
+    cache_url,
+    call,
+    is_loopback,
+    open_cache,
+    reach,
+)
+from aiotoolcache.cli.output import (
+    EXIT_ERROR,
+    EXIT_OK,
+    CLIError,
+    Screen,
+    one_line,
+    print_json,
+    redact_url,
+)
 from aiotoolcache.errors import BackendError
+from aiotoolcache.urls import tls_verification_off
 
-__all__ = ["Checks", "cmd_doctor"]
+__all__ = ["Checks", "cmd_doctor", "register"]
+
+
+def register(commands: Any) -> None:
+    """Add ``doctor`` to the command line."""
+    doctor = add_command(
+        commands,
+        "doctor",
+        "check that a Redis suits the cache",
+        "aiotoolcache doctor --url rediss://:PASSWORD@cache.internal:6380/0 --strict",
+    )
+    add_connection_options(doctor)
+    doctor.add_argument("--strict", action="store_true", help="exit 1 on warnings too")
+    doctor.set_defaults(run=cmd_doctor)
 
 
 class Checks:
@@ -68,8 +98,16 @@ async def _doctor_checks(cache: Any, url: str, checks: Checks) -> None:
     else:
         checks.add("ok", "server", f"Redis {version} ({mode})")
     # 3. TLS
-    if parts.scheme == "rediss":
-        checks.add("ok", "TLS", "on (rediss://)")
+    opted_out = tls_verification_off(url) if parts.scheme.startswith("rediss") else None
+    if opted_out:
+        checks.add(
+            "warn",
+            "TLS",
+            f"on, but the server's certificate is not verified ({opted_out} in the URL): "
+            "anyone on the path can impersonate Redis",
+        )
+    elif parts.scheme == "rediss":
+        checks.add("ok", "TLS", "on, certificate verified (rediss://)")
     elif parts.scheme == "unix" or is_loopback(parts.hostname):
         checks.add("ok", "TLS", "off (local connection)")
     else:
@@ -166,32 +204,35 @@ async def cmd_doctor(args: argparse.Namespace, out: IO[str]) -> int:
     url = cache_url(args)
     cache = open_cache(url, args.namespace)
     checks = Checks()
+    screen = Screen(out)
     try:
-        await _doctor_checks(cache, url, checks)
-    except CLIError as exc:
-        if args.json:
-            print_json({"url": redact_url(url), "ok": False, "error": str(exc)}, out)
-        raise
+        with screen.status(f"checking {redact_url(url)}…"):
+            await _doctor_checks(cache, url, checks)
     finally:
         await cache.aclose()
-    if args.json:
-        print_json(
-            {
-                "url": redact_url(url),
-                "ok": not checks.failures,
-                "warnings": len(checks.warnings),
-                "checks": checks.items,
-            },
-            out,
-        )
-    else:
-        out.write(f"aiotoolcache doctor: {redact_url(url)}\n")
-        for item in checks.items:
-            out.write(f"  {item['status']:<5} {item['check']:<17} {item['detail']}\n")
+    problem = None
     if checks.failures:
         first = checks.failures[0]
-        raise CLIError(f"{first['check']}: {first['detail']}")
-    if checks.warnings and args.strict:
+        problem = f"{first['check']}: {first['detail']}"
+    elif checks.warnings and args.strict:
         first = checks.warnings[0]
-        raise CLIError(f"warning treated as error: {first['check']}: {first['detail']}")
+        problem = f"warning treated as error: {first['check']}: {first['detail']}"
+    report = {"url": redact_url(url), "warnings": len(checks.warnings), "checks": checks.items}
+    if not args.json:
+        _show(report, screen)
+    if problem is not None:
+        # main() prints the error (stderr, and the JSON document with these details).
+        raise CLIError(problem, EXIT_ERROR, kind="DoctorCheckFailed", details=report)
+    if args.json:
+        print_json({"ok": True, "exit_code": EXIT_OK, **report}, out)
     return EXIT_OK
+
+
+def _show(report: dict[str, Any], screen: Screen) -> None:
+    screen.line(f"aiotoolcache doctor: {report['url']}", "bold")
+    if not screen.rich:
+        for item in report["checks"]:
+            screen.line(f"  {item['status']:<5} {item['check']:<17} {item['detail']}")
+        return
+    rows = [[item["status"], item["check"], item["detail"]] for item in report["checks"]]
+    screen.table(["status", "check", "detail"], rows, "lll", status_column=0)

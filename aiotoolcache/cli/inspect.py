@@ -9,19 +9,56 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import IO, Any
 
-from aiotoolcache.cli.connection import cache_url, call, open_cache, reach
+from aiotoolcache.cli.connection import (
+    add_command,
+    add_connection_options,
+    cache_url,
+    call,
+    open_cache,
+    reach,
+)
 from aiotoolcache.cli.output import (
     EXIT_ABSENT,
     EXIT_OK,
     EXIT_USAGE,
     CLIError,
+    Screen,
     format_seconds,
     one_line,
     print_json,
 )
 from aiotoolcache.errors import BackendError
 
-__all__ = ["LAYER_OF_HELPER", "cmd_inspect", "parse_key_part", "resolve_key"]
+__all__ = [
+    "LAYER_OF_HELPER",
+    "cmd_inspect",
+    "inspect_rows",
+    "parse_key_part",
+    "register",
+    "resolve_key",
+]
+
+
+def register(commands: Any) -> None:
+    """Add ``inspect`` to the command line."""
+    insp = add_command(
+        commands,
+        "inspect",
+        "show the entry of a key (never its value)",
+        "aiotoolcache inspect --url redis://localhost:6379/0 "
+        'call_tool github search_issues \'{"q": "bug"}\'',
+    )
+    add_connection_options(insp)
+    insp.add_argument("--layer", help="layer (implied for list_tools/search_tools/call_tool/embed)")
+    insp.add_argument("--label", help="key label (implied for the domain helpers' keys)")
+    insp.add_argument("--partition", help="partition (tenant) the entry was cached for")
+    insp.add_argument("--secret", help="signing secret (default: $AIOTOOLCACHE_SECRET)")
+    insp.add_argument("--raw", action="store_true", help="take every key part as a string")
+    insp.add_argument(
+        "keyparts", nargs="+", metavar="KEYPART", help="key parts; JSON values are parsed"
+    )
+    insp.set_defaults(run=cmd_inspect)
+
 
 LAYER_OF_HELPER = {
     # first key part → (layer, index of the part used as label, fixed label)
@@ -89,7 +126,7 @@ async def cmd_inspect(args: argparse.Namespace, out: IO[str]) -> int:
 
         data, ttl_ms, lease_ms = await call(cache, read)
     except BackendError as exc:
-        raise CLIError(f"cannot read the entry: {one_line(exc)}") from None
+        raise CLIError(f"cannot read the entry: {one_line(exc)}", kind=type(exc).__name__) from None
     finally:
         await cache.aclose()
     report: dict[str, Any] = {
@@ -130,14 +167,27 @@ async def cmd_inspect(args: argparse.Namespace, out: IO[str]) -> int:
                     "served": not stale,
                 }
             )
+    status = EXIT_OK if report.get("served") else EXIT_ABSENT
     if args.json:
-        print_json(report, out)
+        print_json({"ok": True, "exit_code": status, **report}, out)
     else:
-        out.write(_render_inspect(report) + "\n")
-    return EXIT_OK if report.get("served") else EXIT_ABSENT
+        show_inspect(report, Screen(out))
+    return status
 
 
-def _render_inspect(report: dict[str, Any]) -> str:
+def show_inspect(report: dict[str, Any], screen: Screen) -> None:
+    """Write an inspect report to ``screen``: a two-column table (plain: aligned lines)."""
+    rows = inspect_rows(report)
+    if screen.rich:
+        screen.table(["field", "value"], [list(row) for row in rows], "ll")
+    else:
+        width = max(len(name) for name, _ in rows)
+        for name, value in rows:
+            screen.line(f"{name:<{width}}  {value}")
+
+
+def inspect_rows(report: dict[str, Any]) -> list[tuple[str, str]]:
+    """Return the (field, value) rows that describe an inspect report."""
     rows = [
         ("layer", report["layer"]),
         ("key", report["key"]),
@@ -174,5 +224,4 @@ def _render_inspect(report: dict[str, Any]) -> str:
                     else "no: invalidated by " + ", ".join(report["invalidated_tags"]),
                 ),
             ]
-    width = max(len(name) for name, _ in rows)
-    return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)
+    return rows
