@@ -139,6 +139,8 @@ class Layer:
         if entry is not None:
             self._maybe_refresh(ref, entry.envelope, loader, ttl, tag_list, should_cache)
             return cast(T, self._served(entry.value))
+        if not coherence.bus.hearing:
+            return cast(T, self._served(await self._load_deaf(ref, loader, ttl)))
         flight = coherence.flight
         if not flight.in_flight(ref.value_key):
             # Concurrent hits share one batched MGET; only a miss pays for a flight task.
@@ -186,6 +188,9 @@ class Layer:
             if not self._coherence.known:
                 self.counters.misses += len(keys)
                 return [default] * len(keys)
+        if not self._coherence.bus.hearing:
+            self.counters.misses += len(keys)  # deaf: nothing cached can be vouched for
+            return [default] * len(keys)
         refs = [self.ref(key, partition, label) for key in keys]
         results: list[Any] = []
         for ref in refs:
@@ -412,6 +417,28 @@ class Layer:
             return value
         finally:
             coherence.end(fill)
+
+    async def _load_deaf(self, ref: KeyRef, loader: Loader[T], ttl: float | None) -> Any:
+        """Serve ``ref`` while the bus is deaf: from the fallback store if one is configured
+        (availability over consistency, by choice), else from the loader, uncached.
+
+        The generations may be behind while deaf, so L1 and L2 could both answer
+        for an entry invalidated meanwhile; neither is read nor filled.
+        """
+        [data] = await self._tier.read_fallback([ref.value_key])
+        envelope = None if data is None else self.open_raw(ref, data)
+        if envelope is not None:
+            value = self.decode(ref, envelope)
+            if value is not MISSING:
+                self.counters.l2_hits += 1
+                return value
+        self.counters.misses += 1
+        value, elapsed = await self.run_loader(loader)
+        if self._tier.fallback is not None:
+            sealed = self.seal(ref, value, ttl, None, elapsed)
+            if sealed is not None:
+                await self._tier.write_fallback(self, [(ref, sealed[1], sealed[2])])
+        return value
 
     async def _load(
         self,

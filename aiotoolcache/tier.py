@@ -92,6 +92,10 @@ class SharedTier:
             self.failed(layer, exc)
         except Exception as exc:
             self.failed(layer, self.unexpected(exc))
+        return await self.read_fallback(keys)
+
+    async def read_fallback(self, keys: Sequence[str]) -> list[bytes | None]:
+        """Read the fallback store (misses when there is none or it fails)."""
         if self.fallback is not None:
             try:
                 return await self.fallback.get_many(keys)
