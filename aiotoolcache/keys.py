@@ -29,6 +29,7 @@ Decimal                        ``{"$decimal": "<str(value)>"}``
 Enum member                    ``{"$enum": ["<module.Class>", value]}``
 dataclass instance             ``{"$dataclass": ["<module.Class>", {field: value}]}``
 pydantic model                 ``{"$model": ["<module.Class>", model_dump()]}``
+model with an untyped field   ``{"$model_json": ["<module.Class>", JSON dump]}``
 other dict                     ``{"$dict": [[key, value], …]}``, sorted by key
 =============================  ===============================================
 
@@ -80,6 +81,8 @@ __all__ = ["KeyRef", "canonical_json", "digest", "sanitize_label"]
 
 _LABEL_UNSAFE = re.compile(r"[^A-Za-z0-9_.\-]+")
 _LABEL_MAX = 48
+_dumps = orjson.dumps
+_SORTED = orjson.OPT_SORT_KEYS
 # Deep enough for any argument; tags nest up to 3 JSON levels per level, within orjson's limit.
 _MAX_DEPTH = 64
 # orjson writes exactly these ints; larger ones get a tag on both paths.
@@ -93,7 +96,7 @@ def canonical_json(value: Any) -> bytes:
     """
     if _is_plain(value, 0):
         try:
-            out = orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
+            out = _dumps(value, option=_SORTED)
         except orjson.JSONEncodeError:
             pass  # a non-str dict key, a huge int or a surrogate: the typed path decides
         else:
