@@ -368,7 +368,7 @@ class RedisBus(Bus):
                     return
                 self._disconnected(exc)
                 await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 1.0)
+                backoff = min(backoff * 2, 0.25)  # healing within a second matters more
             finally:
                 if pubsub.connection is not None:
                     pubsub.connection.deregister_connect_callback(self._connection_remade)

@@ -79,7 +79,7 @@ class ToolCache:
         cooldown: float = 2.0,
         lease_ms: int = 3_000,
         lease_wait: float = 30.0,
-        health_interval: float = 0.5,
+        health_interval: float = 0.25,
         max_connections: int = 64,
         models: Iterable[type[Any]] = (),
         redis_options: Mapping[str, Any] | None = None,
