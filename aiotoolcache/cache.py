@@ -13,7 +13,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, Final, TypeVar, cast
 
-from aiotoolcache.codec import CorruptValue, Envelope
+from aiotoolcache.codec import CorruptValue, Envelope, ForeignSecret
 from aiotoolcache.errors import (
     BackendError,
     CachedLoaderError,
@@ -285,6 +285,10 @@ class Layer:
             if data is not None:
                 try:
                     envelope = self._owner.codec.open(ref.value_key, data)
+                except ForeignSecret as exc:
+                    # Another secret signed it: a miss, left in place (rotation).
+                    self.counters.corrupt += 1
+                    self._owner.codec.warn_foreign(ref.value_key, exc)
                 except CorruptValue as exc:
                     log.debug("corrupt value under %s: %s", ref.value_key, exc)
                     self.counters.corrupt += 1
@@ -300,7 +304,8 @@ class Layer:
     def decode(self, ref: KeyRef, envelope: Envelope) -> Any:
         """Return the value in ``envelope``, or MISSING (counted) if it does not decode."""
         try:
-            return self._owner.codec.decode_value(envelope.payload)
+            allow_errors = self.config.negative_ttl is not None
+            return self._owner.codec.decode(envelope, allow_errors=allow_errors)
         except CorruptValue:
             self.counters.corrupt += 1
             return MISSING
@@ -323,7 +328,7 @@ class Layer:
                 )
         except (UnserializableValue, ValueTooLarge) as exc:
             self.counters.skipped_writes += 1
-            log.debug("not caching a value in %s: %s", self.name, exc)
+            owner.codec.warn_unstorable(self.name, exc)
             if owner.strict:
                 raise
             return None
@@ -332,7 +337,15 @@ class Layer:
         tag_generations = (
             {tag: owner.bus.generation(f"tag:{tag}") for tag in tags} if tags else None
         )
-        envelope = Envelope(now, now + fresh, load_seconds, tag_generations, payload)
+        envelope = Envelope(
+            now,
+            now + fresh,
+            load_seconds,
+            tag_generations,
+            payload,
+            hard_until=now + fresh + self.config.stale_ttl,
+            negative=isinstance(value, CachedLoaderError),
+        )
         ttl_ms = int((fresh + self.config.stale_ttl) * 1000)
         return envelope, owner.codec.seal(ref.value_key, envelope), ttl_ms
 
