@@ -362,16 +362,14 @@ class Codec:
         Returns True when it logged, False when this layer and type were reported before.
         """
         if isinstance(exc, UnserializableValue):
-            kind = exc.value_type or "unknown"
-            fix = "register it with cache.register_model(), or return JSON-like data"
+            kind, fix = exc.value_type or "unknown", ""  # the message names the fix
         else:
-            kind = "too large"
-            fix = "raise the layer's max_value_bytes, or return less data"
+            kind, fix = "too large", ": raise the layer's max_value_bytes, or return less data"
         if (layer, kind) in self._unstorable_seen:
             return False
         self._unstorable_seen.add((layer, kind))
         log.warning(
-            "values in layer %r are returned but not cached: %s. Fix: %s "
+            "values in layer %r are returned but not cached: %s%s "
             "(logged once per layer and type; counted in skipped_writes)",
             layer,
             exc,
