@@ -1,7 +1,7 @@
 """The wire format of cached values: a versioned, self-checking, optionally signed envelope.
 
-Layout: ``version(1) flags(1) check(8) [mac(16)] body``. ``check`` is an
-unkeyed BLAKE2b-64 of the Redis key name and everything else in the envelope,
+Layout: ``version(1) flags(1) check(4) [mac(16)] body``. ``check`` is a
+CRC-32 of the Redis key name and everything else in the envelope,
 so corrupted bytes are refused even without a secret. With a secret, ``mac``
 is a keyed BLAKE2b-128 of the key name, the header and the body, so a value
 copied under another key or planted without the secret fails. ``body`` is the
@@ -52,7 +52,7 @@ _FLAG_COMPRESSED = 1
 _FLAG_SIGNED = 2
 _FLAG_NEGATIVE = 4
 _KNOWN_FLAGS = _FLAG_COMPRESSED | _FLAG_SIGNED | _FLAG_NEGATIVE
-_CHECK_SIZE = 8
+_CHECK_SIZE = 4
 _MAC_SIZE = 16
 _HEAD = 2 + _CHECK_SIZE
 log = logging.getLogger("aiotoolcache.codec")
@@ -198,14 +198,19 @@ class Codec:
 
     # -- envelopes ------------------------------------------------------------
     @staticmethod
-    def _digest(key: bytes | None, size: int, key_name: str, *parts: bytes | memoryview) -> bytes:
-        h = blake2b(key=key, digest_size=size) if key else blake2b(digest_size=size)
-        name = key_name.encode("utf-8", "surrogatepass")
-        h.update(len(name).to_bytes(4, "big"))  # no key name can run into the header
-        h.update(name)
-        for part in parts:
-            h.update(part)
+    def _mac(key: bytes, key_name: str, header: bytes, body: bytes | memoryview) -> bytes:
+        h = blake2b(key=key, digest_size=_MAC_SIZE)
+        h.update(_name_prefix(key_name))
+        h.update(header)
+        h.update(body)
         return h.digest()
+
+    @staticmethod
+    def _check(key_name: str, header: bytes, rest: bytes | memoryview) -> bytes:
+        # CRC-32 finds every burst of up to 32 flipped bits; it guards against
+        # corruption, not attackers (that is the MAC's job).
+        crc = zlib.crc32(rest, zlib.crc32(header, zlib.crc32(_name_prefix(key_name))))
+        return crc.to_bytes(_CHECK_SIZE, "big")
 
     def seal(self, key_name: str, envelope: Envelope) -> bytes:
         """Return the bytes to store for ``envelope`` under ``key_name``."""
@@ -217,10 +222,10 @@ class Codec:
                 payload, flags = compressed, flags | _FLAG_COMPRESSED
         body: bytes = msgpack.packb(
             [
-                envelope.created_at,
-                envelope.fresh_until,
-                envelope.expires_at,
-                envelope.load_seconds,
+                float(envelope.created_at),
+                float(envelope.fresh_until),
+                float(envelope.expires_at),
+                float(envelope.load_seconds),
                 envelope.tag_generations,
                 len(envelope.payload),
                 payload,
@@ -230,11 +235,11 @@ class Codec:
         if self._mac_keys:
             flags |= _FLAG_SIGNED
             header = bytes((FORMAT_VERSION, flags))
-            rest = self._digest(self._mac_keys[0], _MAC_SIZE, key_name, header, body) + body
+            rest = self._mac(self._mac_keys[0], key_name, header, body) + body
         else:
             header = bytes((FORMAT_VERSION, flags))
             rest = body
-        return header + self._digest(None, _CHECK_SIZE, key_name, header, rest) + rest
+        return header + self._check(key_name, header, rest) + rest
 
     def open(self, key_name: str, data: bytes, *, now: float | None = None) -> Envelope:
         """Return the envelope stored under ``key_name``; raise CorruptValue if it is bad.
@@ -270,7 +275,7 @@ class Codec:
         return self._parse(body, flags, time.time() if now is None else now)
 
     def _intact(self, key_name: str, header: bytes, view: memoryview) -> bool:
-        check = self._digest(None, _CHECK_SIZE, key_name, header, view[_HEAD:])
+        check = self._check(key_name, header, view[_HEAD:])
         return hmac.compare_digest(view[2:_HEAD], check)
 
     def _verified_body(
@@ -290,7 +295,7 @@ class Codec:
         # secret hash the bytes once.
         mac, body = rest[:_MAC_SIZE], rest[_MAC_SIZE:]
         for key in self._mac_keys:
-            if hmac.compare_digest(mac, self._digest(key, _MAC_SIZE, key_name, header, body)):
+            if hmac.compare_digest(mac, self._mac(key, key_name, header, body)):
                 return body
         return None
 
@@ -298,16 +303,17 @@ class Codec:
         try:
             fields = msgpack.unpackb(body, raw=False, strict_map_key=False)
             created, fresh, hard, load, tag_gens, size, payload = fields
-            times = (_number(created), _number(fresh), _number(hard), _number(load))
-        except CorruptValue:
-            raise
         except Exception as exc:
             raise CorruptValue(f"undecodable envelope: {exc!r}") from None
+        for number in (created, fresh, hard, load):
+            # x - x is 0.0 for every finite float, NaN for NaN and infinities.
+            if type(number) is not float or number - number != 0.0:
+                raise CorruptValue("envelope time is not a finite float")
         skew = self.clock_skew
-        if now > times[2] + skew:
-            raise ExpiredValue(f"hard expiry passed {now - times[2]:.3f}s ago")
-        if times[0] > now + skew:
-            raise ExpiredValue(f"dated {times[0] - now:.3f}s in the future")
+        if now > hard + skew:
+            raise ExpiredValue(f"hard expiry passed {now - hard:.3f}s ago")
+        if created > now + skew:
+            raise ExpiredValue(f"dated {created - now:.3f}s in the future")
         if not isinstance(size, int) or not 0 <= size <= self.max_decoded_bytes:
             raise CorruptValue("decoded size missing or above max_decoded_bytes")
         if not isinstance(payload, bytes):
@@ -317,12 +323,12 @@ class Codec:
         elif len(payload) != size:
             raise CorruptValue("payload size mismatch")
         return Envelope(
-            times[0],
-            times[1],
-            times[3],
+            created,
+            fresh,
+            load,
             _tag_generations(tag_gens),
             payload,
-            times[2],
+            hard,
             bool(flags & _FLAG_NEGATIVE),
         )
 
@@ -378,10 +384,10 @@ class Codec:
         return True
 
 
-def _number(value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise CorruptValue("envelope time is not a finite number")
-    return float(value)
+def _name_prefix(key_name: str) -> bytes:
+    # Length-prefixed so that no key name can run into the header.
+    name = key_name.encode("utf-8", "surrogatepass")
+    return len(name).to_bytes(4, "big") + name
 
 
 def _tag_generations(value: Any) -> dict[str, int] | None:

@@ -105,6 +105,12 @@ def _kind_of(model: Any) -> int:
     raise ConfigurationError(f"{model!r} is not a pydantic model class, an Enum or a dataclass")
 
 
+def _ext(code: int, data: bytes) -> msgpack.ExtType:
+    # ExtType's own constructor re-validates what this module already knows
+    # to be an int code and bytes; skipping it halves the cost of a tuple.
+    return tuple.__new__(msgpack.ExtType, (code, data))
+
+
 def _unpack_plain(data: bytes) -> Any:
     return msgpack.unpackb(data, raw=False)
 
@@ -236,31 +242,41 @@ class ValueCodec:
 
     def __init__(self, registry: ModelRegistry) -> None:
         self.registry = registry
+        # Packers are reused (creating one costs more than packing a small
+        # value); each pack takes its own, so nested and threaded packs never share.
+        self._packers: list[msgpack.Packer] = []
         self._hook_values = self._make_hook(allow_errors=False)
         self._hook_errors = self._make_hook(allow_errors=True)
 
     # -- encoding ---------------------------------------------------------------
     def pack(self, value: Any) -> bytes:
         """Return the msgpack bytes of ``value``."""
-        # strict_types: a tuple is not silently packed as a list (nor a subclass
-        # of dict/str/int as its base) but reaches _default, which keeps its type.
-        return bytes(
-            msgpack.packb(value, default=self._default, strict_types=True, use_bin_type=True)
-        )
+        packers = self._packers
+        try:
+            packer = packers.pop()
+        except IndexError:
+            # strict_types: a tuple is not silently packed as a list (nor a subclass
+            # of dict/str/int as its base) but reaches _default, which keeps its type.
+            packer = msgpack.Packer(default=self._default, strict_types=True, use_bin_type=True)
+        try:
+            packed: bytes = packer.pack(value)
+            return packed
+        finally:
+            packers.append(packer)  # pack() resets the buffer, even after an error
 
     def _default(self, value: Any) -> Any:
         kind = type(value)
         scalar = _SCALARS.get(kind)
         if scalar is not None:
-            return msgpack.ExtType(*scalar(value))
+            return _ext(*scalar(value))
         container = _CONTAINERS.get(kind)
         if container is not None:
-            return msgpack.ExtType(container, self.pack(list(value)))
+            return _ext(container, self.pack(list(value)))
         entry = self.registry.entry_of(kind)
         if entry is not None:
             return self._registered(value, *entry)
         if kind is CachedLoaderError:
-            return msgpack.ExtType(EXT_ERROR, _pack_plain([value.error_type, value.message]))
+            return _ext(EXT_ERROR, _pack_plain([value.error_type, value.message]))
         if isinstance(value, enum.Enum) and not isinstance(value, int | str):
             raise _unserializable(value)
         for base, convert in _BASES:
@@ -268,19 +284,19 @@ class ValueCodec:
                 return convert(value)
         for base, encode in _SCALARS.items():
             if isinstance(value, base):
-                return msgpack.ExtType(*encode(value))
+                return _ext(*encode(value))
         if isinstance(value, tuple | set | frozenset):
             container = _CONTAINERS[next(t for t in _CONTAINERS if isinstance(value, t))]
-            return msgpack.ExtType(container, self.pack(list(value)))
+            return _ext(container, self.pack(list(value)))
         raise _unserializable(value)
 
     def _registered(self, value: Any, name: str, code: int) -> msgpack.ExtType:
         if code == EXT_MODEL:
-            return msgpack.ExtType(code, _pack_plain([name, value.model_dump(mode="json")]))
+            return _ext(code, _pack_plain([name, value.model_dump(mode="json")]))
         if code == EXT_ENUM:
-            return msgpack.ExtType(code, self.pack([name, value.value]))
+            return _ext(code, self.pack([name, value.value]))
         fields = {f.name: getattr(value, f.name) for f in dataclasses.fields(value) if f.init}
-        return msgpack.ExtType(code, self.pack([name, fields]))
+        return _ext(code, self.pack([name, fields]))
 
     # -- decoding ---------------------------------------------------------------
     def unpack(self, data: bytes, *, allow_errors: bool = False) -> Any:
