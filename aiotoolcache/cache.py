@@ -284,7 +284,9 @@ class Layer:
             envelope = None
             if data is not None:
                 try:
-                    envelope = self._owner.codec.open(ref.value_key, data)
+                    envelope = self._owner.codec.open(
+                        ref.value_key, data, max_bytes=self.config.max_value_bytes
+                    )
                 except ForeignSecret as exc:
                     # Another secret signed it: a miss, left in place (rotation).
                     self.counters.corrupt += 1

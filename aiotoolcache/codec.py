@@ -241,19 +241,30 @@ class Codec:
             rest = body
         return header + self._check(key_name, header, rest) + rest
 
-    def open(self, key_name: str, data: bytes, *, now: float | None = None) -> Envelope:
+    def open(
+        self,
+        key_name: str,
+        data: bytes,
+        *,
+        now: float | None = None,
+        max_bytes: int | None = None,
+    ) -> Envelope:
         """Return the envelope stored under ``key_name``; raise CorruptValue if it is bad.
 
         ForeignSecret (a miss to keep, not delete) when the bytes are intact
         but no configured secret verifies them, or they are unsigned and this
         worker has a secret (or the reverse); ExpiredValue when the envelope is
-        past its hard expiry.
+        past its hard expiry. ``max_bytes`` (such as the layer's
+        ``max_value_bytes``) lowers ``max_decoded_bytes`` for this read.
         """
+        limit = (
+            self.max_decoded_bytes if max_bytes is None else min(max_bytes, self.max_decoded_bytes)
+        )
         if len(data) < _HEAD:
             raise CorruptValue("too short for an envelope")
         if data[0] != FORMAT_VERSION:
             raise CorruptValue(f"format version {data[0]}; this worker reads {FORMAT_VERSION}")
-        if len(data) > self.max_decoded_bytes + 65536:
+        if len(data) > limit + 65536:
             raise CorruptValue("envelope larger than max_decoded_bytes")
         view = memoryview(data)
         header, rest = bytes(view[:2]), view[_HEAD:]
@@ -272,7 +283,7 @@ class Codec:
                 else f"value is {'' if flags & _FLAG_SIGNED else 'not '}signed and this worker "
                 f"has {'a' if self._mac_keys else 'no'} secret"
             )
-        return self._parse(body, flags, time.time() if now is None else now)
+        return self._parse(body, flags, time.time() if now is None else now, limit)
 
     def _intact(self, key_name: str, header: bytes, view: memoryview) -> bool:
         check = self._check(key_name, header, view[_HEAD:])
@@ -299,7 +310,7 @@ class Codec:
                 return body
         return None
 
-    def _parse(self, body: memoryview, flags: int, now: float) -> Envelope:
+    def _parse(self, body: memoryview, flags: int, now: float, limit: int) -> Envelope:
         try:
             fields = msgpack.unpackb(body, raw=False, strict_map_key=False)
             created, fresh, hard, load, tag_gens, size, payload = fields
@@ -314,7 +325,7 @@ class Codec:
             raise ExpiredValue(f"hard expiry passed {now - hard:.3f}s ago")
         if created > now + skew:
             raise ExpiredValue(f"dated {created - now:.3f}s in the future")
-        if not isinstance(size, int) or not 0 <= size <= self.max_decoded_bytes:
+        if not isinstance(size, int) or not 0 <= size <= limit:
             raise CorruptValue("decoded size missing or above max_decoded_bytes")
         if not isinstance(payload, bytes):
             raise CorruptValue("payload is not bytes")

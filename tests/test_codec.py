@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import random
 import time
@@ -194,6 +195,8 @@ def test_a_zlib_bomb_is_refused_without_inflating_it() -> None:
             codec.open(KEY, forged(bomb, declared))
     with pytest.raises(CorruptValue, match="max_decoded_bytes"):
         codec.open(KEY, forged(bomb, 64 * 2**20))
+    with pytest.raises(CorruptValue, match="max_decoded_bytes"):
+        Codec().open(KEY, forged(bomb, 2**20), max_bytes=1000)  # the layer's own limit
 
 
 def test_inflation_stops_at_the_declared_size() -> None:
@@ -361,3 +364,20 @@ async def test_a_worker_with_another_secret_leaves_entries_in_place(
         assert new.stats()["results"].corrupt == 2
         assert len([r for r in caplog.records if r.levelno == logging.WARNING]) == 1
         assert await rolling.results.get("k") == "v"  # not deleted by the foreign reader
+
+
+async def test_a_layer_refuses_its_own_value_written_back_after_hard_expiry(
+    redis_url: str, redis_server: Any
+) -> None:
+    async with atc.ToolCache.from_url(redis_url, namespace="expiry", secret="s") as cache:
+        cache.codec.clock_skew = 0.0
+        cache.add_layer("quotes", atc.LayerConfig(ttl=0.2, jitter=0, l1=False))
+        await cache.layer("quotes").set("AAPL", 180.5)
+        with redis_server.client() as client:
+            [key] = client.keys("expiry:quotes:*")
+            captured = client.get(key)
+            assert await cache.layer("quotes").get("AAPL") == 180.5
+            await asyncio.sleep(0.4)
+            client.set(key, captured)  # written back, without a TTL
+        assert await cache.layer("quotes").get("AAPL", default="MISS") == "MISS"
+        assert cache.stats()["quotes"].corrupt == 1
