@@ -43,6 +43,7 @@ EXT_ENUM = 12
 EXT_DATACLASS = 13
 EXT_BIGINT = 14
 
+_REUSE_LIMIT = 256 * 1024
 _FIX_HINT = (
     "register the class with cache.register_model() (pydantic models, dataclasses and "
     "Enums), or return JSON-like data (dict, list, str, numbers)"
@@ -243,7 +244,7 @@ class ValueCodec:
     def __init__(self, registry: ModelRegistry) -> None:
         self.registry = registry
         # Packers are reused (creating one costs more than packing a small
-        # value); each pack takes its own, so nested and threaded packs never share.
+        # value); each pack pops its own, so nested and threaded packs never share.
         self._packers: list[msgpack.Packer] = []
         self._hook_values = self._make_hook(allow_errors=False)
         self._hook_errors = self._make_hook(allow_errors=True)
@@ -258,11 +259,12 @@ class ValueCodec:
             # strict_types: a tuple is not silently packed as a list (nor a subclass
             # of dict/str/int as its base) but reaches _default, which keeps its type.
             packer = msgpack.Packer(default=self._default, strict_types=True, use_bin_type=True)
-        try:
-            packed: bytes = packer.pack(value)
-            return packed
-        finally:
-            packers.append(packer)  # pack() resets the buffer, even after an error
+        packed: bytes = packer.pack(value)
+        if len(packed) <= _REUSE_LIMIT:
+            # A packer keeps its largest buffer: only those that stayed small
+            # go back (one that raised is dropped too).
+            packers.append(packer)
+        return packed
 
     def _default(self, value: Any) -> Any:
         kind = type(value)

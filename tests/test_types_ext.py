@@ -304,3 +304,21 @@ async def test_everyday_values_round_trip_through_redis(redis_url: str) -> None:
         back = await reader.results.get("all")
         assert same(back["at"], value["at"])  # (NaN makes == on the whole value False)
         assert all(same(x, y) for x, y in zip(back["result"], EVERYDAY, strict=True))
+
+
+def test_a_failed_encoding_leaves_nothing_behind_for_the_next() -> None:
+    c = codec()
+    with pytest.raises(UnserializableValue):
+        c.encode_value([1, (2, "partly packed", object())])
+    assert c.encode_value([(1, 2)]) == codec().encode_value([(1, 2)])
+    assert round_trip([(1, 2)], c) == [(1, 2)]
+
+
+def test_encoding_from_many_threads_at_once_stays_exact() -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    c = codec()
+    values = [{"i": i, "t": (i, str(i) * (i % 50)), "s": {i, -i}} for i in range(400)]
+    expected = [Codec().encode_value(v) for v in values]
+    with ThreadPoolExecutor(4) as pool:
+        assert list(pool.map(c.encode_value, values)) == expected
