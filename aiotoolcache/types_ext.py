@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import enum
+import threading
 from collections.abc import Callable
 from decimal import Decimal
 from typing import Any, cast
@@ -44,6 +45,11 @@ EXT_DATACLASS = 13
 EXT_BIGINT = 14
 
 _REUSE_LIMIT = 256 * 1024
+# How many tuples, sets and registered objects may nest inside one another.
+# Each level of decoding recurses through msgpack's C code with a large stack
+# frame, so hostile bytes nesting thousands deep would overflow the C stack
+# (a crash, not an exception) long before Python's recursion limit.
+MAX_DEPTH = 16
 _FIX_HINT = (
     "register the class with cache.register_model() (pydantic models, dataclasses and "
     "Enums), or return JSON-like data (dict, list, str, numbers)"
@@ -246,6 +252,7 @@ class ValueCodec:
         # Packers are reused (creating one costs more than packing a small
         # value); each pack pops its own, so nested and threaded packs never share.
         self._packers: list[msgpack.Packer] = []
+        self._depth = threading.local()  # nesting depth of the pack or unpack in progress
         self._hook_values = self._make_hook(allow_errors=False)
         self._hook_errors = self._make_hook(allow_errors=True)
 
@@ -266,6 +273,13 @@ class ValueCodec:
             packers.append(packer)
         return packed
 
+    def _pack_nested(self, value: Any) -> bytes:
+        with self._deeper(value):
+            return self.pack(value)
+
+    def _deeper(self, value: Any) -> _Deeper:
+        return _Deeper(self._depth, value)
+
     def _default(self, value: Any) -> Any:
         kind = type(value)
         scalar = _SCALARS.get(kind)
@@ -273,7 +287,7 @@ class ValueCodec:
             return _ext(*scalar(value))
         container = _CONTAINERS.get(kind)
         if container is not None:
-            return _ext(container, self.pack(list(value)))
+            return _ext(container, self._pack_nested(list(value)))
         entry = self.registry.entry_of(kind)
         if entry is not None:
             return self._registered(value, *entry)
@@ -289,16 +303,16 @@ class ValueCodec:
                 return _ext(*encode(value))
         if isinstance(value, tuple | set | frozenset):
             container = _CONTAINERS[next(t for t in _CONTAINERS if isinstance(value, t))]
-            return _ext(container, self.pack(list(value)))
+            return _ext(container, self._pack_nested(list(value)))
         raise _unserializable(value)
 
     def _registered(self, value: Any, name: str, code: int) -> msgpack.ExtType:
         if code == EXT_MODEL:
             return _ext(code, _pack_plain([name, value.model_dump(mode="json")]))
         if code == EXT_ENUM:
-            return _ext(code, self.pack([name, value.value]))
+            return _ext(code, self._pack_nested([name, value.value]))
         fields = {f.name: getattr(value, f.name) for f in dataclasses.fields(value) if f.init}
-        return _ext(code, self.pack([name, fields]))
+        return _ext(code, self._pack_nested([name, fields]))
 
     # -- decoding ---------------------------------------------------------------
     def unpack(self, data: bytes, *, allow_errors: bool = False) -> Any:
@@ -310,10 +324,11 @@ class ValueCodec:
         registry = self.registry
 
         def nested(data: bytes) -> Any:
-            # Errors are only ever a whole value, never nested inside one.
-            return msgpack.unpackb(
-                data, raw=False, ext_hook=self._hook_values, strict_map_key=False
-            )
+            with self._deeper(None):
+                # Errors are only ever a whole value, never nested inside one.
+                return msgpack.unpackb(
+                    data, raw=False, ext_hook=self._hook_values, strict_map_key=False
+                )
 
         def hook(code: int, data: bytes) -> Any:
             scalar = _SCALAR_DECODERS.get(code)
@@ -342,6 +357,29 @@ class ValueCodec:
             raise ValueError(f"extension type {code} is not allowed here")
 
         return hook
+
+
+class _Deeper:
+    """_Deeper counts one more level of nesting in this thread; too deep is refused."""
+
+    __slots__ = ("_local", "_value")
+
+    def __init__(self, local: threading.local, value: Any) -> None:
+        self._local = local
+        self._value = value
+
+    def __enter__(self) -> None:
+        depth: int = getattr(self._local, "n", 0)
+        if depth >= MAX_DEPTH:
+            kind = type(self._value).__qualname__
+            raise UnserializableValue(
+                f"values nest more than {MAX_DEPTH} tuples, sets or registered objects deep",
+                value_type=kind,
+            )
+        self._local.n = depth + 1
+
+    def __exit__(self, *exc: object) -> None:
+        self._local.n -= 1
 
 
 def _as_list(value: Any) -> list[Any]:

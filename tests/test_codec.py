@@ -381,3 +381,19 @@ async def test_a_layer_refuses_its_own_value_written_back_after_hard_expiry(
             client.set(key, captured)  # written back, without a TTL
         assert await cache.layer("quotes").get("AAPL", default="MISS") == "MISS"
         assert cache.stats()["quotes"].corrupt == 1
+
+
+@settings(max_examples=200, deadline=None)
+@given(value=json_values, position=st.integers(min_value=0), secret=st.sampled_from([None, "s"]))
+def test_property_a_flipped_bit_is_refused_or_harmless(
+    value: Any, position: int, secret: str | None
+) -> None:
+    codec = Codec(secret=secret, compress_threshold=64)
+    data = bytearray(sealed_value(codec, value))
+    bit = position % (len(data) * 8)
+    data[bit // 8] ^= 1 << (bit % 8)
+    try:
+        decoded = read(codec, bytes(data))
+    except CorruptValue:
+        return
+    assert decoded == value

@@ -322,3 +322,55 @@ def test_encoding_from_many_threads_at_once_stays_exact() -> None:
     expected = [Codec().encode_value(v) for v in values]
     with ThreadPoolExecutor(4) as pool:
         assert list(pool.map(c.encode_value, values)) == expected
+
+
+def nested_tuples(depth: int) -> bytes:
+    """Return the msgpack of ``depth`` tuples, each the only item of the next."""
+    inner: Any = []
+    for _ in range(depth):
+        inner = msgpack.ExtType(EXT_TUPLE, msgpack.packb([inner]))
+    return bytes(msgpack.packb(inner))
+
+
+def test_deep_nesting_is_refused_not_a_crash() -> None:
+    c = codec()
+    deep: Any = ()
+    for _ in range(5000):
+        deep = (deep,)
+    with pytest.raises(UnserializableValue):
+        c.encode_value(deep)
+    # Hand-built bytes nesting tuples far deeper than any encoder would: this
+    # used to overflow the C stack (a crash) before Python's recursion limit.
+    with pytest.raises(CorruptValue, match="nest"):
+        c.decode_value(nested_tuples(5000))
+
+
+def test_the_deepest_allowed_nesting_fits_a_small_thread_stack() -> None:
+    import threading
+
+    from aiotoolcache.types_ext import MAX_DEPTH
+
+    c = codec()
+    value: Any = ()
+    for _ in range(MAX_DEPTH - 1):
+        value = (value, Point(0, 0))
+    data = c.encode_value(value)
+    too_deep = nested_tuples(MAX_DEPTH + 1)
+    assert c.decode_value(nested_tuples(MAX_DEPTH)) is not None
+    results: list[Any] = []
+
+    def work() -> None:
+        results.append(c.decode_value(data) == value)
+        try:
+            c.decode_value(too_deep)
+        except CorruptValue:
+            results.append("refused")
+
+    old = threading.stack_size(2**20)  # 1 MiB: a quarter of the smallest common default
+    try:
+        thread = threading.Thread(target=work)
+        thread.start()
+        thread.join()
+    finally:
+        threading.stack_size(old)
+    assert results == [True, "refused"]
