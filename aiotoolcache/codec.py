@@ -15,7 +15,6 @@ threshold. Never pickle.
 from __future__ import annotations
 
 import hmac
-import logging
 import math
 import time
 import zlib
@@ -26,12 +25,8 @@ from typing import Any
 
 import msgpack
 
-from aiotoolcache.errors import (
-    CachedLoaderError,
-    ConfigurationError,
-    UnserializableValue,
-    ValueTooLarge,
-)
+from aiotoolcache.codec_warnings import ForeignWarning, UnstorableWarning
+from aiotoolcache.errors import CachedLoaderError, ConfigurationError, UnserializableValue
 from aiotoolcache.types_ext import ModelRegistry, ValueCodec
 
 __all__ = [
@@ -47,7 +42,6 @@ __all__ = [
 FORMAT_VERSION = 2
 DEFAULT_MAX_DECODED = 64 * 2**20
 DEFAULT_CLOCK_SKEW = 5.0
-FOREIGN_WARNING_INTERVAL = 60.0
 _FLAG_COMPRESSED = 1
 _FLAG_SIGNED = 2
 _FLAG_NEGATIVE = 4
@@ -55,7 +49,6 @@ _KNOWN_FLAGS = _FLAG_COMPRESSED | _FLAG_SIGNED | _FLAG_NEGATIVE
 _CHECK_SIZE = 4
 _MAC_SIZE = 16
 _HEAD = 2 + _CHECK_SIZE
-log = logging.getLogger("aiotoolcache.codec")
 
 Secret = str | bytes
 Secrets = Secret | Sequence[Secret]
@@ -146,9 +139,11 @@ class Codec:
         self.max_decoded_bytes = max_decoded_bytes
         self.clock_skew = clock_skew
         self._values = ValueCodec(self.registry)
-        self._foreign_next = -math.inf
-        self._foreign_quiet = 0
-        self._unstorable_seen: set[tuple[str, str]] = set()
+        # Called by the layer: codec.warn_foreign(key_name, exc) for a
+        # ForeignSecret, codec.warn_unstorable(layer_name, exc) for a value
+        # that is returned but not stored.
+        self.warn_foreign = ForeignWarning()
+        self.warn_unstorable = UnstorableWarning()
 
     @property
     def signed(self) -> bool:
@@ -342,57 +337,6 @@ class Codec:
             hard,
             bool(flags & _FLAG_NEGATIVE),
         )
-
-    # -- warnings -------------------------------------------------------------
-    def warn_foreign(
-        self,
-        key_name: str,
-        exc: ForeignSecret,
-        *,
-        interval: float = FOREIGN_WARNING_INTERVAL,
-        now: float | None = None,
-    ) -> bool:
-        """Log a WARNING about an entry this worker cannot verify, at most once per ``interval``.
-
-        Returns True when it logged. Entries refused meanwhile are counted and
-        reported with the next warning.
-        """
-        now = time.monotonic() if now is None else now
-        if now < self._foreign_next:
-            self._foreign_quiet += 1
-            return False
-        quiet, self._foreign_quiet = self._foreign_quiet, 0
-        self._foreign_next = now + interval
-        log.warning(
-            "cannot verify the cached value under %s (%s); %d more since the last warning. "
-            "Every worker of a namespace needs the same secrets; "
-            "the entry is treated as a miss and left in place",
-            key_name,
-            exc,
-            quiet,
-        )
-        return True
-
-    def warn_unstorable(self, layer: str, exc: UnserializableValue | ValueTooLarge) -> bool:
-        """Log one WARNING per layer and value type that cannot be cached, naming the fix.
-
-        Returns True when it logged, False when this layer and type were reported before.
-        """
-        if isinstance(exc, UnserializableValue):
-            kind, fix = exc.value_type or "unknown", ""  # the message names the fix
-        else:
-            kind, fix = "too large", ": raise the layer's max_value_bytes, or return less data"
-        if (layer, kind) in self._unstorable_seen:
-            return False
-        self._unstorable_seen.add((layer, kind))
-        log.warning(
-            "values in layer %r are returned but not cached: %s%s "
-            "(logged once per layer and type; counted in skipped_writes)",
-            layer,
-            exc,
-            fix,
-        )
-        return True
 
 
 def _name_prefix(key_name: str) -> bytes:
