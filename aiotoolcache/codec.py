@@ -63,7 +63,11 @@ class ExpiredValue(CorruptValue):
 
 
 class ForeignSecret(CorruptValue):
-    """Raised when an intact envelope is not verified by any configured secret: a miss, kept."""
+    """Raised when an intact envelope is not signed by a secret this worker holds: kept, a miss.
+
+    That includes an unsigned envelope read with a secret, and a signed one
+    read without: what a rotation or a partial roll-out of a secret looks like.
+    """
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,16 +173,14 @@ class Codec:
     def decode_value(self, payload: bytes, *, allow_errors: bool = False) -> Any:
         """Return the value of a payload; raise CorruptValue for anything wrong with it.
 
-        A cached loader failure decodes (as a CachedLoaderError value) only when
-        ``allow_errors`` is True; otherwise it is a CorruptValue.
+        A cached loader failure decodes (as a CachedLoaderError value, and only
+        as the whole value) when ``allow_errors`` is True; otherwise it is a
+        CorruptValue.
         """
         try:
-            value = self._values.unpack(payload, allow_errors=allow_errors)
+            return self._values.unpack(payload, allow_errors=allow_errors)
         except Exception as exc:  # msgpack and constructors raise a zoo of types on bad input
             raise CorruptValue(f"undecodable payload: {exc!r}") from None
-        if allow_errors and not isinstance(value, CachedLoaderError):
-            raise CorruptValue("a negative entry holds something other than a loader failure")
-        return value
 
     def decode(self, envelope: Envelope, *, allow_errors: bool = False) -> Any:
         """Return the value in ``envelope``; raise CorruptValue if it is bad or not allowed.
@@ -187,9 +189,14 @@ class Codec:
         ``allow_errors`` (the layer caches failures); any other envelope never
         decodes to a CachedLoaderError.
         """
-        if envelope.negative and not allow_errors:
+        if not envelope.negative:
+            return self.decode_value(envelope.payload)
+        if not allow_errors:
             raise CorruptValue("negative entry in a layer without negative caching")
-        return self.decode_value(envelope.payload, allow_errors=envelope.negative)
+        value = self.decode_value(envelope.payload, allow_errors=True)
+        if not isinstance(value, CachedLoaderError):
+            raise CorruptValue("a negative entry holds something other than a loader failure")
+        return value
 
     # -- envelopes ------------------------------------------------------------
     @staticmethod
