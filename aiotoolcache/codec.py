@@ -178,9 +178,13 @@ class Codec:
         CorruptValue.
         """
         try:
-            return self._values.unpack(payload, allow_errors=allow_errors)
+            value = self._values.unpack(payload, allow_errors=allow_errors)
+            if allow_errors and not isinstance(value, CachedLoaderError):
+                # Decoded again without errors, so none hides inside the value.
+                value = self._values.unpack(payload)
         except Exception as exc:  # msgpack and constructors raise a zoo of types on bad input
             raise CorruptValue(f"undecodable payload: {exc!r}") from None
+        return value
 
     def decode(self, envelope: Envelope, *, allow_errors: bool = False) -> Any:
         """Return the value in ``envelope``; raise CorruptValue if it is bad or not allowed.

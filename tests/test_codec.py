@@ -249,6 +249,9 @@ def test_a_planted_failure_in_an_ordinary_entry_is_a_miss() -> None:
     for allow in (False, True):
         with pytest.raises(CorruptValue):
             codec.decode(codec.open(KEY, data), allow_errors=allow)
+    assert codec.decode_value(codec.encode_value("x"), allow_errors=True) == "x"
+    whole = codec.decode_value(codec.encode_value(CachedLoaderError("E", "m")), allow_errors=True)
+    assert isinstance(whole, CachedLoaderError)
     nested = codec.encode_value([CachedLoaderError("E", "m")])
     with pytest.raises(CorruptValue):
         codec.decode_value(nested, allow_errors=True)
