@@ -15,7 +15,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import enum
-import threading
+import functools
 from collections.abc import Callable
 from decimal import Decimal
 from typing import Any, cast
@@ -251,21 +251,33 @@ class ValueCodec:
         self.registry = registry
         # Packers are reused (creating one costs more than packing a small
         # value); each pack pops its own, so nested and threaded packs never share.
-        self._packers: list[msgpack.Packer] = []
-        self._depth = threading.local()  # nesting depth of the pack or unpack in progress
-        self._hook_values = self._make_hook(allow_errors=False)
-        self._hook_errors = self._make_hook(allow_errors=True)
+        # One default hook, packer pool and ext hook per nesting depth: the
+        # depth travels with the call, so counting it costs nothing and is
+        # safe across threads. Packers are reused (creating one costs more
+        # than packing a small value); each pack pops its own.
+        depths = range(MAX_DEPTH + 1)
+        self._defaults = [functools.partial(self._default, depth) for depth in depths]
+        self._packers: list[list[msgpack.Packer]] = [[] for _ in depths]
+        self._hooks = [self._make_hook(depth, allow_errors=False) for depth in depths]
+        self._hook_errors = self._make_hook(0, allow_errors=True)
 
     # -- encoding ---------------------------------------------------------------
     def pack(self, value: Any) -> bytes:
         """Return the msgpack bytes of ``value``."""
-        packers = self._packers
+        return self._pack_at(0, value)
+
+    def _pack_at(self, depth: int, value: Any) -> bytes:
+        if depth > MAX_DEPTH:
+            raise _too_deep(value)
+        packers = self._packers[depth]
         try:
             packer = packers.pop()
         except IndexError:
             # strict_types: a tuple is not silently packed as a list (nor a subclass
             # of dict/str/int as its base) but reaches _default, which keeps its type.
-            packer = msgpack.Packer(default=self._default, strict_types=True, use_bin_type=True)
+            packer = msgpack.Packer(
+                default=self._defaults[depth], strict_types=True, use_bin_type=True
+            )
         packed: bytes = packer.pack(value)
         if len(packed) <= _REUSE_LIMIT:
             # A packer keeps its largest buffer: only those that stayed small
@@ -273,24 +285,17 @@ class ValueCodec:
             packers.append(packer)
         return packed
 
-    def _pack_nested(self, value: Any) -> bytes:
-        with self._deeper(value):
-            return self.pack(value)
-
-    def _deeper(self, value: Any) -> _Deeper:
-        return _Deeper(self._depth, value)
-
-    def _default(self, value: Any) -> Any:
+    def _default(self, depth: int, value: Any) -> Any:
         kind = type(value)
         scalar = _SCALARS.get(kind)
         if scalar is not None:
             return _ext(*scalar(value))
         container = _CONTAINERS.get(kind)
         if container is not None:
-            return _ext(container, self._pack_nested(list(value)))
+            return _ext(container, self._pack_at(depth + 1, list(value)))
         entry = self.registry.entry_of(kind)
         if entry is not None:
-            return self._registered(value, *entry)
+            return self._registered(depth + 1, value, *entry)
         if kind is CachedLoaderError:
             return _ext(EXT_ERROR, _pack_plain([value.error_type, value.message]))
         if isinstance(value, enum.Enum) and not isinstance(value, int | str):
@@ -303,32 +308,33 @@ class ValueCodec:
                 return _ext(*encode(value))
         if isinstance(value, tuple | set | frozenset):
             container = _CONTAINERS[next(t for t in _CONTAINERS if isinstance(value, t))]
-            return _ext(container, self._pack_nested(list(value)))
+            return _ext(container, self._pack_at(depth + 1, list(value)))
         raise _unserializable(value)
 
-    def _registered(self, value: Any, name: str, code: int) -> msgpack.ExtType:
+    def _registered(self, depth: int, value: Any, name: str, code: int) -> msgpack.ExtType:
         if code == EXT_MODEL:
             return _ext(code, _pack_plain([name, value.model_dump(mode="json")]))
         if code == EXT_ENUM:
-            return _ext(code, self._pack_nested([name, value.value]))
+            return _ext(code, self._pack_at(depth, [name, value.value]))
         fields = {f.name: getattr(value, f.name) for f in dataclasses.fields(value) if f.init}
-        return _ext(code, self._pack_nested([name, fields]))
+        return _ext(code, self._pack_at(depth, [name, fields]))
 
     # -- decoding ---------------------------------------------------------------
     def unpack(self, data: bytes, *, allow_errors: bool = False) -> Any:
         """Return the value of ``data``; a cached loader error decodes only when allowed."""
-        hook = self._hook_errors if allow_errors else self._hook_values
+        hook = self._hook_errors if allow_errors else self._hooks[0]
         return msgpack.unpackb(data, raw=False, ext_hook=hook, strict_map_key=False)
 
-    def _make_hook(self, *, allow_errors: bool) -> Callable[[int, bytes], Any]:
+    def _make_hook(self, depth: int, *, allow_errors: bool) -> Callable[[int, bytes], Any]:
         registry = self.registry
 
         def nested(data: bytes) -> Any:
-            with self._deeper(None):
-                # Errors are only ever a whole value, never nested inside one.
-                return msgpack.unpackb(
-                    data, raw=False, ext_hook=self._hook_values, strict_map_key=False
-                )
+            if depth >= MAX_DEPTH:
+                raise _too_deep(None)
+            # Errors are only ever a whole value, never nested inside one.
+            return msgpack.unpackb(
+                data, raw=False, ext_hook=self._hooks[depth + 1], strict_map_key=False
+            )
 
         def hook(code: int, data: bytes) -> Any:
             scalar = _SCALAR_DECODERS.get(code)
@@ -359,27 +365,11 @@ class ValueCodec:
         return hook
 
 
-class _Deeper:
-    """_Deeper counts one more level of nesting in this thread; too deep is refused."""
-
-    __slots__ = ("_local", "_value")
-
-    def __init__(self, local: threading.local, value: Any) -> None:
-        self._local = local
-        self._value = value
-
-    def __enter__(self) -> None:
-        depth: int = getattr(self._local, "n", 0)
-        if depth >= MAX_DEPTH:
-            kind = type(self._value).__qualname__
-            raise UnserializableValue(
-                f"values nest more than {MAX_DEPTH} tuples, sets or registered objects deep",
-                value_type=kind,
-            )
-        self._local.n = depth + 1
-
-    def __exit__(self, *exc: object) -> None:
-        self._local.n -= 1
+def _too_deep(value: Any) -> UnserializableValue:
+    return UnserializableValue(
+        f"values nest more than {MAX_DEPTH} tuples, sets or registered objects deep",
+        value_type=type(value).__qualname__,
+    )
 
 
 def _as_list(value: Any) -> list[Any]:
