@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Final, TypeVar, cast
 
-from aiotoolcache.codec import Codec, CorruptValue, Envelope
+from aiotoolcache.codec import Codec, CorruptValue, Envelope, ForeignSecret
 from aiotoolcache.coherence import Coherence, L1Entry
 from aiotoolcache.errors import (
     CachedLoaderError,
@@ -346,7 +346,12 @@ class Layer:
         could slip in unseen).
         """
         try:
-            envelope = self._codec.open(ref.value_key, data)
+            envelope = self._codec.open(ref.value_key, data, max_bytes=self.config.max_value_bytes)
+        except ForeignSecret as exc:
+            # Another secret signed it: a miss, left in place (a rotation is under way).
+            self.counters.corrupt += 1
+            self._codec.warn_foreign(ref.value_key, exc)
+            return None
         except CorruptValue as exc:
             log.debug("corrupt value under %s: %s", ref.value_key, exc)
             self.counters.corrupt += 1
@@ -358,7 +363,7 @@ class Layer:
     def decode(self, ref: KeyRef, envelope: Envelope) -> Any:
         """Return the value in ``envelope``, or MISSING (counted) if it does not decode."""
         try:
-            return self._codec.decode_value(envelope.payload)
+            return self._codec.decode(envelope, allow_errors=self.config.negative_ttl is not None)
         except CorruptValue:
             self.counters.corrupt += 1
             return MISSING
@@ -383,14 +388,22 @@ class Layer:
                 )
         except (UnserializableValue, ValueTooLarge) as exc:
             self.counters.skipped_writes += 1
-            log.debug("not caching a value in %s: %s", self.name, exc)
+            self._codec.warn_unstorable(self.name, exc)
             if self.strict:
                 raise
             return None
         fresh = jittered(self.config.ttl if ttl is None else ttl, self.config.jitter, self._rng)
         now = time.time()
         tag_generations = None if fill is None else fill.tag_generations
-        envelope = Envelope(now, now + fresh, load_seconds, tag_generations, payload)
+        envelope = Envelope(
+            now,
+            now + fresh,
+            load_seconds,
+            tag_generations,
+            payload,
+            hard_until=now + fresh + self.config.stale_ttl,
+            negative=isinstance(value, CachedLoaderError),
+        )
         ttl_ms = int((fresh + self.config.stale_ttl) * 1000)
         return envelope, self._codec.seal(ref.value_key, envelope), ttl_ms
 

@@ -6,6 +6,7 @@ from array import array
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING
 
+from aiotoolcache.codec import CorruptValue
 from aiotoolcache.errors import ToolCacheError
 
 if TYPE_CHECKING:
@@ -21,10 +22,27 @@ def pack_vector(vector: Sequence[float]) -> bytes:
     return array("f", vector).tobytes()
 
 
-def unpack_vector(data: bytes) -> list[float]:
+def unpack_vector(data: bytes, dimensions: int | None = None) -> list[float]:
+    """Return the vector packed in ``data``; raise CorruptValue if it is not one.
+
+    ``data`` must be whole float32 values, exactly ``dimensions`` of them when given.
+    """
+    if len(data) % 4 or (dimensions is not None and len(data) != 4 * dimensions):
+        raise CorruptValue(f"{len(data)} bytes are not a packed vector of {dimensions} float32")
     vector = array("f")
     vector.frombytes(data)
     return vector.tolist()
+
+
+def _cached_vector(layer: Layer, value: object, dimensions: int | None) -> list[float] | None:
+    """Return a cached vector, or None (a miss, counted as corrupt if malformed)."""
+    if not isinstance(value, bytes):
+        return None
+    try:
+        return unpack_vector(value, dimensions)
+    except CorruptValue:
+        layer.counters.corrupt += 1
+        return None
 
 
 async def embed_texts(
@@ -40,12 +58,12 @@ async def embed_texts(
 
     The loader gets each missing text once (duplicates folded). Every vector
     returned has float32 precision, whether it came from the cache or the loader.
+    A cached entry that is not a well-formed vector (of ``dimensions`` values,
+    when given) is a miss: that text is loaded again and stored afresh.
     """
     keys = [("embed", model, dimensions, text) for text in texts]
     cached = await layer.get_many(keys, partition=partition, label=model)
-    vectors: list[list[float] | None] = [
-        unpack_vector(value) if isinstance(value, bytes) else None for value in cached
-    ]
+    vectors = [_cached_vector(layer, value, dimensions) for value in cached]
     missing = list(
         dict.fromkeys(text for text, vec in zip(texts, vectors, strict=True) if vec is None)
     )

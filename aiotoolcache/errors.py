@@ -53,7 +53,14 @@ class KeyEncodingError(ToolCacheError, TypeError):
 
 
 class UnserializableValue(ToolCacheError, TypeError):
-    """Raised (strict mode only) when a value cannot be encoded for the cache."""
+    """Raised (strict mode only) when a value cannot be encoded for the cache.
+
+    ``value_type`` names the type that could not be stored, when one is known.
+    """
+
+    def __init__(self, message: str, value_type: str | None = None) -> None:
+        super().__init__(message)
+        self.value_type = value_type
 
 
 class ValueTooLarge(ToolCacheError):

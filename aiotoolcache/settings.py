@@ -1,13 +1,15 @@
 """Where a ToolCache keeps its data: arguments first, then the environment.
 
 ``AIOTOOLCACHE_URL`` (absent: the embedded in-process default),
-``AIOTOOLCACHE_NAMESPACE`` and ``AIOTOOLCACHE_SECRET``.
+``AIOTOOLCACHE_NAMESPACE`` and ``AIOTOOLCACHE_SECRET`` (one secret, or several
+separated by commas while rotating: the first signs, every one verifies).
 """
 
 from __future__ import annotations
 
 import os
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from aiotoolcache.errors import ConfigurationError
@@ -25,15 +27,21 @@ class Settings:
 
     url: str | None
     namespace: str
-    secret: str | None
+    secret: str | bytes | tuple[str | bytes, ...] | None
 
     @classmethod
     def resolve(
-        cls, url: str | None = None, namespace: str | None = None, secret: str | None = None
+        cls,
+        url: str | None = None,
+        namespace: str | None = None,
+        secret: str | bytes | Sequence[str | bytes] | None = None,
     ) -> Settings:
         url = url if url is not None else os.environ.get("AIOTOOLCACHE_URL") or None
         namespace = namespace or os.environ.get("AIOTOOLCACHE_NAMESPACE") or DEFAULT_NAMESPACE
-        secret = secret if secret is not None else os.environ.get("AIOTOOLCACHE_SECRET") or None
+        if secret is None:
+            secret = env_secrets(os.environ.get("AIOTOOLCACHE_SECRET"))
+        elif not isinstance(secret, str | bytes):
+            secret = tuple(secret)
         if not _NAMESPACE.match(namespace):
             raise ConfigurationError(
                 f"namespace must be 1-64 characters of [A-Za-z0-9_.-], got {namespace!r}"
@@ -41,6 +49,22 @@ class Settings:
         if url is not None:
             parse_backend_url(url)
         return cls(url=url, namespace=namespace, secret=secret)
+
+
+def env_secrets(value: str | None) -> str | tuple[str, ...] | None:
+    """Return the secrets in an ``AIOTOOLCACHE_SECRET`` value: comma-separated, first signs.
+
+    A secret given in code (``secret=``) is never split; one that contains a
+    comma can only be given that way. Raises ConfigurationError for an empty item.
+    """
+    if not value:
+        return None
+    if "," not in value:
+        return value
+    items = tuple(item.strip() for item in value.split(","))
+    if not all(items):
+        raise ConfigurationError("AIOTOOLCACHE_SECRET holds an empty secret between commas")
+    return items
 
 
 def parse_backend_url(url: str) -> tuple[str, str]:

@@ -21,7 +21,7 @@ from aiotoolcache import connect, fleet
 from aiotoolcache.breaker import CircuitBreaker
 from aiotoolcache.cache import Layer
 from aiotoolcache.cluster_bus import ClusterBus
-from aiotoolcache.codec import Codec, ModelRegistry
+from aiotoolcache.codec import Codec, ModelRegistry, parse_secrets
 from aiotoolcache.coherence import Coherence, L1Entry
 from aiotoolcache.decorators import cached_function
 from aiotoolcache.embeddings import embed_texts
@@ -66,7 +66,7 @@ class ToolCache:
         url: str | None = None,
         *,
         namespace: str | None = None,
-        secret: str | Sequence[str] | None = None,
+        secret: str | bytes | Sequence[str | bytes] | None = None,
         layers: Mapping[str, LayerConfig] | None = None,
         client: AnyRedis | None = None,
         strict: bool = False,
@@ -88,17 +88,13 @@ class ToolCache:
         seed: int | None = None,
         fleet_interval: float | None = fleet.DEFAULT_INTERVAL,
     ) -> None:
-        secrets = [secret] if isinstance(secret, str) else list(secret or ())
-        settings = Settings.resolve(
-            None if client is not None else url, namespace, secrets[0] if secrets else None
-        )
-        if settings.secret is not None and not secrets:
-            secrets = [settings.secret]
+        settings = Settings.resolve(None if client is not None else url, namespace, secret)
+        secrets = parse_secrets(settings.secret)  # the first signs, every one verifies
         self.namespace = settings.namespace
         self.url = settings.url
         self.strict = strict
         self.rng = random.Random(seed)
-        self.codec = Codec(secret=secrets[0] if secrets else None, registry=ModelRegistry())
+        self.codec = Codec(secret=settings.secret, registry=ModelRegistry())
         for model in models:
             self.codec.registry.register(model)
         self.breaker = CircuitBreaker(
@@ -518,11 +514,10 @@ def server_tag(server_id: str) -> str:
     return f"server:{server_id}"
 
 
-def bus_keys(secrets: Sequence[str]) -> tuple[bytes, ...]:
+def bus_keys(secrets: Sequence[bytes]) -> tuple[bytes, ...]:
     """The bus's MAC keys, one per secret (derived, so a bus key never signs a value)."""
     return tuple(
-        blake2b(secret.encode(), digest_size=32, person=b"atc-bus-key").digest()
-        for secret in secrets
+        blake2b(secret, digest_size=32, person=b"atc-bus-key").digest() for secret in secrets
     )
 
 

@@ -1,7 +1,11 @@
-"""The envelope codec: anything hostile is a CorruptValue, anything JSON-able round-trips."""
+"""The envelope codec: anything hostile is a CorruptValue, anything storable round-trips."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import random
+import time
 import zlib
 from typing import Any
 
@@ -10,8 +14,20 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from aiotoolcache.codec import Codec, CorruptValue, Envelope
+import aiotoolcache as atc
+from aiotoolcache.codec import (
+    FORMAT_VERSION,
+    Codec,
+    CorruptValue,
+    Envelope,
+    ExpiredValue,
+    ForeignSecret,
+)
+from aiotoolcache.errors import CachedLoaderError, ConfigurationError
 from aiotoolcache.keys import canonical_json, digest
+from aiotoolcache.settings import Settings, env_secrets
+
+KEY = "atc:results:g0.0:lookup:{0123456789abcdef}"
 
 json_values = st.recursive(
     st.none()
@@ -27,26 +43,35 @@ json_values = st.recursive(
 )
 
 
-def envelope(payload: bytes) -> Envelope:
-    return Envelope(1.0, 2.0, 0.5, {"server:x": 3}, payload)
+def envelope(payload: bytes, *, ttl: float = 60.0, stale: float = 0.0) -> Envelope:
+    now = time.time()
+    return Envelope(now, now + ttl, 0.5, {"server:x": 3}, payload, hard_until=now + ttl + stale)
+
+
+def sealed_value(codec: Codec, value: Any, key: str = KEY, **options: float) -> bytes:
+    return codec.seal(key, envelope(codec.encode_value(value), **options))
+
+
+def read(codec: Codec, data: bytes, key: str = KEY, now: float | None = None) -> Any:
+    return codec.decode(codec.open(key, data, now=now))
 
 
 @settings(max_examples=300, deadline=None)
 @given(data=st.binary(max_size=2000))
 def test_arbitrary_bytes_are_corrupt_never_another_exception(data: bytes) -> None:
     for codec in (Codec(), Codec(secret="s")):
-        try:
-            codec.decode_value(codec.open("key", data).payload)
-        except CorruptValue:
-            pass
+        for candidate in (data, bytes((FORMAT_VERSION,)) + data):
+            try:
+                codec.decode(codec.open(KEY, candidate), allow_errors=True)
+            except CorruptValue:
+                pass
 
 
 @settings(max_examples=300, deadline=None)
 @given(value=json_values)
 def test_json_like_values_round_trip(value: Any) -> None:
     codec = Codec(secret="s", compress_threshold=64)
-    sealed = codec.seal("k", envelope(codec.encode_value(value)))
-    assert codec.decode_value(codec.open("k", sealed).payload) == value
+    assert read(codec, sealed_value(codec, value)) == value
 
 
 @settings(max_examples=200, deadline=None)
@@ -64,30 +89,314 @@ def test_dict_key_order_does_not_change_the_digest() -> None:
     assert digest("x", partition="a") != digest("x", partition="b") != digest("x")
 
 
-def test_a_zip_bomb_is_refused() -> None:
+# -- checksums ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("secret", [None, "s3cret"])
+def test_single_bit_flips_never_decode_to_another_value(secret: str | None) -> None:
+    codec = Codec(secret=secret, compress_threshold=256)
+    rng = random.Random(14)
+    values = [
+        {"city": "Paris", "temp": 21.5, "tags": ["a", "b"], "n": 12345},
+        {"text": "lorem ipsum " * 60},  # compressed
+        "short",
+    ]
+    silently_different = 0
+    for i in range(1000):
+        value = values[i % len(values)]
+        data = bytearray(sealed_value(codec, value))
+        bit = rng.randrange(len(data) * 8)
+        data[bit // 8] ^= 1 << (bit % 8)
+        try:
+            decoded = read(codec, bytes(data))
+        except CorruptValue:
+            continue
+        silently_different += decoded != value
+        assert decoded == value  # a flip that decodes at all decodes to the same value
+    assert silently_different == 0
+
+
+def test_an_unsigned_value_copied_under_another_key_is_corrupt() -> None:
     codec = Codec()
-    bomb = zlib.compress(b"\x00" * (80 * 2**20), 9)
-    body = msgpack.packb([1.0, 2.0, 0.0, None, bomb], use_bin_type=True)
-    with pytest.raises(CorruptValue, match="too large"):
-        codec.open("k", bytes((1, 1)) + body)
+    data = sealed_value(codec, "v", key="k1")
+    assert read(codec, data, key="k1") == "v"
+    with pytest.raises(CorruptValue, match="checksum"):
+        codec.open("k2", data)
 
 
-def test_signed_values_do_not_verify_under_another_key_or_secret() -> None:
+def test_another_format_version_is_a_miss() -> None:
+    codec = Codec()
+    data = sealed_value(codec, "v")
+    with pytest.raises(CorruptValue, match="format version"):
+        codec.open(KEY, bytes((1,)) + data[1:])
+    v1 = bytes((1, 0)) + msgpack.packb([1.0, 2.0, 0.0, None, b"\xa1v"], use_bin_type=True)
+    with pytest.raises(CorruptValue, match="format version 1"):
+        codec.open(KEY, v1)
+
+
+# -- hard expiry ----------------------------------------------------------------
+
+
+def test_a_signed_value_written_back_after_hard_expiry_is_refused() -> None:
+    codec = Codec(secret="s", clock_skew=5.0)
+    captured = sealed_value(codec, {"balance": 10}, ttl=60, stale=30)
+    now = time.time()
+    assert read(codec, captured, now=now + 89) == {"balance": 10}  # stale window
+    assert read(codec, captured, now=now + 94) == {"balance": 10}  # inside the skew allowance
+    with pytest.raises(ExpiredValue, match="hard expiry"):
+        codec.open(KEY, captured, now=now + 96)
+
+
+def test_without_a_stale_window_hard_expiry_is_the_soft_one() -> None:
+    codec = Codec(clock_skew=0.0)
+    now = time.time()
+    data = codec.seal(KEY, Envelope(now, now + 10, 0.0, None, codec.encode_value(1)))
+    assert codec.open(KEY, data, now=now + 9).expires_at == pytest.approx(now + 10)
+    with pytest.raises(ExpiredValue):
+        codec.open(KEY, data, now=now + 11)
+
+
+def test_a_value_dated_beyond_the_skew_allowance_is_refused() -> None:
+    codec = Codec(secret="s", clock_skew=5.0)
+    data = sealed_value(codec, "from a fast clock")
+    now = time.time()
+    assert read(codec, data, now=now - 4) == "from a fast clock"
+    with pytest.raises(ExpiredValue, match="future"):
+        codec.open(KEY, data, now=now - 6)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), "1e99", True, None])
+def test_non_numeric_times_are_corrupt(bad: Any) -> None:
+    # A checksum anyone can compute: the fields themselves must still be checked.
+    codec = Codec()
+    now = time.time()
+    body = msgpack.packb([now, now + 10, bad, 0.0, None, 2, b"\xa1v"], use_bin_type=True)
+    header = bytes((FORMAT_VERSION, 0))
+    data = header + Codec._check(KEY, header, body) + body
+    with pytest.raises(CorruptValue):
+        codec.open(KEY, data)
+
+
+# -- size limits ----------------------------------------------------------------
+
+
+def forged(payload: bytes, size: int, flags: int = 1) -> bytes:
+    now = time.time()
+    body = msgpack.packb([now, now + 10, now + 10, 0.0, None, size, payload], use_bin_type=True)
+    header = bytes((FORMAT_VERSION, flags))
+    return header + Codec._check(KEY, header, body) + body
+
+
+def test_a_zlib_bomb_is_refused_without_inflating_it() -> None:
+    bomb = zlib.compress(b"\x00" * (64 * 2**20), 9)  # ~64 KB that inflate to 64 MiB
+    codec = Codec(max_decoded_bytes=2**20)
+    for declared in (1000, 2**20):  # lying about its size, or claiming the maximum
+        with pytest.raises(CorruptValue, match="declared size"):
+            codec.open(KEY, forged(bomb, declared))
+    with pytest.raises(CorruptValue, match="max_decoded_bytes"):
+        codec.open(KEY, forged(bomb, 64 * 2**20))
+    with pytest.raises(CorruptValue, match="max_decoded_bytes"):
+        Codec().open(KEY, forged(bomb, 2**20), max_bytes=1000)  # the layer's own limit
+
+
+def test_inflation_stops_at_the_declared_size() -> None:
+    # The decompressor is asked for at most size + 1 bytes: measure what it returns.
+    bomb = zlib.compress(b"\x00" * (8 * 2**20), 9)
+    decompressor = zlib.decompressobj()
+    assert len(decompressor.decompress(bomb, 1001)) == 1001
+    with pytest.raises(CorruptValue):
+        Codec().open(KEY, forged(bomb, 1000))
+
+
+def test_an_honest_large_value_within_the_limit_round_trips() -> None:
+    codec = Codec(max_decoded_bytes=2**20)
+    value = "x" * 500_000
+    assert read(codec, sealed_value(codec, value)) == value
+    with pytest.raises(CorruptValue, match="max_decoded_bytes"):
+        Codec(max_decoded_bytes=1000).open(KEY, sealed_value(codec, value))
+
+
+def test_an_uncompressed_payload_must_match_its_size() -> None:
+    with pytest.raises(CorruptValue, match="size"):
+        Codec().open(KEY, forged(b"\xa1v", 5, flags=0))
+
+
+# -- negative entries -------------------------------------------------------------
+
+
+def negative(codec: Codec, failure: Any) -> bytes:
+    now = time.time()
+    payload = codec.encode_value(failure)
+    return codec.seal(KEY, Envelope(now, now + 10, 0.0, None, payload, negative=True))
+
+
+def test_a_negative_entry_decodes_only_where_failures_are_cached() -> None:
     codec = Codec(secret="s")
-    sealed = codec.seal("k1", envelope(codec.encode_value("v")))
-    with pytest.raises(CorruptValue):
-        codec.open("k2", sealed)
-    with pytest.raises(CorruptValue):
-        Codec(secret="t").open("k1", sealed)
-    with pytest.raises(CorruptValue):
-        Codec().open("k1", sealed)
-    with pytest.raises(CorruptValue):
-        codec.open("k1", Codec().seal("k1", envelope(b"\xa1v")))  # unsigned refused
+    data = negative(codec, CachedLoaderError("ValueError", "no such city"))
+    env = codec.open(KEY, data)
+    assert env.negative
+    failure = codec.decode(env, allow_errors=True)
+    assert isinstance(failure, CachedLoaderError) and failure.message == "no such city"
+    with pytest.raises(CorruptValue, match="negative"):
+        codec.decode(env)
 
 
-def test_unknown_model_names_are_corrupt_not_imported() -> None:
-    payload = msgpack.packb(
-        msgpack.ExtType(1, msgpack.packb(["os.system", {"x": 1}])), use_bin_type=True
-    )
-    with pytest.raises(CorruptValue, match="not registered"):
-        Codec().decode_value(payload)
+def test_a_planted_failure_in_an_ordinary_entry_is_a_miss() -> None:
+    codec = Codec()
+    now = time.time()
+    planted = codec.encode_value(CachedLoaderError("PermissionError", "call the attacker"))
+    data = codec.seal(KEY, Envelope(now, now + 10, 0.0, None, planted))  # not flagged
+    for allow in (False, True):
+        with pytest.raises(CorruptValue):
+            codec.decode(codec.open(KEY, data), allow_errors=allow)
+    assert codec.decode_value(codec.encode_value("x"), allow_errors=True) == "x"
+    whole = codec.decode_value(codec.encode_value(CachedLoaderError("E", "m")), allow_errors=True)
+    assert isinstance(whole, CachedLoaderError)
+    nested = codec.encode_value([CachedLoaderError("E", "m")])
+    with pytest.raises(CorruptValue):
+        codec.decode_value(nested, allow_errors=True)
+    with pytest.raises(CorruptValue):
+        codec.decode(codec.open(KEY, negative(codec, "not a failure")), allow_errors=True)
+
+
+async def test_a_planted_negative_entry_is_a_miss_in_a_layer_without_negative_ttl() -> None:
+    async with atc.ToolCache() as cache:
+        layer = cache.results
+        await layer.set("city", CachedLoaderError("ValueError", "planted"))
+        cache.l1.clear()
+        calls = 0
+
+        async def load() -> str:
+            nonlocal calls
+            calls += 1
+            return "Paris"
+
+        assert await layer.get_or_load("city", load) == "Paris"
+        assert calls == 1
+        assert layer.counters.corrupt >= 1
+
+
+# -- secrets and rotation -------------------------------------------------------
+
+
+def test_rotation_signs_with_the_first_secret_and_verifies_with_any() -> None:
+    old, rotating, new = Codec(secret="old"), Codec(secret=["new", "old"]), Codec(secret="new")
+    written_by_old = sealed_value(old, "a")
+    written_by_rotating = sealed_value(rotating, "b")
+    assert read(rotating, written_by_old) == "a"
+    assert read(new, written_by_rotating) == "b"
+    with pytest.raises(ForeignSecret):
+        old.open(KEY, written_by_rotating)
+    with pytest.raises(ForeignSecret, match="no configured secret"):
+        Codec(secret=(b"other",)).open(KEY, written_by_old)
+
+
+def test_signed_values_do_not_verify_under_another_key() -> None:
+    codec = Codec(secret="s")
+    data = sealed_value(codec, "v", key="k1")
+    with pytest.raises(CorruptValue) as info:
+        codec.open("k2", data)
+    assert not isinstance(info.value, ForeignSecret)  # the checksum fails too
+
+
+def test_signed_and_unsigned_workers_see_each_other_as_foreign_not_corrupt() -> None:
+    signed, unsigned = Codec(secret="s"), Codec()
+    with pytest.raises(ForeignSecret, match="not signed"):
+        signed.open(KEY, sealed_value(unsigned, "v"))
+    with pytest.raises(ForeignSecret, match="no secret"):
+        unsigned.open(KEY, sealed_value(signed, "v"))
+
+
+def test_a_corrupted_signed_value_is_corrupt_not_foreign() -> None:
+    codec = Codec(secret="s")
+    data = bytearray(sealed_value(codec, {"a": 1}))
+    data[-3] ^= 0x10
+    with pytest.raises(CorruptValue) as info:
+        codec.open(KEY, bytes(data))
+    assert not isinstance(info.value, ForeignSecret)
+
+
+@pytest.mark.parametrize("secret", ["", b"", [], ["ok", ""], [1]])
+def test_empty_or_odd_secrets_are_configuration_errors(secret: Any) -> None:
+    with pytest.raises(ConfigurationError):
+        Codec(secret=secret)
+
+
+def test_long_secrets_are_hashed_to_a_key() -> None:
+    codec = Codec(secret="x" * 200)
+    assert read(codec, sealed_value(codec, 1)) == 1
+
+
+def test_foreign_warning_is_rate_limited(caplog: pytest.LogCaptureFixture) -> None:
+    codec = Codec(secret="new")
+    exc = ForeignSecret("no configured secret verifies this value")
+    with caplog.at_level(logging.WARNING, logger="aiotoolcache.codec"):
+        assert codec.warn_foreign("k1", exc, now=100.0)
+        assert not codec.warn_foreign("k2", exc, now=130.0)
+        assert not codec.warn_foreign("k3", exc, now=159.0)
+        assert codec.warn_foreign("k4", exc, now=161.0)
+    messages = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(messages) == 2
+    assert "k4" in messages[1] and "2 more" in messages[1]
+
+
+def test_the_environment_may_list_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert env_secrets(None) is None and env_secrets("") is None
+    assert env_secrets("one") == "one"
+    assert env_secrets("new, old") == ("new", "old")
+    with pytest.raises(ConfigurationError):
+        env_secrets("new,,old")
+    monkeypatch.setenv("AIOTOOLCACHE_SECRET", "new,old")
+    assert Settings.resolve().secret == ("new", "old")
+    assert Settings.resolve(secret="a,b").secret == "a,b"  # never split in code
+    assert Settings.resolve(secret=["a", "b"]).secret == ("a", "b")
+
+
+async def test_a_worker_with_another_secret_leaves_entries_in_place(
+    redis_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with (
+        atc.ToolCache.from_url(redis_url, namespace="rot", secret="old") as old,
+        atc.ToolCache.from_url(redis_url, namespace="rot", secret="new") as new,
+        atc.ToolCache.from_url(redis_url, namespace="rot", secret=["new", "old"]) as rolling,
+    ):
+        await old.results.set("k", "v")
+        with caplog.at_level(logging.WARNING, logger="aiotoolcache.codec"):
+            assert await new.results.get("k", default="MISS") == "MISS"
+            assert await new.results.get("k", default="MISS") == "MISS"
+        assert new.stats()["results"].corrupt == 2
+        assert len([r for r in caplog.records if r.levelno == logging.WARNING]) == 1
+        assert await rolling.results.get("k") == "v"  # not deleted by the foreign reader
+
+
+async def test_a_layer_refuses_its_own_value_written_back_after_hard_expiry(
+    redis_url: str, redis_server: Any
+) -> None:
+    async with atc.ToolCache.from_url(redis_url, namespace="expiry", secret="s") as cache:
+        cache.codec.clock_skew = 0.0
+        cache.add_layer("quotes", atc.LayerConfig(ttl=0.2, jitter=0, l1=False))
+        await cache.layer("quotes").set("AAPL", 180.5)
+        with redis_server.client() as client:
+            [key] = client.keys("expiry:quotes:*")
+            captured = client.get(key)
+            assert await cache.layer("quotes").get("AAPL") == 180.5
+            await asyncio.sleep(0.4)
+            client.set(key, captured)  # written back, without a TTL
+        assert await cache.layer("quotes").get("AAPL", default="MISS") == "MISS"
+        assert cache.stats()["quotes"].corrupt == 1
+
+
+@settings(max_examples=200, deadline=None)
+@given(value=json_values, position=st.integers(min_value=0), secret=st.sampled_from([None, "s"]))
+def test_property_a_flipped_bit_is_refused_or_harmless(
+    value: Any, position: int, secret: str | None
+) -> None:
+    codec = Codec(secret=secret, compress_threshold=64)
+    data = bytearray(sealed_value(codec, value))
+    bit = position % (len(data) * 8)
+    data[bit // 8] ^= 1 << (bit % 8)
+    try:
+        decoded = read(codec, bytes(data))
+    except CorruptValue:
+        return
+    assert decoded == value
