@@ -7,11 +7,14 @@ fail-open behaviour when Redis is slow or down.
 
 from aiotoolcache.breaker import BreakerState, CircuitBreaker
 from aiotoolcache.cache import Layer
+from aiotoolcache.cassette import Cassette, record_cost
 from aiotoolcache.codec import Codec, Envelope, ModelRegistry
 from aiotoolcache.errors import (
     BackendError,
     BackendTimeout,
     CachedLoaderError,
+    CassetteError,
+    CassetteMiss,
     CircuitOpen,
     ConfigurationError,
     KeyEncodingError,
@@ -36,6 +39,9 @@ __all__ = [
     "BreakerState",
     "CacheStats",
     "CachedLoaderError",
+    "Cassette",
+    "CassetteError",
+    "CassetteMiss",
     "CircuitBreaker",
     "CircuitOpen",
     "Codec",
@@ -54,4 +60,5 @@ __all__ = [
     "ToolCacheError",
     "UnserializableValue",
     "ValueTooLarge",
+    "record_cost",
 ]

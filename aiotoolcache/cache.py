@@ -27,6 +27,7 @@ from aiotoolcache.layers import LayerConfig
 from aiotoolcache.stats import LayerCounters
 
 if TYPE_CHECKING:
+    from aiotoolcache.cassette import Cassette
     from aiotoolcache.toolcache import ToolCache
 
 __all__ = ["Layer"]
@@ -70,6 +71,7 @@ class Layer:
         self.counters = LayerCounters()
         self._owner = owner
         self._layer_field = f"layer:{name}"
+        self.cassette: Cassette | None = None  # set by ToolCache: record/replay, never cached
 
     def __repr__(self) -> str:
         return f"<Layer {self.name} ttl={self.config.ttl}s>"
@@ -106,6 +108,8 @@ class Layer:
         is False the value is returned but not stored. Backend failures never
         reach the caller unless the cache is strict.
         """
+        if self.cassette is not None:  # the tape answers, before L1/L2: see cassette.py
+            return await self.cassette.through(self, key, loader, partition)
         ref = self.ref(key, partition, label)
         tag_list = sorted(set(tags)) if tags else None
         value = self._l1_value(ref, loader, ttl, tag_list, should_cache)

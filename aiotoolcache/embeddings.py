@@ -41,6 +41,11 @@ async def embed_texts(
     The loader gets each missing text once (duplicates folded). Every vector
     returned has float32 precision, whether it came from the cache or the loader.
     """
+    if layer.cassette is not None:  # the tape answers, before L1/L2: see cassette.py
+        cassette = layer.cassette
+        return await cassette.embed(
+            layer, texts, model, loader, dimensions=dimensions, partition=partition
+        )
     keys = [("embed", model, dimensions, text) for text in texts]
     cached = await layer.get_many(keys, partition=partition, label=model)
     vectors: list[list[float] | None] = [

@@ -8,6 +8,8 @@
     ├── UnserializableValue     (also a TypeError)
     ├── ValueTooLarge
     ├── CachedLoaderError
+    ├── CassetteError
+    │   └── CassetteMiss
     └── BackendError
         ├── BackendTimeout
         └── CircuitOpen
@@ -25,6 +27,8 @@ __all__ = [
     "BackendError",
     "BackendTimeout",
     "CachedLoaderError",
+    "CassetteError",
+    "CassetteMiss",
     "CircuitOpen",
     "ConfigurationError",
     "KeyEncodingError",
@@ -65,6 +69,22 @@ class CachedLoaderError(ToolCacheError):
         super().__init__(f"{error_type}: {message} (cached failure)")
         self.error_type = error_type
         self.message = message
+
+
+class CassetteError(ToolCacheError):
+    """Raised when a cassette file cannot be read, decoded or written."""
+
+
+class CassetteMiss(CassetteError):
+    """Raised when a call that must replay is not on the cassette (or was replayed up).
+
+    ``call`` names the call; the message shows the nearest recorded calls and
+    how their arguments differ.
+    """
+
+    def __init__(self, message: str, call: str) -> None:
+        super().__init__(message)
+        self.call = call
 
 
 class BackendError(ToolCacheError):

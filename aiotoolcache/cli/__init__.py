@@ -22,6 +22,7 @@ import sys
 from collections.abc import Sequence
 from typing import NoReturn
 
+from aiotoolcache.cli.cassette import add_cassette_parser, cmd_cassette
 from aiotoolcache.cli.connection import open_cache
 from aiotoolcache.cli.demo import cmd_demo, render_demo
 from aiotoolcache.cli.doctor import Checks, cmd_doctor
@@ -131,6 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
     insp.add_argument(
         "keyparts", nargs="+", metavar="KEYPART", help="key parts; JSON values are parsed"
     )
+    add_cassette_parser(commands)
     return parser
 
 
@@ -142,6 +144,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "demo":
             return cmd_demo(args, out)
+        if args.command == "cassette":
+            return cmd_cassette(args, out)
         runner = {
             "stats": cmd_stats,
             "invalidate": cmd_invalidate,
