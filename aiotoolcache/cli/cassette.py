@@ -87,6 +87,7 @@ def show(tape: Tape, as_json: bool, out: IO[str]) -> int:
     rows = []
     for record in tape.entries:
         arguments = json.dumps(record.get("arguments"), sort_keys=True, ensure_ascii=False)
+        arguments = "" if record.get("arguments") is None else arguments
         if len(arguments) > _ARGS_WIDTH:
             arguments = arguments[: _ARGS_WIDTH - 1] + "…"
         rows.append(
