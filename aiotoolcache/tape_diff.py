@@ -78,8 +78,9 @@ def miss_message(
     call: dict[str, Any], reason: str, candidates: Sequence[dict[str, Any]], path: str
 ) -> str:
     """The message of a CassetteMiss: the call, why it missed, the nearest recorded calls."""
-    lines = [f"{title(call)}: {reason} in {path}", "  this call:"]
-    lines += ["    " + line for line in call_lines(call)]
+    arguments = json.dumps(call.get("arguments"), sort_keys=True, ensure_ascii=False)
+    lines = [f"{title(call)}: {reason} in {path}", f"  arguments: {arguments}"]
+    lines += [f"  {k}: {json.dumps(call[k])}" for k in ("extra", "partition") if call.get(k)]
     if not candidates:
         lines.append("  the cassette holds no calls")
         return "\n".join(lines)

@@ -112,4 +112,5 @@ def test_the_marker_is_registered_and_the_option_documented(project: pytest.Pyte
 
 def test_the_package_registers_the_plugin_entry_point() -> None:
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    assert project["entry-points"]["pytest11"] == {"aiotoolcache": "aiotoolcache.pytest_plugin"}
+    plugins = project["entry-points"]["pytest11"]
+    assert plugins == {"aiotoolcache.pytest_plugin": "aiotoolcache.pytest_plugin"}
