@@ -45,11 +45,13 @@ ENCODING_NOTE = (
     'JSON; a value JSON cannot carry exactly is {"$msgpack": base64 of the payload of '
     "aiotoolcache's msgpack codec}"
 )
-# Name parts that mark a field as secret: api_key, accessToken, Authorization, x-api-key…
+# Name parts that mark a field as secret: accessToken, Authorization, password, apiKey…
 _SECRET_PARTS = frozenset(
-    {"token", "secret", "password", "passwd", "authorization", "auth", "apikey", "key",
+    {"token", "secret", "password", "passwd", "authorization", "auth", "apikey",
      "credential", "credentials", "cookie"}
 )  # fmt: skip
+# "key" alone names lookups (a cache key, a sort key): secret only after one of these.
+_SECRET_KEY_KINDS = frozenset({"api", "private", "access", "secret", "signing", "session"})
 _CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
 _PARTS = re.compile(r"[^a-z0-9]+")
 
@@ -57,7 +59,12 @@ _PARTS = re.compile(r"[^a-z0-9]+")
 def looks_secret(name: str) -> bool:
     """True when a field name looks like it holds a secret (``api_key``, ``accessToken``…)."""
     parts = _PARTS.split(_CAMEL.sub("_", name).lower())
-    return any(part in _SECRET_PARTS for part in parts)
+    if any(part in _SECRET_PARTS for part in parts):
+        return True
+    return any(
+        part == "key" and i > 0 and parts[i - 1] in _SECRET_KEY_KINDS
+        for i, part in enumerate(parts)
+    )
 
 
 def redact(value: Any, secret: Callable[[str], bool], path: str = "") -> tuple[Any, list[str]]:

@@ -183,6 +183,30 @@ async def test_secrets_never_reach_the_file_and_matching_ignores_them(tape: Path
     assert replayed == {"temp": 12, "session_token": "<redacted>", "mine": "<redacted>"}
 
 
+@pytest.mark.parametrize(
+    ("name", "secret"),
+    [
+        ("api_key", True),
+        ("apiKey", True),
+        ("x-api-key", True),
+        ("Authorization", True),
+        ("access_token", True),
+        ("client_secret", True),
+        ("password", True),
+        ("private_key", True),
+        ("key", False),  # a lookup key, not a secret: redacting it would break matching
+        ("sort_key", False),
+        ("max_tokens", False),
+        ("author", False),
+        ("city", False),
+    ],
+)
+def test_secret_looking_names(name: str, secret: bool) -> None:
+    from aiotoolcache.tape import looks_secret
+
+    assert looks_secret(name) is secret
+
+
 async def test_a_loader_failure_is_recorded_and_replayed(tape: Path) -> None:
     async def fails() -> Any:
         raise TimeoutError("upstream timed out")
