@@ -311,7 +311,11 @@ class Cassette:
         record["cost"] = cost
         if paths:
             record["redacted"] = paths
-        self._writer.append(record)
+        try:
+            self._writer.append(record)
+        except UnserializableValue:  # a string JSON cannot write (a lone surrogate)
+            record["result"], record["unrecordable"] = None, type(value).__name__
+            self._writer.append(record)
         self._next_seq += 1
         self.recorded += 1
 

@@ -261,6 +261,14 @@ def dump_line(record: dict[str, Any]) -> str:
     return json.dumps(record, ensure_ascii=False, allow_nan=False)
 
 
+def line_bytes(record: dict[str, Any]) -> bytes:
+    """One record as the UTF-8 bytes of its line; UnserializableValue if it has none."""
+    try:
+        return (dump_line(record) + "\n").encode("utf-8")
+    except (UnicodeEncodeError, ValueError, TypeError) as exc:  # a lone surrogate, say
+        raise UnserializableValue(f"cannot write this call to a cassette: {exc}") from None
+
+
 class TapeWriter:
     """TapeWriter appends records to a cassette file, each one whole and on disk on return."""
 
@@ -272,13 +280,16 @@ class TapeWriter:
         else:
             with path.open("r+b") as existing:
                 existing.truncate(keep_bytes)  # drop a torn last line before appending
-        self._file: IO[str] | None = path.open("a", encoding="utf-8")
+        self._file: IO[bytes] | None = path.open("ab")
 
     def append(self, record: dict[str, Any]) -> None:
-        """Write one record and fsync, so a crash after this returns keeps it."""
+        """Write one record whole and fsync, so a crash after this returns keeps it.
+
+        Raises UnserializableValue, having written nothing, when the record has no line.
+        """
         if self._file is None:
             raise CassetteError("the cassette is closed")
-        self._file.write(dump_line(record) + "\n")
+        self._file.write(line_bytes(record))
         self._file.flush()
         os.fsync(self._file.fileno())
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -310,3 +311,34 @@ def test_a_cassette_url_takes_its_options_from_the_query() -> None:
         "redact": ["a", "b"],
     }
     assert options_from_url("cassette:///abs/w.jsonl")["cassette"] == "/abs/w.jsonl"
+
+
+async def test_a_value_no_codec_carries_is_marked_and_misses_on_replay(tape: Path) -> None:
+    opaque, lone_surrogate = object(), "bad \udc80"
+    async with atc.ToolCache(cassette=tape, mode="record") as cache:
+        # The live caller gets its value even when the cassette cannot keep it.
+        assert await cache.call_tool("w", "obj", {}, Tools().result(opaque)) is opaque
+        assert await cache.call_tool("w", "str", {}, Tools().result(lone_surrogate)) == "bad \udc80"
+    assert [(c["result"], c["unrecordable"]) for c in lines(tape)[1:]] == [
+        (None, "object"),
+        (None, "str"),
+    ]
+    async with atc.ToolCache(cassette=tape, mode="replay") as cache:
+        with pytest.raises(atc.CassetteMiss, match="its object result could not be written"):
+            await cache.call_tool("w", "obj", {}, Tools(False).result(0))
+    async with atc.ToolCache(cassette=tape, mode="new") as cache:
+        assert await cache.call_tool("w", "obj", {}, Tools().result(1)) == 1  # runs live
+
+
+async def test_concurrent_identical_calls_are_each_recorded_and_replayed(tape: Path) -> None:
+    async with atc.ToolCache(cassette=tape, mode="record") as cache:
+        live = Tools()
+        first = await asyncio.gather(
+            *(cache.call_tool("w", "f", {}, live.result(n)) for n in range(3))
+        )
+    assert live.runs == 3  # no single-flight through a cassette: each call is one recording
+    async with atc.ToolCache(cassette=tape, mode="replay") as cache:
+        again = await asyncio.gather(
+            *(cache.call_tool("w", "f", {}, Tools(False).result(0)) for _ in range(3))
+        )
+    assert sorted(again) == sorted(first) == [0, 1, 2]
