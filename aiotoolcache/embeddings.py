@@ -42,8 +42,7 @@ async def embed_texts(
     returned has float32 precision, whether it came from the cache or the loader.
     """
     if layer.cassette is not None:  # the tape answers, before L1/L2: see cassette.py
-        cassette = layer.cassette
-        return await cassette.embed(
+        return await layer.cassette.embed(
             layer, texts, model, loader, dimensions=dimensions, partition=partition
         )
     keys = [("embed", model, dimensions, text) for text in texts]
