@@ -43,6 +43,7 @@ from aiotoolcache.tape import (
     new_header,
     read_tape,
     redact,
+    write_atomically,
 )
 from aiotoolcache.tape_diff import CALL_FIELDS, miss_message, nearest
 
@@ -72,6 +73,8 @@ def record_cost(dollars: float) -> None:
 class Cassette:
     """Cassette is one tape of calls, played back or recorded; one per ToolCache.
 
+    A recorded call is on disk (its line written whole and fsynced) before the
+    call returns, so the file always holds every call completed so far.
     ``redact`` names fields (of arguments and results) whose values are written
     as ``"<redacted>"``; fields whose names look secret are redacted too unless
     ``redact_secrets=False``. Matching ignores redacted values. ``codec`` is the
@@ -123,11 +126,19 @@ class Cassette:
             self._writer = TapeWriter(self.path, header)
             return
         tape = read_tape(self.path)
-        self._redact_names |= {str(n).lower() for n in tape.header.get("redacted_fields", ())}
+        # What the recording redacted, matching must ignore too, whatever this run asks.
+        recorded = {str(name).lower() for name in tape.header.get("redacted_fields", ())}
+        self.redact_secrets |= bool(tape.header.get("redacts_secret_looking_fields"))
+        added, self._redact_names = self._redact_names - recorded, self._redact_names | recorded
         for record in tape.entries:
             self._add_recorded(record)
         if self.mode == "new":
-            self._writer = TapeWriter(self.path, None, keep_bytes=tape.valid_bytes)
+            keep = tape.valid_bytes
+            if added:  # the header must name them, or a later replay would not ignore them
+                header = {**tape.header, "redacted_fields": sorted(self._redact_names)}
+                write_atomically(self.path, [header, *tape.entries])
+                keep = self.path.stat().st_size
+            self._writer = TapeWriter(self.path, None, keep_bytes=keep)
 
     def __repr__(self) -> str:
         return f"<Cassette {self.path} mode={self.mode} order={self.order}>"

@@ -208,6 +208,20 @@ def test_secret_looking_names(name: str, secret: bool) -> None:
     assert looks_secret(name) is secret
 
 
+async def test_new_mode_adds_its_redacted_fields_to_the_header(tape: Path) -> None:
+    async with atc.ToolCache(cassette=tape, mode="record") as cache:
+        await cache.call_tool("w", "f", {"n": 1, "email": "a@x"}, Tools().result(1))
+    async with atc.ToolCache(cassette=tape, mode="new", redact=["email"]) as cache:
+        await cache.call_tool("w", "f", {"n": 2, "email": "b@x"}, Tools().result(2))
+    header, first, second = lines(tape)
+    assert header["redacted_fields"] == ["email"]
+    assert first["arguments"]["email"] == "a@x" and second["arguments"]["email"] == "<redacted>"
+    # A replay that does not name the field still ignores it, as the header says.
+    async with atc.ToolCache(cassette=tape, mode="replay") as cache:
+        other = {"n": 2, "email": "c@x"}
+        assert await cache.call_tool("w", "f", other, Tools(False).result(0)) == 2
+
+
 async def test_a_loader_failure_is_recorded_and_replayed(tape: Path) -> None:
     async def fails() -> Any:
         raise TimeoutError("upstream timed out")
