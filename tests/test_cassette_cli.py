@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,10 @@ async def test_show_prints_a_table_with_totals(
     assert "results call_tool weather/forecast" in out[2] and '{"city": "Paris"}' in out[2]
     assert out[2].rstrip().endswith("$0.5000  ok")
     assert out[-1].startswith("2 calls: ") and "$1.0000" in out[-1]
+    assert main(["cassette", "show", str(path), "--json"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert len(shown["calls"]) == 2 and shown["cost"] == 1.0
+    assert shown["header"]["aiotoolcache_cassette"] == 1
 
 
 async def test_diff_prints_the_calls_that_differ(
