@@ -7,6 +7,7 @@ fail-open behaviour when Redis is slow or down.
 
 from aiotoolcache.breaker import BreakerState, CircuitBreaker
 from aiotoolcache.cache import Layer
+from aiotoolcache.cassette import Cassette, record_cost
 from aiotoolcache.codec import Codec, Envelope, ModelRegistry
 from aiotoolcache.errors import (
     BackendError,
@@ -14,6 +15,8 @@ from aiotoolcache.errors import (
     BlockingCallInEventLoop,
     CacheClosed,
     CachedLoaderError,
+    CassetteError,
+    CassetteMiss,
     CircuitOpen,
     ConfigurationError,
     KeyEncodingError,
@@ -41,6 +44,9 @@ __all__ = [
     "CacheClosed",
     "CacheStats",
     "CachedLoaderError",
+    "Cassette",
+    "CassetteError",
+    "CassetteMiss",
     "CircuitBreaker",
     "CircuitOpen",
     "Codec",
@@ -60,4 +66,5 @@ __all__ = [
     "ToolCacheError",
     "UnserializableValue",
     "ValueTooLarge",
+    "record_cost",
 ]

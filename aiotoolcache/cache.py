@@ -31,6 +31,7 @@ from aiotoolcache.stats import LayerCounters
 from aiotoolcache.tier import SharedTier
 
 if TYPE_CHECKING:
+    from aiotoolcache.cassette import Cassette
     from aiotoolcache.loading import LoadCoordinator
 
 __all__ = ["Layer"]
@@ -74,8 +75,10 @@ class Layer:
         ready: Callable[[], Awaitable[None]],
         rng: random.Random,
         strict: bool = False,
+        cassette: Cassette | None = None,
     ) -> None:
         self.name = name
+        self.cassette = cassette  # record/replay: the tape answers, nothing is cached
         self.config = config
         self.counters = LayerCounters()
         self.namespace = namespace
@@ -125,6 +128,8 @@ class Layer:
         is False the value is returned but not stored. Backend failures never
         reach the caller unless the cache is strict.
         """
+        if self.cassette is not None:  # the tape answers, before L1 and L2: see cassette.py
+            return await self.cassette.through(self, key, loader, partition)
         coherence = self._coherence
         if not coherence.ready:
             await self._ready()

@@ -61,6 +61,10 @@ async def embed_texts(
     A cached entry that is not a well-formed vector (of ``dimensions`` values,
     when given) is a miss: that text is loaded again and stored afresh.
     """
+    if layer.cassette is not None:  # the tape answers, before L1/L2: see cassette.py
+        return await layer.cassette.embed(
+            layer, texts, model, loader, dimensions=dimensions, partition=partition
+        )
     keys = [("embed", model, dimensions, text) for text in texts]
     cached = await layer.get_many(keys, partition=partition, label=model)
     vectors = [_cached_vector(layer, value, dimensions) for value in cached]

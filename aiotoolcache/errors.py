@@ -11,6 +11,8 @@
     ├── CacheClosed             (also a RuntimeError)
     ├── BlockingCallInEventLoop (also a RuntimeError)
     ├── StoreClosed             (also a RuntimeError)
+    ├── CassetteError
+    │   └── CassetteMiss
     └── BackendError
         ├── BackendTimeout
         └── CircuitOpen
@@ -30,6 +32,8 @@ __all__ = [
     "BlockingCallInEventLoop",
     "CacheClosed",
     "CachedLoaderError",
+    "CassetteError",
+    "CassetteMiss",
     "CircuitOpen",
     "ConfigurationError",
     "KeyEncodingError",
@@ -90,6 +94,22 @@ class BlockingCallInEventLoop(ToolCacheError, RuntimeError):
 
 class StoreClosed(ToolCacheError, RuntimeError):
     """Raised when a store is used after ``close()``."""
+
+
+class CassetteError(ToolCacheError):
+    """Raised when a cassette file cannot be read, decoded or written."""
+
+
+class CassetteMiss(CassetteError):
+    """Raised when a call that must replay is not on the cassette (or was replayed up).
+
+    ``call`` names the call; the message shows the nearest recorded calls and
+    how their arguments differ.
+    """
+
+    def __init__(self, message: str, call: str) -> None:
+        super().__init__(message)
+        self.call = call
 
 
 class BackendError(ToolCacheError):

@@ -39,12 +39,23 @@ class LayerCounters:
     taken with ``snapshot()``.
     """
 
-    __slots__ = (*COUNTS, "load_bucket_counts", "load_seconds")
+    __slots__ = (
+        *COUNTS,
+        "load_bucket_counts",
+        "load_seconds",
+        "replayed",
+        "replayed_cost",
+        "replayed_seconds",
+    )
 
     def __init__(self) -> None:
         for name in COUNTS:
             setattr(self, name, 0)
         self.load_seconds = 0.0
+        # Calls a cassette replayed, and the load time and dollars their recording measured.
+        self.replayed = 0
+        self.replayed_seconds = 0.0
+        self.replayed_cost = 0.0
         self.load_bucket_counts = [0] * len(LOAD_BUCKETS)
 
     def observe_load(self, seconds: float) -> None:
@@ -73,6 +84,9 @@ class LayerCounters:
     skipped_writes: int
     dropped_writes: int
     backend_errors: int
+    replayed: int
+    replayed_seconds: float
+    replayed_cost: float
 
     def snapshot(self, name: str, cost_per_load: float, l1_bytes: int) -> LayerStats:
         hits = self.l1_hits + self.l2_hits
@@ -89,10 +103,11 @@ class LayerCounters:
             hit_rate=hits / lookups if lookups else 0.0,
             load_seconds_total=self.load_seconds,
             mean_load_seconds=mean_load,
-            saved_seconds=avoided * mean_load,
-            saved_cost=avoided * cost_per_load,
+            saved_seconds=avoided * mean_load + self.replayed_seconds,
+            saved_cost=avoided * cost_per_load + self.replayed_cost,
             l1_bytes=l1_bytes,
             load_buckets=tuple(buckets),
+            replayed=self.replayed,
         )
 
 
@@ -102,6 +117,8 @@ class LayerStats:
 
     saved_seconds counts every avoided load (hits and coalesced waiters) at
     the layer's measured mean load time; saved_cost at its declared cost.
+    Calls a cassette replayed (``replayed``) add the load time and cost their
+    recording measured.
     """
 
     layer: str
@@ -128,6 +145,8 @@ class LayerStats:
     l1_bytes: int
     load_buckets: tuple[tuple[float, int], ...] = ()
     """Cumulative ``(upper_bound_seconds, loads)`` pairs of the load-duration histogram."""
+    replayed: int = 0
+    """Calls a cassette replayed instead of running their loaders."""
 
     @property
     def hits(self) -> int:

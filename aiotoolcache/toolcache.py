@@ -7,6 +7,7 @@ pool), the circuit breaker and the one invalidation subscriber.
 from __future__ import annotations
 
 import logging
+import os
 import random
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from hashlib import blake2b
@@ -20,6 +21,7 @@ from redis.exceptions import RedisError
 from aiotoolcache import connect, fleet
 from aiotoolcache.breaker import CircuitBreaker
 from aiotoolcache.cache import Layer
+from aiotoolcache.cassette import Cassette, options_from_url
 from aiotoolcache.cluster_bus import ClusterBus
 from aiotoolcache.codec import Codec, ModelRegistry, parse_secrets
 from aiotoolcache.coherence import Coherence, L1Entry
@@ -87,7 +89,13 @@ class ToolCache:
         tls_verify: bool = True,
         seed: int | None = None,
         fleet_interval: float | None = fleet.DEFAULT_INTERVAL,
+        cassette: str | os.PathLike[str] | Cassette | None = None,
+        mode: str = "once",
+        order: str = "any",
+        redact: Iterable[str] = (),
     ) -> None:
+        if cassette is not None and url is None and client is None:
+            url = "memory://"  # a cassette run needs no backend, whatever the environment says
         settings = Settings.resolve(None if client is not None else url, namespace, secret)
         secrets = parse_secrets(settings.secret)  # the first signs, every one verifies
         self.namespace = settings.namespace
@@ -97,6 +105,11 @@ class ToolCache:
         self.codec = Codec(secret=settings.secret, registry=ModelRegistry())
         for model in models:
             self.codec.registry.register(model)
+        self.cassette: Cassette | None = (
+            cassette
+            if isinstance(cassette, Cassette) or cassette is None
+            else Cassette(cassette, mode=mode, order=order, redact=redact, codec=self.codec)
+        )
         self.breaker = CircuitBreaker(
             failure_threshold=failure_threshold,
             cooldown=cooldown,
@@ -187,7 +200,10 @@ class ToolCache:
     @classmethod
     def from_url(cls, url: str, **options: Any) -> ToolCache:
         """Return a ToolCache on ``url``: redis://, rediss://, unix://, file:///dir, memory://,
-        redis+cluster://host:port,… or redis+sentinel://host:port,…/service[/db] (see connect)."""
+        redis+cluster://host:port,… or redis+sentinel://host:port,…/service[/db] (see connect),
+        or cassette://path.jsonl?mode=… (record and replay, see cassette)."""
+        if url.startswith("cassette:"):
+            return cls(**{**options_from_url(url), **options})
         return cls(url, **options)
 
     # -- lifecycle ------------------------------------------------------------------
@@ -286,6 +302,8 @@ class ToolCache:
         await self.tier.aclose()
         if self.client is not None and self._owns_client:
             await self.client.aclose()
+        if self.cassette is not None:
+            self.cassette.close()
 
     # -- layers ---------------------------------------------------------------------
     def add_layer(self, name: str, config: LayerConfig) -> Layer:
@@ -305,6 +323,7 @@ class ToolCache:
                 ready=self._start_within_budget,
                 rng=self.rng,
                 strict=self.strict,
+                cassette=self.cassette,
             )
         else:
             layer.config = config

@@ -23,6 +23,7 @@ FIRST_IMPORT = {
     "langchain": "langchain",
     "pydantic-ai": "pydantic_ai",
     "openai-agents": "agents",
+    "test": "pytest",
 }
 
 

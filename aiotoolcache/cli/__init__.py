@@ -26,6 +26,7 @@ from collections.abc import Sequence
 from types import ModuleType
 from typing import NoReturn
 
+from aiotoolcache.cli import cassette as cassette_command
 from aiotoolcache.cli import demo as demo_command
 from aiotoolcache.cli import doctor as doctor_command
 from aiotoolcache.cli import inspect as inspect_command
@@ -80,6 +81,7 @@ COMMAND_MODULES: tuple[ModuleType, ...] = (
     stats_command,
     doctor_command,
     inspect_command,
+    cassette_command,
 )
 
 _EXAMPLES = """examples:
@@ -87,6 +89,7 @@ _EXAMPLES = """examples:
   aiotoolcache demo --workers 3                      three processes sharing one Redis
   aiotoolcache doctor --url redis://localhost:6379/0
   aiotoolcache stats --url redis://localhost:6379/0 --namespace atc
+  aiotoolcache cassette show run.jsonl               the calls a recorded agent run made
   aiotoolcache <command> --help                      options and an example of each command
 """
 
