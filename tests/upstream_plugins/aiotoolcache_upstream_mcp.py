@@ -41,7 +41,7 @@ def _in_suite(path: Any) -> bool:
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    """Point the upstream ``make_store`` parametrisation at ToolCacheResponseStore."""
+    """Run every test once per backend; point ``make_store`` at ToolCacheResponseStore."""
     upstream_backend.parametrize(metafunc)
     if "make_store" not in metafunc.fixturenames or not _in_suite(metafunc.definition.path):
         return
