@@ -177,9 +177,9 @@ class SharedTier:
     async def delete(self, layer: Layer, refs: Sequence[KeyRef]) -> None:
         """Delete entries here and in L2, revoke their leases and tell every worker."""
         keys = [ref.value_key for ref in refs]
-        self.coherence.apply(
-            {"o": self.coherence.bus.origin, "op": "del", "l": layer.name, "k": keys}
-        )
+        local = {"o": self.coherence.bus.origin, "op": "del", "l": layer.name, "k": keys}
+        self.coherence.apply(local)
+        error: BackendError | None = None
         try:
             if self.leases is not None:
                 message = self.coherence.bus.encode({"op": "del", "l": layer.name, "k": keys})
@@ -188,16 +188,19 @@ class SharedTier:
             else:
                 await self.store.delete_many(keys)
         except Exception as exc:
-            if not isinstance(exc, BackendError):
-                exc = self.unexpected(exc)
+            error = exc if isinstance(exc, BackendError) else self.unexpected(exc)
             if self.outbox is not None:  # sent again until Redis takes it
                 self.outbox.delete(layer.name, [(ref.value_key, ref.lease_key) for ref in refs])
-            self.failed(layer, exc)
+        # A read that began while the delete was on its way may have reached Redis
+        # first and still hold the old value: revoke it too.
+        self.coherence.apply(local)
         if self.fallback is not None:
             try:
                 await self.fallback.delete_many(keys)
             except OSError as exc:
                 log.debug("fallback delete failed: %r", exc)
+        if error is not None:
+            self.failed(layer, error)  # last: strict mode raises once the rest is done
 
     async def aclose(self) -> None:
         await self.store.aclose()

@@ -338,16 +338,8 @@ async def test_racing_writers_leave_one_whole_entry(store: ToolCacheResponseStor
 
 
 async def test_reads_racing_a_delete_see_the_entry_or_nothing(
-    store: ToolCacheResponseStore, request: pytest.FixtureRequest
+    store: ToolCacheResponseStore,
 ) -> None:
-    if request.node.callspec.params["tool_cache"] == "redis":
-        request.node.add_marker(
-            pytest.mark.xfail(
-                reason="a read whose Redis round trip straddles a delete puts the deleted "
-                "entry back into this worker's L1 (until l1_ttl)",
-                strict=True,
-            )
-        )
     key = CacheKey("tools/list", "", PRIVATE_ARM)
     stored = entry(tools_page("a"))
     await store.set(key, stored)
