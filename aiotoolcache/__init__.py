@@ -8,6 +8,8 @@ fail-open behaviour when Redis is slow or down.
 from aiotoolcache.breaker import BreakerState, CircuitBreaker
 from aiotoolcache.cache import Layer
 from aiotoolcache.codec import Codec, Envelope, ModelRegistry
+from aiotoolcache.control import CacheDirective, cache_control
+from aiotoolcache.decorators import CachedFunction
 from aiotoolcache.errors import (
     BackendError,
     BackendTimeout,
@@ -15,11 +17,13 @@ from aiotoolcache.errors import (
     CircuitOpen,
     ConfigurationError,
     KeyEncodingError,
+    NotCached,
     ToolCacheError,
     UnserializableValue,
     ValueTooLarge,
 )
 from aiotoolcache.layers import DEFAULT_LAYERS, LayerConfig
+from aiotoolcache.policy import ToolPolicies, ToolPolicy
 from aiotoolcache.stats import CacheStats, LayerStats
 from aiotoolcache.stores.base import Store
 from aiotoolcache.stores.file import FileStore
@@ -34,7 +38,9 @@ __all__ = [
     "BackendError",
     "BackendTimeout",
     "BreakerState",
+    "CacheDirective",
     "CacheStats",
+    "CachedFunction",
     "CachedLoaderError",
     "CircuitBreaker",
     "CircuitOpen",
@@ -48,10 +54,14 @@ __all__ = [
     "LayerStats",
     "MemoryStore",
     "ModelRegistry",
+    "NotCached",
     "RedisStore",
     "Store",
     "ToolCache",
     "ToolCacheError",
+    "ToolPolicies",
+    "ToolPolicy",
     "UnserializableValue",
     "ValueTooLarge",
+    "cache_control",
 ]

@@ -13,7 +13,9 @@ import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, Final, TypeVar, cast
 
+from aiotoolcache import control
 from aiotoolcache.codec import CorruptValue, Envelope
+from aiotoolcache.decorators import require_async_loader
 from aiotoolcache.errors import (
     BackendError,
     CachedLoaderError,
@@ -25,6 +27,7 @@ from aiotoolcache.freshness import Freshness, classify, jittered
 from aiotoolcache.keys import KeyRef, digest, sanitize_label
 from aiotoolcache.layers import LayerConfig
 from aiotoolcache.stats import LayerCounters
+from aiotoolcache.unstorable import UnstorableReport
 
 if TYPE_CHECKING:
     from aiotoolcache.toolcache import ToolCache
@@ -70,6 +73,7 @@ class Layer:
         self.counters = LayerCounters()
         self._owner = owner
         self._layer_field = f"layer:{name}"
+        self.unstorable = UnstorableReport()
 
     def __repr__(self) -> str:
         return f"<Layer {self.name} ttl={self.config.ttl}s>"
@@ -104,10 +108,41 @@ class Layer:
         Concurrent misses of one key share one load; the loader's exception
         reaches every waiter and is not cached. When ``should_cache(value)``
         is False the value is returned but not stored. Backend failures never
-        reach the caller unless the cache is strict.
+        reach the caller unless the cache is strict. Inside ``cache_control``
+        the directive decides what is read, loaded and stored.
         """
-        ref = self.ref(key, partition, label)
+        require_async_loader(loader)
         tag_list = sorted(set(tags)) if tags else None
+        # Policy hook: a cache_control directive, read once per call.
+        directive = control.current_directive()
+        if directive is not None:
+            return await control.directed_load(
+                self,
+                directive,
+                key,
+                loader,
+                ttl,
+                tag_list,
+                partition,
+                label,
+                should_cache,
+                lambda: self._get_or_load(
+                    key, loader, ttl, tag_list, partition, label, should_cache
+                ),
+            )
+        return await self._get_or_load(key, loader, ttl, tag_list, partition, label, should_cache)
+
+    async def _get_or_load(
+        self,
+        key: Any,
+        loader: Loader[T],
+        ttl: float | None,
+        tag_list: list[str] | None,
+        partition: str | None,
+        label: str | None,
+        should_cache: ShouldCache | None,
+    ) -> T:
+        ref = self.ref(key, partition, label)
         value = self._l1_value(ref, loader, ttl, tag_list, should_cache)
         if value is not MISSING:
             if isinstance(value, CachedLoaderError):
@@ -157,6 +192,9 @@ class Layer:
 
         A negatively cached loader failure reads as ``default`` here.
         """
+        directive = control.current_directive()  # policy hook: cache_control
+        if directive is not None:
+            return await control.directed_get_many(self, directive, keys, default, partition, label)
         refs = [self.ref(key, partition, label) for key in keys]
         results: list[Any] = [self._l1_value(ref, None, None, None, None) for ref in refs]
         missing = [i for i, value in enumerate(results) if value is MISSING]
@@ -208,6 +246,9 @@ class Layer:
         label: str | None = None,
     ) -> None:
         """Store each ``(key, value)``; values that cannot be encoded are skipped and counted."""
+        directive = control.current_directive()  # policy hook: cache_control
+        if directive is not None and not directive.stores:
+            return
         tag_list = sorted(set(tags)) if tags else None
         entries: list[tuple[KeyRef, Envelope, bytes, int]] = []
         for key, value in items:
@@ -231,6 +272,17 @@ class Layer:
     ) -> None:
         """Remove ``key`` from L2 and from every worker's L1, and revoke loads in flight."""
         await self._owner.tier.delete(self, [self.ref(key, partition, label)])
+
+    async def peek(self, ref: KeyRef) -> tuple[Envelope | None, bool]:
+        """Return ``(envelope, from_l1)`` of ``ref``'s entry; never loads or refreshes."""
+        entry = self._owner.l1.get(ref.value_key) if self.config.l1 else None
+        if (
+            entry is not None
+            and entry.expires_at > time.monotonic()
+            and self._owner.tags_current(entry.envelope)
+        ):
+            return entry.envelope, True
+        return await self.read_l2(ref), False
 
     # -- L1 -----------------------------------------------------------------------
     def _l1_value(
@@ -323,7 +375,7 @@ class Layer:
                 )
         except (UnserializableValue, ValueTooLarge) as exc:
             self.counters.skipped_writes += 1
-            log.debug("not caching a value in %s: %s", self.name, exc)
+            self.unstorable(self.name, value, exc, owner.codec)  # one WARNING per type
             if owner.strict:
                 raise
             return None

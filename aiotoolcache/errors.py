@@ -8,11 +8,12 @@
     ├── UnserializableValue     (also a TypeError)
     ├── ValueTooLarge
     ├── CachedLoaderError
+    ├── NotCached
     └── BackendError
         ├── BackendTimeout
         └── CircuitOpen
 
-By default (fail-open) only the first three reach a caller: backend trouble
+By default (fail-open) only the first three and NotCached reach a caller: backend trouble
 becomes a miss or a dropped write. ``strict=True`` surfaces the rest.
 Redis exceptions are translated where they enter the library, so callers
 never need to import redis to handle them. ``asyncio.CancelledError`` is
@@ -28,6 +29,7 @@ __all__ = [
     "CircuitOpen",
     "ConfigurationError",
     "KeyEncodingError",
+    "NotCached",
     "ToolCacheError",
     "UnserializableValue",
     "ValueTooLarge",
@@ -65,6 +67,10 @@ class CachedLoaderError(ToolCacheError):
         super().__init__(f"{error_type}: {message} (cached failure)")
         self.error_type = error_type
         self.message = message
+
+
+class NotCached(ToolCacheError, LookupError):
+    """Raised when ``cache_control("only-if-cached")`` finds no usable entry for a lookup."""
 
 
 class BackendError(ToolCacheError):
