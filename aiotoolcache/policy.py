@@ -208,8 +208,9 @@ def read_only(annotations: Any) -> bool:
             hint = annotations.get("readOnlyHint", annotations.get("read_only_hint"))
             return hint is True
         return read_only(annotations.get("annotations"))
-    hint = getattr(annotations, "read_only_hint", getattr(annotations, "readOnlyHint", None))
-    return hint is True
+    if hasattr(annotations, "read_only_hint"):  # MCP SDK 2 (the old name warns there)
+        return annotations.read_only_hint is True
+    return getattr(annotations, "readOnlyHint", None) is True
 
 
 def cacheable(policy: ToolPolicy, annotations: Any, trusted: bool = True) -> bool:
