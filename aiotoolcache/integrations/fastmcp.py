@@ -54,6 +54,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 try:
     import mcp_types
+    from fastmcp.exceptions import ToolError
     from fastmcp.prompts.base import InputRequiredPromptResult, Message, Prompt, PromptResult
     from fastmcp.resources.base import (
         InputRequiredResourceResult,
@@ -73,7 +74,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
     ) from exc
 
 from aiotoolcache import calls, control
-from aiotoolcache.errors import ConfigurationError
+from aiotoolcache.errors import ConfigurationError, NotCached
 from aiotoolcache.integrations._common import ToolDecision, decide, ensure_layer
 from aiotoolcache.layers import LayerConfig
 from aiotoolcache.toolcache import server_tag
@@ -137,6 +138,18 @@ def _succeeded(result: Any) -> bool:
         and not isinstance(result, InputRequiredToolResult)
         and not result.is_error
     )
+
+
+def _request_meta(context: MiddlewareContext[Any]) -> Any:
+    """The request's ``_meta``: on the message, or (as FastMCP passes it) the request context."""
+    meta = getattr(context.message, "meta", None)
+    if isinstance(meta, Mapping):
+        return meta
+    try:
+        request_context = context.fastmcp_context.request_context  # type: ignore[union-attr]
+    except (AttributeError, LookupError, RuntimeError):
+        return None
+    return getattr(request_context, "meta", None)
 
 
 def _may_run_as_task(tool: Tool) -> bool:
@@ -440,17 +453,31 @@ class ToolCacheMiddleware(Middleware):
         decision = self.tool_decision(tool, name, server_id)
         directive = None
         if decision.policy.client_directives:
-            directive = control.directive_from_meta(message.meta)
-        with control.applied(directive):
-            if decision.write:
-                # A continuation leg finishes the call an input-required ask paused.
-                return await calls.run_write(
-                    self.cache, server_id, decision.policy, lambda: call_next(context), _succeeded
-                )
-            if not decision.cached or _is_continuation(context):
-                return await calls.run_uncached(lambda: call_next(context))
-            assert tool is not None
-            return await self._cached_call(context, call_next, tool, server_id, decision)
+            directive = control.directive_from_meta(_request_meta(context))
+        try:
+            with control.applied(directive):
+                return await self._call(context, call_next, tool, server_id, decision)
+        except NotCached as exc:
+            # An error result the client can read, not a crash of the request.
+            raise ToolError(f"{name}: {exc}") from exc
+
+    async def _call(
+        self,
+        context: MiddlewareContext[mcp_types.CallToolRequestParams],
+        call_next: CallNext[mcp_types.CallToolRequestParams, ToolResult],
+        tool: Tool | None,
+        server_id: str,
+        decision: ToolDecision,
+    ) -> ToolResult:
+        if decision.write:
+            # A continuation leg finishes the call an input-required ask paused.
+            return await calls.run_write(
+                self.cache, server_id, decision.policy, lambda: call_next(context), _succeeded
+            )
+        if not decision.cached or _is_continuation(context):
+            return await calls.run_uncached(lambda: call_next(context))
+        assert tool is not None
+        return await self._cached_call(context, call_next, tool, server_id, decision)
 
     async def _cached_call(
         self,
