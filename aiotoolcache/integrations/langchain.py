@@ -71,7 +71,10 @@ class ToolCacheMiddleware(AgentMiddleware):
     ``deny_tools``. Pass ``allow_tools`` (a collection of tool names, or a predicate taking
     the tool name) to cache only the tools it accepts; ``deny_tools`` always wins.
     Cache only tools whose result depends on their arguments alone (lookups,
-    searches, pure computations), never tools with side effects.
+    searches, pure computations), never tools with side effects: a tool the
+    lists exclude (or whose ``ToolPolicy`` says ``cache=False``, or whose
+    ``metadata`` carries MCP annotations without ``readOnlyHint``) is a write,
+    and each successful call of it drops ``server_id``'s cached results.
 
     Never cached: exceptions raised by the tool (they propagate as usual, and a
     concurrent identical call runs the tool itself), ``ToolMessage`` results
