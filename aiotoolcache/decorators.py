@@ -98,12 +98,13 @@ class CachedFunction(Generic[P, R]):
         self._name = f"{func.__module__}.{func.__qualname__}"
         self._label = func.__name__
         functools.update_wrapper(self, func)
+        _mark_coroutine_function(self)
 
     def __get__(self, instance: Any, owner: type[Any] | None = None) -> Any:
         # Methods: bind like a function does, so ``obj.method(...)`` passes ``obj``.
         if instance is None:
             return self
-        return functools.partial(self.__call__, instance)
+        return BoundCachedFunction(self, instance)
 
     def _arguments(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
         bound = self._signature.bind(*args, **kwargs)
@@ -148,6 +149,44 @@ class CachedFunction(Generic[P, R]):
         """Drop the entry of these arguments in every worker (loads in flight are revoked)."""
         key, partition = self._where(self._arguments(args, kwargs))
         await self._layer.delete(key, partition=partition, label=self._label)
+
+
+def _mark_coroutine_function(function: CachedFunction[..., Any]) -> None:
+    """Make ``inspect.iscoroutinefunction`` true for ``function``, as for an ``async def``.
+
+    Frameworks (FastMCP, LangChain…) decide from it whether to await a tool.
+    """
+    mark = getattr(inspect, "markcoroutinefunction", None)
+    if mark is not None:  # Python 3.12+
+        mark(function)
+        return
+    # Python 3.11 reads the coroutine flag from a function-like object's __code__;
+    # __wrapped__ (set by update_wrapper) still gives the wrapped signature.
+    code = CachedFunction.__call__.__code__
+    function.__code__ = code  # type: ignore[attr-defined]
+    function.__defaults__ = None  # type: ignore[attr-defined]
+    function.__kwdefaults__ = None  # type: ignore[attr-defined]
+
+
+class BoundCachedFunction:
+    """BoundCachedFunction is a cached method bound to its instance, with the same helpers."""
+
+    __slots__ = ("_function", "_instance")
+
+    def __init__(self, function: CachedFunction[..., Any], instance: Any) -> None:
+        self._function = function
+        self._instance = instance
+
+    async def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return await self._function(self._instance, *args, **kwargs)
+
+    def key(self, *args: Any, **kwargs: Any) -> KeyRef:
+        """Return the ``KeyRef`` of the entry these arguments read."""
+        return self._function.key(self._instance, *args, **kwargs)
+
+    async def invalidate(self, *args: Any, **kwargs: Any) -> None:
+        """Drop the entry of these arguments in every worker."""
+        await self._function.invalidate(self._instance, *args, **kwargs)
 
 
 def cached_function(

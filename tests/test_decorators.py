@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import logging
 import threading
 from typing import Any
@@ -31,6 +32,9 @@ async def test_key_args_partition_invalidate_and_key(
     assert await there("Paris", "u1", verbose=True) == {"city": "Paris", "n": 1}  # hit
     assert await here("Paris", user="u2") == {"city": "Paris", "n": 2}  # another partition
     assert here.__name__ == "forecast" and here.__wrapped__ is not None
+    # Frameworks that check for a coroutine function (to await a tool) see one.
+    assert inspect.iscoroutinefunction(here)
+    assert list(inspect.signature(here).parameters) == ["city", "user", "verbose"]
 
     ref = here.key("Paris", user="u1")
     assert ref == there.key("Paris", user="u1", verbose=True)
@@ -59,6 +63,10 @@ async def test_methods_are_cached_per_arguments(cache: atc.ToolCache) -> None:
     assert await weather.forecast("oslo") == "OSLO"
     assert await Weather().forecast("oslo") == "OSLO"  # self is not part of the key
     assert Weather.runs == 1
+    assert weather.forecast.key("oslo") == Weather().forecast.key("oslo")
+    await weather.forecast.invalidate("oslo")
+    assert await weather.forecast("oslo") == "OSLO"
+    assert Weather.runs == 2
 
 
 async def test_a_sync_function_is_refused_before_it_runs(cache: atc.ToolCache) -> None:

@@ -84,7 +84,6 @@ def _caching_invoker(
     should_cache: Callable[[Any], bool] | None,
     write: bool,
 ) -> Invoker:
-    # Decided per call, not once: the cache's policies are fixed, but cheap to resolve.
     def dump(result: Any) -> dict[str, Any] | None:
         if should_cache is not None and not should_cache(result):
             return None
@@ -94,6 +93,7 @@ def _caching_invoker(
             return None
 
     async def invoke_cached(ctx: ToolContext[Any], input: str) -> Any:
+        # The SDK's function tools carry no read-only marker: the lists and the policy decide.
         decision = decide(cache, server_id, tool_name, LISTS, denied=write)
         if decision.write or not decision.cached:
             return await call_through(
