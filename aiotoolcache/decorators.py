@@ -27,6 +27,7 @@ P = ParamSpec("P")
 R = TypeVar("R")
 PartitionOf = Callable[[Mapping[str, Any]], "str | None"]
 
+_ASYNC_FLAGS = inspect.CO_COROUTINE | inspect.CO_ITERABLE_COROUTINE | inspect.CO_ASYNC_GENERATOR
 _SYNC_HINT = (
     "pass an async function (async def), wrap the sync one in one "
     "(async def load(): return await asyncio.to_thread(fn)), or use run_sync=True "
@@ -38,14 +39,16 @@ def require_async_loader(loader: Callable[..., Any], what: str = "loader") -> No
     """Raise TypeError, before it runs, when ``loader`` is a plain synchronous function.
 
     A lambda or a ``functools.partial`` may return an awaitable, so only
-    functions and methods defined with ``def`` are refused.
+    functions and methods defined with ``def`` are refused. Runs on every
+    lookup, so the common case (an ``async def``) is one flag test.
     """
+    code = getattr(loader, "__code__", None)  # bound methods forward it from __func__
+    if code is None or code.co_flags & _ASYNC_FLAGS or code.co_name == "<lambda>":
+        return
     target = getattr(loader, "__func__", loader)
     if (
         inspect.isfunction(target)
-        and target.__name__ != "<lambda>"
         and not inspect.iscoroutinefunction(target)
-        and not inspect.isawaitable(target)
         and not _returns_awaitable(target)
     ):
         raise TypeError(f"{what} {target.__qualname__!r} is synchronous: {_SYNC_HINT}")
