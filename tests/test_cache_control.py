@@ -10,6 +10,7 @@ import pytest
 
 import aiotoolcache as atc
 from aiotoolcache.control import CacheDirective, current_directive, directive_from_meta
+from tests.workers import Link, Worker, run_workers
 
 
 def counting(prefix: str = "v") -> tuple[list[int], Callable[[], Awaitable[str]]]:
@@ -172,3 +173,56 @@ async def test_the_decorator_follows_the_directive(cache: atc.ToolCache) -> None
         with pytest.raises(atc.NotCached):
             await lookup(2)
     assert runs == [2]
+
+
+# -- in real worker processes -------------------------------------------------------------
+
+
+async def directed(cache: atc.ToolCache, link: Link, _arg: None) -> None:
+    """Run ``(mode, max_age, key)`` lookups under cache_control until told to stop."""
+    runs = [0]
+
+    async def load() -> str:
+        runs[0] += 1
+        return f"w{link.index}-{runs[0]}"
+
+    while (command := await link.recv()) is not None:
+        mode, max_age, key = command
+        before = runs[0]
+        try:
+            with atc.cache_control(mode, max_age=max_age):
+                reply: dict[str, Any] = {"value": await cache.results.get_or_load(key, load)}
+        except atc.NotCached:
+            reply = {"value": "NotCached"}
+        reply["ran"] = runs[0] > before
+        link.send(reply)
+
+
+async def test_every_mode_across_worker_processes(redis_url: str) -> None:
+    async def ask(worker: Worker, mode: Any, key: str, max_age: float | None = None) -> Any:
+        worker.send((mode, max_age, key))
+        reply = await worker.recv()
+        return reply["value"], reply["ran"]
+
+    async def until(worker: Worker, value: str, max_age: float | None = None) -> None:
+        async with asyncio.timeout(5):
+            while (got := await ask(worker, None, "k", max_age)) != (value, False):
+                assert got[1] is False, got  # a hit, never a load, while waiting
+                await asyncio.sleep(0.01)
+
+    async with run_workers(2, redis_url, directed, namespace="modes") as (a, b):
+        assert await ask(a, None, "k") == ("w0-1", True)
+        assert await ask(b, "only-if-cached", "k") == ("w0-1", False)
+        assert await ask(b, "only-if-cached", "missing") == ("NotCached", False)
+        assert await ask(b, "no-store", "k2") == ("w1-1", True)
+        assert await ask(a, "only-if-cached", "k2") == ("NotCached", False)  # not stored
+        assert await ask(b, "bypass", "k") == ("w1-2", True)
+        assert await ask(a, None, "k") == ("w0-1", False)  # bypass stored nothing
+        assert await ask(b, "refresh", "k") == ("w1-3", True)
+        await until(a, "w1-3")  # the refreshed value replaced every worker's copy
+        await asyncio.sleep(0.3)
+        assert await ask(b, None, "k", max_age=0.2) == ("w1-4", True)  # too old: reloaded
+        await until(a, "w1-4", max_age=60)
+        for worker in (a, b):
+            worker.send(None)
+            await worker.result()
