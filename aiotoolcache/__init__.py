@@ -9,6 +9,8 @@ from aiotoolcache.breaker import BreakerState, CircuitBreaker
 from aiotoolcache.cache import Layer
 from aiotoolcache.cassette import Cassette, record_cost
 from aiotoolcache.codec import Codec, Envelope, ModelRegistry
+from aiotoolcache.control import CacheDirective, cache_control
+from aiotoolcache.decorators import CachedFunction
 from aiotoolcache.errors import (
     BackendError,
     BackendTimeout,
@@ -20,12 +22,14 @@ from aiotoolcache.errors import (
     CircuitOpen,
     ConfigurationError,
     KeyEncodingError,
+    NotCached,
     StoreClosed,
     ToolCacheError,
     UnserializableValue,
     ValueTooLarge,
 )
 from aiotoolcache.layers import DEFAULT_LAYERS, LayerConfig
+from aiotoolcache.policy import ToolPolicies, ToolPolicy
 from aiotoolcache.stats import CacheStats, LayerStats
 from aiotoolcache.stores.base import Store
 from aiotoolcache.stores.file import FileStore
@@ -42,7 +46,9 @@ __all__ = [
     "BlockingCallInEventLoop",
     "BreakerState",
     "CacheClosed",
+    "CacheDirective",
     "CacheStats",
+    "CachedFunction",
     "CachedLoaderError",
     "Cassette",
     "CassetteError",
@@ -59,12 +65,16 @@ __all__ = [
     "LayerStats",
     "MemoryStore",
     "ModelRegistry",
+    "NotCached",
     "RedisStore",
     "Store",
     "StoreClosed",
     "ToolCache",
     "ToolCacheError",
+    "ToolPolicies",
+    "ToolPolicy",
     "UnserializableValue",
     "ValueTooLarge",
+    "cache_control",
     "record_cost",
 ]

@@ -16,8 +16,10 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Final, TypeVar, cast
 
+from aiotoolcache import control
 from aiotoolcache.codec import Codec, CorruptValue, Envelope, ForeignSecret
 from aiotoolcache.coherence import Coherence, L1Entry
+from aiotoolcache.decorators import require_async_loader
 from aiotoolcache.errors import (
     CachedLoaderError,
     UnserializableValue,
@@ -90,6 +92,8 @@ class Layer:
         self._ready = ready
         self._rng = rng
         self._layer_field = f"layer:{name}"
+        # How long a read waits for a silent bus to answer before treating it as deaf.
+        self._deaf_wait = 0.25
 
     def __repr__(self) -> str:
         return f"<Layer {self.name} ttl={self.config.ttl}s>"
@@ -126,10 +130,38 @@ class Layer:
         Concurrent misses of one key share one load; the loader's exception
         reaches every waiter and is not cached. When ``should_cache(value)``
         is False the value is returned but not stored. Backend failures never
-        reach the caller unless the cache is strict.
+        reach the caller unless the cache is strict. Inside ``cache_control``
+        the directive decides what is read, loaded and stored.
         """
         if self.cassette is not None:  # the tape answers, before L1 and L2: see cassette.py
             return await self.cassette.through(self, key, loader, partition)
+        directive = control.current_directive()
+        if directive is not None:
+            tag_list = sorted(set(tags)) if tags else None
+            return await control.directed_load(
+                self,
+                directive,
+                key,
+                loader,
+                ttl,
+                tag_list,
+                partition,
+                label,
+                should_cache,
+                lambda: self._get_or_load(key, loader, ttl, tags, partition, label, should_cache),
+            )
+        return await self._get_or_load(key, loader, ttl, tags, partition, label, should_cache)
+
+    async def _get_or_load(
+        self,
+        key: Any,
+        loader: Loader[T],
+        ttl: float | None,
+        tags: Iterable[str] | None,
+        partition: str | None,
+        label: str | None,
+        should_cache: ShouldCache | None,
+    ) -> T:
         coherence = self._coherence
         if not coherence.ready:
             await self._ready()
@@ -144,7 +176,7 @@ class Layer:
         if entry is not None:
             self._maybe_refresh(ref, entry.envelope, loader, ttl, tag_list, should_cache)
             return cast(T, self._served(entry.value))
-        if not coherence.bus.hearing:
+        if not coherence.bus.hearing and not await coherence.bus.listen_again(self._deaf_wait):
             return cast(T, self._served(await self._load_deaf(ref, loader, ttl)))
         flight = coherence.flight
         if not flight.in_flight(ref.value_key):
@@ -188,12 +220,16 @@ class Layer:
 
         A negatively cached loader failure reads as ``default`` here.
         """
+        directive = control.current_directive()
+        if directive is not None:
+            return await control.directed_get_many(self, directive, keys, default, partition, label)
         if not self._coherence.ready:
             await self._ready()
             if not self._coherence.known:
                 self.counters.misses += len(keys)
                 return [default] * len(keys)
-        if not self._coherence.bus.hearing:
+        bus = self._coherence.bus
+        if not bus.hearing and not await bus.listen_again(self._deaf_wait):
             self.counters.misses += len(keys)  # deaf: nothing cached can be vouched for
             return [default] * len(keys)
         refs = [self.ref(key, partition, label) for key in keys]
@@ -255,6 +291,9 @@ class Layer:
         A delete of a key that lands while its write is in flight wins in this
         worker's L1, as it may have in Redis.
         """
+        directive = control.current_directive()
+        if directive is not None and not directive.stores:
+            return  # bypass or no-store
         coherence = self._coherence
         if not coherence.ready:
             await self._ready()
@@ -293,6 +332,30 @@ class Layer:
         if not self._coherence.ready:
             await self._ready()
         await self._tier.delete(self, [self.ref(key, partition, label)])
+
+    async def peek(self, ref: KeyRef) -> tuple[Any, Envelope | None, bool]:
+        """Return ``(value, envelope, from_l1)`` of ``ref``'s entry, ``(MISSING, None, False)``
+        when there is none that may be served; never loads, refreshes or counts."""
+        coherence = self._coherence
+        if not coherence.ready:
+            await self._ready()
+        bus = coherence.bus
+        if not coherence.known or (not bus.hearing and not await bus.listen_again(self._deaf_wait)):
+            return MISSING, None, False
+        entry = coherence.l1_entry(ref.value_key) if self.config.l1 else None
+        if entry is not None:
+            return entry.value, entry.envelope, True
+        fill = coherence.begin(ref)
+        try:
+            envelope = await self.read_l2(ref)
+            if envelope is None:
+                return MISSING, None, False
+            value = self.decode(ref, envelope)
+            if value is not MISSING:
+                self.keep_in_l1(ref, value, envelope, fill)
+            return value, envelope, False
+        finally:
+            coherence.end(fill)
 
     # -- L1 -----------------------------------------------------------------------
     def _l1_entry(self, ref: KeyRef) -> L1Entry | None:
@@ -501,7 +564,11 @@ class Layer:
                 self.counters.early_refreshes += 1
 
     async def run_loader(self, loader: Loader[T]) -> tuple[T, float]:
-        """Run ``loader``, counting it and measuring how long it took."""
+        """Run ``loader``, counting it and measuring how long it took.
+
+        A plain synchronous function is refused before it runs (TypeError).
+        """
+        require_async_loader(loader)
         started = time.perf_counter()
         try:
             value = await loader()

@@ -1,56 +1,219 @@
-"""``@cache.cached``: serve repeated calls of an async function from a cache layer."""
+"""``@cache.cached``: serve repeated calls of an async function from a cache layer.
+
+The decorated function keeps its signature (ParamSpec) and gains
+``invalidate(*args, **kwargs)``, which drops the entry of those arguments in
+every worker, and ``key(*args, **kwargs)``, which returns that entry's
+``KeyRef``. Synchronous functions are refused before they run, unless
+``run_sync=True`` asks for them to run in a worker thread.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import inspect
-from collections.abc import Awaitable, Callable, Iterable
-from typing import TYPE_CHECKING, ParamSpec, TypeVar
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
+
+from aiotoolcache.policy import ToolPolicy
 
 if TYPE_CHECKING:
     from aiotoolcache.cache import Layer
+    from aiotoolcache.keys import KeyRef
 
-__all__ = ["cached_function"]
+__all__ = ["CachedFunction", "require_async_loader"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
+PartitionOf = Callable[[Mapping[str, Any]], "str | None"]
+
+_ASYNC_FLAGS = inspect.CO_COROUTINE | inspect.CO_ITERABLE_COROUTINE | inspect.CO_ASYNC_GENERATOR
+_SYNC_HINT = (
+    "pass an async function (async def), wrap the sync one in one "
+    "(async def load(): return await asyncio.to_thread(fn)), or use run_sync=True "
+    "to run it in a worker thread"
+)
+
+
+def require_async_loader(loader: Callable[..., Any], what: str = "loader") -> None:
+    """Raise TypeError, before it runs, when ``loader`` is a plain synchronous function.
+
+    A lambda or a ``functools.partial`` may return an awaitable, so only
+    functions and methods defined with ``def`` are refused. Runs on every
+    lookup, so the common case (an ``async def``) is one flag test.
+    """
+    code = getattr(loader, "__code__", None)  # bound methods forward it from __func__
+    if code is None or code.co_flags & _ASYNC_FLAGS or code.co_name == "<lambda>":
+        return
+    target = getattr(loader, "__func__", loader)
+    if (
+        inspect.isfunction(target)
+        and not inspect.iscoroutinefunction(target)
+        and not _returns_awaitable(target)
+    ):
+        raise TypeError(f"{what} {target.__qualname__!r} is synchronous: {_SYNC_HINT}")
+
+
+def _returns_awaitable(func: Callable[..., Any]) -> bool:
+    """True when ``func`` is annotated as returning an awaitable (a sync def handing one back)."""
+    returns = getattr(func, "__annotations__", {}).get("return")
+    text = returns if isinstance(returns, str) else getattr(returns, "__name__", "")
+    return any(word in str(text) for word in ("Awaitable", "Coroutine", "Future", "Task"))
+
+
+class CachedFunction(Generic[P, R]):
+    """CachedFunction is an async function whose results are served from a cache layer.
+
+    The key is the function's qualified name and its bound arguments with
+    defaults applied (``f(1)``, ``f(x=1)`` and ``f()`` with default 1 share
+    one entry), restricted to ``key_args`` when given (a left-out argument is
+    part of the key as "absent"); ``partition(arguments)`` places the entry in
+    a partition. Parameters named in ``ignore`` never form the key.
+    """
+
+    def __init__(
+        self,
+        func: Callable[P, Awaitable[R]] | Callable[P, R],
+        layer: Layer,
+        *,
+        ttl: float | None = None,
+        key_args: Sequence[str] | None = None,
+        partition: PartitionOf | None = None,
+        tags: Iterable[str] | None = None,
+        ignore: Iterable[str] = ("self", "cls"),
+        run_sync: bool = False,
+    ) -> None:
+        is_async = inspect.iscoroutinefunction(func)
+        if not is_async and not run_sync:
+            raise TypeError(f"@cached got the synchronous {func!r}: {_SYNC_HINT}")
+        if is_async and run_sync:
+            raise TypeError(f"run_sync=True is for synchronous functions; {func!r} is async")
+        self._func = func
+        self._run_sync = run_sync
+        self._layer = layer
+        self._ttl = ttl
+        # Validated like a tool policy's key_args (a lone string is refused).
+        self._key_args = ToolPolicy(key_args=key_args).key_args
+        self._partition = partition
+        self._tags = sorted(set(tags)) if tags else None
+        self._ignore = frozenset(ignore)
+        self._signature = inspect.signature(func)
+        self._name = f"{func.__module__}.{func.__qualname__}"
+        self._label = func.__name__
+        functools.update_wrapper(self, func)
+        _mark_coroutine_function(self)
+
+    def __get__(self, instance: Any, owner: type[Any] | None = None) -> Any:
+        # Methods: bind like a function does, so ``obj.method(...)`` passes ``obj``.
+        if instance is None:
+            return self
+        return BoundCachedFunction(self, instance)
+
+    def _arguments(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
+        bound = self._signature.bind(*args, **kwargs)
+        bound.apply_defaults()
+        return {k: v for k, v in bound.arguments.items() if k not in self._ignore}
+
+    def _key(self, arguments: dict[str, Any]) -> tuple[Any, Any]:
+        if self._key_args is None:
+            return (self._name, arguments)
+        # [value] when given, [] when absent: an absent argument never equals None.
+        chosen = {k: [arguments[k]] if k in arguments else [] for k in self._key_args}
+        return (self._name, {"key_args": chosen})
+
+    def _where(self, arguments: dict[str, Any]) -> tuple[tuple[Any, Any], str | None]:
+        partition = self._partition(arguments) if self._partition is not None else None
+        return self._key(arguments), partition
+
+    async def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
+        key, partition = self._where(self._arguments(args, kwargs))
+        func = self._func
+        if self._run_sync:
+
+            async def load() -> R:
+                return await asyncio.to_thread(func, *args, **kwargs)  # type: ignore[arg-type]
+
+        else:
+
+            async def load() -> R:
+                return await func(*args, **kwargs)  # type: ignore[misc, no-any-return]
+
+        value: R = await self._layer.get_or_load(
+            key, load, self._ttl, tags=self._tags, partition=partition, label=self._label
+        )
+        return value
+
+    def key(self, *args: P.args, **kwargs: P.kwargs) -> KeyRef:
+        """Return the ``KeyRef`` of the entry these arguments read (for inspection)."""
+        key, partition = self._where(self._arguments(args, kwargs))
+        return self._layer.ref(key, partition, self._label)
+
+    async def invalidate(self, *args: P.args, **kwargs: P.kwargs) -> None:
+        """Drop the entry of these arguments in every worker (loads in flight are revoked)."""
+        key, partition = self._where(self._arguments(args, kwargs))
+        await self._layer.delete(key, partition=partition, label=self._label)
+
+
+def _mark_coroutine_function(function: CachedFunction[..., Any]) -> None:
+    """Make ``inspect.iscoroutinefunction`` true for ``function``, as for an ``async def``.
+
+    Frameworks (FastMCP, LangChain…) decide from it whether to await a tool.
+    """
+    mark = getattr(inspect, "markcoroutinefunction", None)
+    if mark is not None:  # Python 3.12+
+        mark(function)
+        return
+    # Python 3.11 reads the coroutine flag from a function-like object's __code__;
+    # __wrapped__ (set by update_wrapper) still gives the wrapped signature.
+    code = CachedFunction.__call__.__code__
+    function.__code__ = code  # type: ignore[attr-defined]
+    function.__defaults__ = None  # type: ignore[attr-defined]
+    function.__kwdefaults__ = None  # type: ignore[attr-defined]
+
+
+class BoundCachedFunction:
+    """BoundCachedFunction is a cached method bound to its instance, with the same helpers."""
+
+    __slots__ = ("_function", "_instance")
+
+    def __init__(self, function: CachedFunction[..., Any], instance: Any) -> None:
+        self._function = function
+        self._instance = instance
+
+    async def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return await self._function(self._instance, *args, **kwargs)
+
+    def key(self, *args: Any, **kwargs: Any) -> KeyRef:
+        """Return the ``KeyRef`` of the entry these arguments read."""
+        return self._function.key(self._instance, *args, **kwargs)
+
+    async def invalidate(self, *args: Any, **kwargs: Any) -> None:
+        """Drop the entry of these arguments in every worker."""
+        await self._function.invalidate(self._instance, *args, **kwargs)
 
 
 def cached_function(
     layer: Layer,
     ttl: float | None,
     *,
+    key_args: Sequence[str] | None = None,
+    partition: PartitionOf | None = None,
     tags: Iterable[str] | None = None,
     ignore: Iterable[str] = ("self", "cls"),
-) -> Callable[[Callable[P, Awaitable[R]]], Callable[P, Awaitable[R]]]:
-    """Return a decorator caching an async function in ``layer``, keeping its signature.
+    run_sync: bool = False,
+) -> Callable[[Callable[P, Any]], CachedFunction[P, Any]]:
+    """Return a decorator caching a function in ``layer``, keeping its signature."""
 
-    The key is the function's qualified name and its bound arguments with
-    defaults applied, so ``f(1)``, ``f(x=1)`` and ``f()`` with default 1 share
-    one entry. Parameters named in ``ignore`` are left out of the key.
-    """
-    skipped = frozenset(ignore)
-    tag_list = list(tags) if tags else None
-
-    def decorate(func: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
-        if not inspect.iscoroutinefunction(func):
-            raise TypeError(f"@cached needs an async function, got {func!r}")
-        signature = inspect.signature(func)
-        name = f"{func.__module__}.{func.__qualname__}"
-
-        @functools.wraps(func)
-        async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-            bound = signature.bind(*args, **kwargs)
-            bound.apply_defaults()
-            arguments = {k: v for k, v in bound.arguments.items() if k not in skipped}
-            return await layer.get_or_load(
-                (name, arguments),
-                lambda: func(*args, **kwargs),
-                ttl,
-                tags=tag_list,
-                label=func.__name__,
-            )
-
-        return wrapper
+    def decorate(func: Callable[P, Any]) -> CachedFunction[P, Any]:
+        return CachedFunction(
+            func,
+            layer,
+            ttl=ttl,
+            key_args=key_args,
+            partition=partition,
+            tags=tags,
+            ignore=ignore,
+            run_sync=run_sync,
+        )
 
     return decorate

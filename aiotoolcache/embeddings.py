@@ -7,7 +7,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING
 
 from aiotoolcache.codec import CorruptValue
-from aiotoolcache.errors import ToolCacheError
+from aiotoolcache.control import current_directive
+from aiotoolcache.errors import NotCached, ToolCacheError
 
 if TYPE_CHECKING:
     from aiotoolcache.cache import Layer
@@ -73,6 +74,9 @@ async def embed_texts(
     )
     if not missing:
         return [vec for vec in vectors if vec is not None]
+    directive = current_directive()
+    if directive is not None and not directive.loads:
+        raise NotCached(f"{len(missing)} of {len(texts)} texts have no cached vector")
     loaded = await layer.run_loader(lambda: loader(missing))
     fresh = list(loaded[0])
     if len(fresh) != len(missing):

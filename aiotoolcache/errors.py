@@ -13,11 +13,12 @@
     ├── StoreClosed             (also a RuntimeError)
     ├── CassetteError
     │   └── CassetteMiss
+    ├── NotCached
     └── BackendError
         ├── BackendTimeout
         └── CircuitOpen
 
-By default (fail-open) only the first three reach a caller: backend trouble
+By default (fail-open) only the first three and NotCached reach a caller: backend trouble
 becomes a miss or a dropped write. ``strict=True`` surfaces the rest.
 Redis exceptions are translated where they enter the library, so callers
 never need to import redis to handle them. ``asyncio.CancelledError`` is
@@ -38,6 +39,7 @@ __all__ = [
     "ConfigurationError",
     "KeyEncodingError",
     "StoreClosed",
+    "NotCached",
     "ToolCacheError",
     "UnserializableValue",
     "ValueTooLarge",
@@ -110,6 +112,10 @@ class CassetteMiss(CassetteError):
     def __init__(self, message: str, call: str) -> None:
         super().__init__(message)
         self.call = call
+
+
+class NotCached(ToolCacheError, LookupError):
+    """Raised when ``cache_control("only-if-cached")`` finds no usable entry for a lookup."""
 
 
 class BackendError(ToolCacheError):

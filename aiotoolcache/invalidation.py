@@ -162,6 +162,15 @@ class Bus:
         """True while every invalidation reaches this worker (always, in process)."""
         return time.monotonic() < self.deaf_after
 
+    async def listen_again(self, within: float) -> bool:
+        """Wait (at most ``within`` seconds) until the bus hears again; True when it does.
+
+        After the event loop was busy, messages may wait unread in the
+        subscriber's socket: once it has read them and Redis answered, L1 can
+        be trusted again. A disconnected bus does not wait.
+        """
+        return self.hearing
+
     async def start(self, wait: float = 2.0) -> None:
         return None
 
@@ -261,6 +270,7 @@ class RedisBus(Bus):
         self._bump = client.register_script(_BUMP)
         self._merge = client.register_script(_MERGE)
         self._connected = asyncio.Event()
+        self._hearing = asyncio.Event()  # set whenever Redis answers the subscriber
         self._closing = False
         # Set when redis-py re-establishes the subscriber connection by itself (it
         # resubscribes silently; whatever was published in between is lost).
@@ -280,6 +290,18 @@ class RedisBus(Bus):
         self._heard_at = now
         if self._connected.is_set():
             self.deaf_after = now + 2 * self.health_interval
+            self._hearing.set()
+
+    async def listen_again(self, within: float) -> bool:
+        if self.hearing:
+            return True
+        if not self._connected.is_set():
+            return False
+        self._hearing.clear()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(within):
+                await self._hearing.wait()
+        return self.hearing
 
     async def start(self, wait: float = 2.0) -> None:
         """Start the subscriber and wait (bounded) until it is subscribed."""

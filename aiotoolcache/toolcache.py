@@ -12,20 +12,20 @@ import random
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from hashlib import blake2b
 from types import TracebackType
-from typing import Any, ParamSpec, TypeVar
+from typing import Any, Literal, ParamSpec, TypeVar, overload
 
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import RedisError
 
-from aiotoolcache import connect, fleet
+from aiotoolcache import calls, connect, fleet
 from aiotoolcache.breaker import CircuitBreaker
 from aiotoolcache.cache import Layer
 from aiotoolcache.cassette import Cassette, options_from_url
 from aiotoolcache.cluster_bus import ClusterBus
 from aiotoolcache.codec import Codec, ModelRegistry, parse_secrets
 from aiotoolcache.coherence import Coherence, L1Entry
-from aiotoolcache.decorators import cached_function
+from aiotoolcache.decorators import CachedFunction, PartitionOf, cached_function
 from aiotoolcache.embeddings import embed_texts
 from aiotoolcache.errors import BackendError, CacheClosed, ConfigurationError
 from aiotoolcache.fills import FillRegistry
@@ -36,6 +36,7 @@ from aiotoolcache.layers import DEFAULT_LAYERS, LayerConfig
 from aiotoolcache.lease import LeaseManager
 from aiotoolcache.loading import LoadCoordinator
 from aiotoolcache.outbox import InvalidationOutbox
+from aiotoolcache.policy import ToolPolicies, ToolPolicy
 from aiotoolcache.settings import Settings, parse_backend_url
 from aiotoolcache.stats import CacheStats
 from aiotoolcache.stores.base import Store
@@ -93,6 +94,7 @@ class ToolCache:
         mode: str = "once",
         order: str = "any",
         redact: Iterable[str] = (),
+        tool_policies: ToolPolicies | Mapping[str, ToolPolicy] | None = None,
     ) -> None:
         if cassette is not None and url is None and client is None:
             url = "memory://"  # a cassette run needs no backend, whatever the environment says
@@ -102,6 +104,7 @@ class ToolCache:
         self.url = settings.url
         self.strict = strict
         self.rng = random.Random(seed)
+        self.policies = ToolPolicies.of(tool_policies)  # per-tool rules: keys, TTLs, writes
         self.codec = Codec(secret=settings.secret, registry=ModelRegistry())
         for model in models:
             self.codec.registry.register(model)
@@ -439,6 +442,10 @@ class ToolCache:
             label="search",
         )
 
+    def tool_policy(self, server_id: str, tool_name: str) -> ToolPolicy:
+        """Return the ToolPolicy in force for ``tool_name`` on ``server_id`` (a default if none)."""
+        return self.policies.resolve(server_id, tool_name)
+
     async def call_tool(
         self,
         server_id: str,
@@ -449,15 +456,31 @@ class ToolCache:
         partition: str | None = None,
         ttl: float | None = None,
         should_cache: Callable[[Any], bool] | None = None,
+        writes: bool = False,
     ) -> R:
-        """Return the result of a tool call from the results layer, running it once per key."""
-        return await self.results.get_or_load(
-            ("call_tool", server_id, tool_name, arguments),
+        """Return the result of a tool call from the results layer, running it once per key.
+
+        The tool's policy (``tool_policy``) sets the key, TTL and what is
+        stored. A write (``writes=True``, or a policy with ``invalidates``)
+        always runs; once it returns, the results it invalidates are dropped
+        in every worker (a raising call invalidates nothing).
+        """
+        policy = self.tool_policy(server_id, tool_name)
+        if writes or policy.invalidates:
+            return await calls.run_write(self, server_id, policy, loader)
+        if policy.cache is False:
+            return await calls.run_uncached(loader)
+        return await calls.read_through(
+            self.results,
+            self.policies,
+            policy,
+            self.codec,
+            calls.policy_key("call_tool", server_id, tool_name, arguments, policy),
+            server_id,
+            tool_name,
             loader,
-            ttl,
-            tags=[server_tag(server_id), f"tool:{server_id}/{tool_name}"],
             partition=partition,
-            label=tool_name,
+            ttl=ttl,
             should_cache=should_cache,
         )
 
@@ -475,16 +498,59 @@ class ToolCache:
             self.embeddings, texts, model, loader, dimensions=dimensions, partition=partition
         )
 
+    @overload
     def cached(
         self,
         layer: str = "results",
         ttl: float | None = None,
         *,
+        key_args: Sequence[str] | None = None,
+        partition: PartitionOf | None = None,
         tags: Iterable[str] | None = None,
         ignore: Iterable[str] = ("self", "cls"),
-    ) -> Callable[[Callable[P, Awaitable[R]]], Callable[P, Awaitable[R]]]:
-        """Decorate an async function so calls with equal arguments are served from ``layer``."""
-        return cached_function(self.layer(layer), ttl, tags=tags, ignore=ignore)
+        run_sync: Literal[False] = False,
+    ) -> Callable[[Callable[P, Awaitable[R]]], CachedFunction[P, R]]: ...
+
+    @overload
+    def cached(
+        self,
+        layer: str = "results",
+        ttl: float | None = None,
+        *,
+        key_args: Sequence[str] | None = None,
+        partition: PartitionOf | None = None,
+        tags: Iterable[str] | None = None,
+        ignore: Iterable[str] = ("self", "cls"),
+        run_sync: Literal[True],
+    ) -> Callable[[Callable[P, R]], CachedFunction[P, R]]: ...
+
+    def cached(
+        self,
+        layer: str = "results",
+        ttl: float | None = None,
+        *,
+        key_args: Sequence[str] | None = None,
+        partition: PartitionOf | None = None,
+        tags: Iterable[str] | None = None,
+        ignore: Iterable[str] = ("self", "cls"),
+        run_sync: bool = False,
+    ) -> Callable[[Callable[P, Any]], CachedFunction[P, Any]]:
+        """Decorate a function so calls with equal arguments are served from ``layer``.
+
+        See ``CachedFunction``: ``key_args`` picks the arguments of the key,
+        ``partition(arguments)`` the partition; the result gains
+        ``invalidate(...)`` and ``key(...)``. A synchronous function is refused
+        (TypeError) unless ``run_sync=True`` runs it in a worker thread.
+        """
+        return cached_function(
+            self.layer(layer),
+            ttl,
+            key_args=key_args,
+            partition=partition,
+            tags=tags,
+            ignore=ignore,
+            run_sync=run_sync,
+        )
 
     # -- introspection ----------------------------------------------------------------------
     def stats(self) -> CacheStats:

@@ -42,7 +42,7 @@ def build_server(cache: atc.ToolCache) -> FastMCP:
 
     @weather.tool
     def subscribe(city: str, email: str) -> str:
-        """Has side effects: never cached (no readOnlyHint / idempotentHint)."""
+        """Has side effects: never cached (no readOnlyHint), and drops cached reads."""
         return f"{email} subscribed to {city}"
 
     return weather

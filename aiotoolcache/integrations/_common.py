@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Collection, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 
+from aiotoolcache import calls
 from aiotoolcache.errors import ConfigurationError, KeyEncodingError
+from aiotoolcache.policy import ToolPolicy, cacheable, with_lists, writes
 
 if TYPE_CHECKING:
     from aiotoolcache.cache import Layer
@@ -76,6 +79,60 @@ def allowed(
     return any(name in allow_tools for name in tool_names)
 
 
+@dataclass(frozen=True, slots=True)
+class ToolDecision:
+    """ToolDecision is what one tool's calls do: its policy, whether cached, whether a write."""
+
+    policy: ToolPolicy
+    cached: bool
+    write: bool
+
+
+def decide(
+    cache: ToolCache,
+    server_id: str,
+    tool: str,
+    annotations: Any,
+    *,
+    trusted: bool = True,
+    allowed: bool = False,
+    denied: bool = False,
+) -> ToolDecision:
+    """Return the decision for ``tool``: its policy with the allow/deny lists, then annotations.
+
+    ``allowed`` (named in an allow list) caches the tool whatever its
+    annotations say; ``denied`` never caches it; annotations can restrict
+    caching but never loosen a deny. ``annotations=LISTS`` is for frameworks
+    with no read-only marker: a tool is a read exactly when it is cached.
+    """
+    policy = with_lists(cache.tool_policy(server_id, tool), allowed, denied)
+    if annotations is LISTS:
+        annotations = {"readOnlyHint": policy.cache is not False}
+    return ToolDecision(
+        policy, cacheable(policy, annotations, trusted), writes(policy, annotations, trusted)
+    )
+
+
+LISTS: Any = object()
+"""Annotations placeholder: no read-only marker known, the allow/deny lists and policy decide."""
+
+
+def annotations_in(metadata: Any) -> Any:
+    """MCP-style annotations found in framework tool ``metadata``, else ``LISTS``.
+
+    Tools converted from MCP servers carry ``readOnlyHint`` in their metadata
+    (directly or under ``"annotations"``); local function tools usually carry
+    nothing, and then the allow and deny lists say which tools are reads.
+    """
+    if isinstance(metadata, Mapping):
+        for candidate in (metadata, metadata.get("annotations")):
+            if isinstance(candidate, Mapping) and (
+                "readOnlyHint" in candidate or "read_only_hint" in candidate
+            ):
+                return candidate
+    return LISTS
+
+
 class Outcome(Generic[ResultT]):
     """What this caller's own loader produced; the tool ran for this call only if it ``owns``."""
 
@@ -102,8 +159,21 @@ async def call_through(
     restore: Callable[[dict[str, Any]], ResultT],
     partition: str | None,
     ttl: float | None,
+    decision: ToolDecision | None = None,
+    succeeded: Callable[[ResultT], bool] | None = None,
 ) -> ResultT:
-    """A tool call's result from the results layer or ``run()``; exceptions are never stored."""
+    """A tool call's result from the results layer or ``run()``; exceptions are never stored.
+
+    Under ``decision`` (default: the tool's policy, cached, not a write) a
+    write runs and then drops the results it invalidates (unless it raised
+    or ``succeeded`` rejects its result); an uncached tool just runs.
+    """
+    if decision is None:
+        decision = ToolDecision(cache.tool_policy(server_id, tool_name), True, False)
+    if decision.write:
+        return await calls.run_write(cache, server_id, decision.policy, run, succeeded)
+    if not decision.cached:
+        return await calls.run_uncached(run)
     # ``dump`` makes a result the payload to store (None: not stored); ``restore``
     # makes a stored payload a result again, raising LookupError or ValueError
     # when it does not fit (then the tool runs). The loader can also run as a
@@ -125,11 +195,16 @@ async def call_through(
         outcome.returned = value
         return value
 
+    policy = decision.policy
     try:
-        value = await cache.call_tool(
+        value = await calls.read_through(
+            cache.results,
+            cache.policies,
+            policy,
+            cache.codec,
+            calls.policy_key("call_tool", server_id, tool_name, arguments, policy),
             server_id,
             tool_name,
-            arguments,
             load,
             partition=partition,
             ttl=ttl,
@@ -137,7 +212,7 @@ async def call_through(
         )
     except KeyEncodingError:
         # Arguments with no canonical form: run the tool uncached.
-        return await run()
+        return await calls.run_uncached(run)
     if outcome.owns(value):
         if outcome.error is not None:
             raise outcome.error
@@ -151,4 +226,4 @@ async def call_through(
         # A stored payload this release cannot read: a miss, counted, and the tool runs.
         cache.results.counters.corrupt += 1
     # Or a concurrent identical call produced an uncacheable result: run our own.
-    return await run()
+    return await calls.run_uncached(run)

@@ -18,9 +18,16 @@ mcp.add_middleware(ToolCacheMiddleware(cache))
 Rules:
 
 - A tool's results are cached only when its annotations say ``readOnlyHint``
-  or ``idempotentHint`` is true, or its name is in ``allow_tools``; never when
-  its name is in ``deny_tools``, when it may run as a task, or for a
-  task-augmented call.
+  is true, or its name is in ``allow_tools`` (or its ``ToolPolicy`` says
+  ``cache=True``); never when its name is in ``deny_tools`` (or its policy
+  says ``cache=False``), when it may run as a task, or for a task-augmented call.
+- Any other tool is a write: once a call of it succeeds, the server's cached
+  tool results (or those its policy's ``invalidates`` names) are dropped in
+  every worker before the result is returned.
+- A request may carry a directive in ``_meta["io.aiotoolcache/cache-control"]``
+  (``"refresh"``, ``"bypass"``, ``"no-store"``, ``"only-if-cached"``, or
+  ``{"mode": ..., "max_age": seconds}``), obeyed only for tools whose policy
+  says ``client_directives=True``.
 - Error results (``isError``), exceptions, input-required asks and the
   continuation legs that answer them, and task (non-``ToolResult``) results
   are never cached. Empty listings are.
@@ -51,6 +58,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 try:
     import mcp_types
+    from fastmcp.exceptions import ToolError
     from fastmcp.prompts.base import InputRequiredPromptResult, Prompt, PromptResult
     from fastmcp.resources.base import InputRequiredResourceResult, Resource, ResourceResult
     from fastmcp.resources.template import ResourceTemplate
@@ -66,8 +74,9 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
         "aiotoolcache.integrations.fastmcp needs FastMCP 4.x: pip install 'aiotoolcache[fastmcp]'"
     ) from exc
 
-from aiotoolcache.errors import ConfigurationError
-from aiotoolcache.integrations._common import ensure_layer
+from aiotoolcache import calls, control
+from aiotoolcache.errors import ConfigurationError, NotCached
+from aiotoolcache.integrations._common import ToolDecision, decide, ensure_layer
 from aiotoolcache.layers import LayerConfig
 from aiotoolcache.toolcache import server_tag
 
@@ -120,6 +129,33 @@ class _Own:
     def __init__(self) -> None:
         self.value: Any = _NOTHING  # the payload the loader returned (the very object)
         self.result: Any = None  # that payload read back: what the client is served
+
+
+def _succeeded(result: Any) -> bool:
+    """A write succeeded when it returned a final, non-error result (not an input-required ask)."""
+    return (
+        isinstance(result, ToolResult)
+        and not isinstance(result, InputRequiredToolResult)
+        and not result.is_error
+    )
+
+
+def _request_meta(context: MiddlewareContext[Any]) -> Any:
+    """The request's ``_meta``: on the message, or (as FastMCP passes it) the request context."""
+    meta = getattr(context.message, "meta", None)
+    if isinstance(meta, Mapping):
+        return meta
+    try:
+        request_context = context.fastmcp_context.request_context  # type: ignore[union-attr]
+    except (AttributeError, LookupError, RuntimeError):
+        return None
+    return getattr(request_context, "meta", None)
+
+
+def _may_run_as_task(tool: Tool) -> bool:
+    if tool.task_config.supports_tasks():
+        return True
+    return tool.execution is not None and tool.execution.task_support not in (None, "forbidden")
 
 
 def _is_continuation(context: MiddlewareContext[Any]) -> bool:
@@ -222,18 +258,27 @@ class ToolCacheMiddleware(Middleware):
         await self.cache.invalidate_server(target)
 
     # -- policy -------------------------------------------------------------------------
-    def tool_cacheable(self, tool: Tool | None, name: str) -> bool:
+    def tool_decision(self, tool: Tool | None, name: str, server_id: str) -> ToolDecision:
+        """What a call of ``tool`` (called as ``name``) does: cached or not, a write or not.
+
+        The server's own annotations are trusted; the allow and deny lists and
+        the tool's ``ToolPolicy`` come first, and annotations never loosen a deny.
+        """
+        decision = decide(
+            self.cache,
+            server_id,
+            name,
+            tool.annotations if tool is not None else None,
+            allowed=name in self.allow_tools,
+            denied=name in self.deny_tools or tool is None,
+        )
+        if decision.cached and tool is not None and _may_run_as_task(tool):
+            return ToolDecision(decision.policy, False, decision.write)
+        return decision
+
+    def tool_cacheable(self, tool: Tool | None, name: str, server_id: str = "fastmcp") -> bool:
         """Whether results of ``tool`` (called as ``name``) may be cached."""
-        if name in self.deny_tools or tool is None:
-            return False
-        if tool.task_config.supports_tasks():
-            return False
-        if tool.execution is not None and tool.execution.task_support not in (None, "forbidden"):
-            return False
-        if name in self.allow_tools:
-            return True
-        annotations = tool.annotations
-        return bool(annotations and (annotations.read_only_hint or annotations.idempotent_hint))
+        return self.tool_decision(tool, name, self.server_id or server_id).cached
 
     # -- the read-through every cached request shares -------------------------------------
     async def _serve(
@@ -248,6 +293,7 @@ class ToolCacheMiddleware(Middleware):
         handler: Callable[[], Awaitable[Any]],
         dump: Callable[[Any], Any],
         restore: Callable[[Any], Any],
+        through: Callable[[Callable[[], Awaitable[Any]]], Awaitable[Any]] | None = None,
     ) -> Any:
         """The answer to a request: from ``layer`` when stored and readable, else ``handler()``.
 
@@ -256,6 +302,8 @@ class ToolCacheMiddleware(Middleware):
         ``Undecodable`` when it does not fit. A stored entry that cannot be read
         is a miss, counted in ``corrupt``: the handler runs and its answer
         replaces the entry, so no client ever sees a decoding error.
+        ``through(load)`` replaces the plain ``layer.get_or_load`` (a tool
+        policy's read-through).
         """
         partition = self._partition_fn(context)
         own = _Own()
@@ -275,9 +323,12 @@ class ToolCacheMiddleware(Middleware):
             own.value = payload
             return payload
 
-        value = await layer.get_or_load(
-            key, load, ttl, tags=tags, partition=partition, label=label, should_cache=_stored
-        )
+        if through is not None:
+            value = await through(load)
+        else:
+            value = await layer.get_or_load(
+                key, load, ttl, tags=tags, partition=partition, label=label, should_cache=_stored
+            )
         if isinstance(value, _Uncached):
             return value.value
         if value is own.value:
@@ -376,30 +427,86 @@ class ToolCacheMiddleware(Middleware):
         name = message.name
         if (
             not self.call_tool_enabled
-            or name in self.deny_tools
-            or message.task is not None
-            or _is_continuation(context)
+            or message.task is not None  # the outcome arrives later, outside this call
             or context.fastmcp_context is None
         ):
             return await call_next(context)
         server = context.fastmcp_context.fastmcp
         tool = await server.get_tool(name, _version_spec(_requested_version(message)))
-        if not self.tool_cacheable(tool, name):
-            return await call_next(context)
-        assert tool is not None
         server_id = self._server_id(context)
+        decision = self.tool_decision(tool, name, server_id)
+        directive = None
+        if decision.policy.client_directives:
+            directive = control.directive_from_meta(_request_meta(context))
+        try:
+            with control.applied(directive):
+                return await self._call(context, call_next, tool, server_id, decision)
+        except NotCached as exc:
+            # An error result the client can read, not a crash of the request.
+            raise ToolError(f"{name}: {exc}") from exc
+
+    async def _call(
+        self,
+        context: MiddlewareContext[mcp_types.CallToolRequestParams],
+        call_next: CallNext[mcp_types.CallToolRequestParams, ToolResult],
+        tool: Tool | None,
+        server_id: str,
+        decision: ToolDecision,
+    ) -> ToolResult:
+        if decision.write:
+            # A continuation leg finishes the call an input-required ask paused.
+            return await calls.run_write(
+                self.cache, server_id, decision.policy, lambda: call_next(context), _succeeded
+            )
+        if not decision.cached or _is_continuation(context):
+            return await calls.run_uncached(lambda: call_next(context))
+        assert tool is not None
+        return await self._cached_call(context, call_next, tool, server_id, decision)
+
+    async def _cached_call(
+        self,
+        context: MiddlewareContext[mcp_types.CallToolRequestParams],
+        call_next: CallNext[mcp_types.CallToolRequestParams, ToolResult],
+        tool: Tool,
+        server_id: str,
+        decision: ToolDecision,
+    ) -> ToolResult:
+        message = context.message
+        name = message.name
         arguments = dict(message.arguments or {})
         variant = None if tool.version is None and not tool.meta else [tool.version, tool.meta]
+        policy = decision.policy
+        key = (*calls.policy_key("fastmcp.call_tool", server_id, name, arguments, policy), variant)
+        partition = self._partition_fn(context)
+
+        def through(load: Callable[[], Awaitable[Any]]) -> Awaitable[Any]:
+            # The policy's read-through: its TTL, its tags (so writes find the entry),
+            # min_load_time and max_value_bytes.
+            return calls.read_through(
+                self.cache.results,
+                self.cache.policies,
+                policy,
+                self.cache.codec,
+                key,
+                server_id,
+                name,
+                load,
+                partition=partition,
+                ttl=self.call_tool_ttl,
+                should_cache=_stored,
+            )
+
         result: ToolResult = await self._serve(
             self.cache.results,
             context,
-            ("fastmcp.call_tool", server_id, name, arguments, variant),
+            key,
             label=name,
-            ttl=self.call_tool_ttl,
-            tags=[server_tag(server_id), f"tool:{server_id}/{name}"],
+            ttl=self.call_tool_ttl if self.call_tool_ttl is not None else policy.ttl,
+            tags=self.cache.policies.read_tags(server_id, name),
             handler=lambda: call_next(context),
             dump=_dump_tool_result,
             restore=payloads.load_tool_result,
+            through=through,
         )
         return result
 

@@ -37,7 +37,16 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
     ) from exc
 
 from aiotoolcache.errors import ConfigurationError
-from aiotoolcache.integrations._common import allow_policy, allowed, call_through, is_plain, names
+from aiotoolcache.integrations._common import (
+    ToolDecision,
+    allow_policy,
+    allowed,
+    annotations_in,
+    call_through,
+    decide,
+    is_plain,
+    names,
+)
 from aiotoolcache.integrations._langchain_store import ToolCacheByteStore
 
 if TYPE_CHECKING:
@@ -62,7 +71,10 @@ class ToolCacheMiddleware(AgentMiddleware):
     ``deny_tools``. Pass ``allow_tools`` (a collection of tool names, or a predicate taking
     the tool name) to cache only the tools it accepts; ``deny_tools`` always wins.
     Cache only tools whose result depends on their arguments alone (lookups,
-    searches, pure computations), never tools with side effects.
+    searches, pure computations), never tools with side effects: a tool the
+    lists exclude (or whose ``ToolPolicy`` says ``cache=False``, or whose
+    ``metadata`` carries MCP annotations without ``readOnlyHint``) is a write,
+    and each successful call of it drops ``server_id``'s cached results.
 
     Never cached: exceptions raised by the tool (they propagate as usual, and a
     concurrent identical call runs the tool itself), ``ToolMessage`` results
@@ -117,6 +129,25 @@ class ToolCacheMiddleware(AgentMiddleware):
         """Return whether calls to ``tool_name`` go through the cache."""
         return allowed(tool_name, (tool_name,), self.allow_tools, self.deny_tools)
 
+    def decision(self, request: ToolCallRequest) -> ToolDecision:
+        """Return what a call does under the tool's policy: cached or not, a write or not.
+
+        The tool's ``metadata`` may carry MCP annotations (tools converted from
+        MCP servers do); otherwise the allow and deny lists decide, and a tool
+        they do not cache is a write that drops this server's cached results.
+        """
+        name = request.tool_call["name"]
+        listed = self.is_cached(name)
+        tool = getattr(request, "tool", None)
+        return decide(
+            self.cache,
+            self.server_id,
+            name,
+            annotations_in(getattr(tool, "metadata", None)),
+            allowed=listed and self.allow_tools is not None,
+            denied=not listed,
+        )
+
     def _partition_for(self, request: ToolCallRequest) -> str | None:
         if callable(self.partition):
             return self.partition(request)
@@ -148,8 +179,6 @@ class ToolCacheMiddleware(AgentMiddleware):
     ) -> ToolMessage | Command[Any]:
         call = request.tool_call
         name = call["name"]
-        if not self.is_cached(name):
-            return await handler(request)
         tool_call_id = str(call.get("id") or "")
         return await call_through(
             self.cache,
@@ -161,6 +190,8 @@ class ToolCacheMiddleware(AgentMiddleware):
             restore=lambda payload: self._restore(payload, tool_call_id),
             partition=self._partition_for(request),
             ttl=self.ttl,
+            decision=self.decision(request),
+            succeeded=_succeeded,
         )
 
     def wrap_tool_call(
@@ -169,10 +200,21 @@ class ToolCacheMiddleware(AgentMiddleware):
         handler: Callable[[ToolCallRequest], ToolMessage | Command[Any]],
     ) -> ToolMessage | Command[Any]:
         name = request.tool_call["name"]
-        if not self.is_cached(name) or self.sync == "bypass":
-            return handler(request)
-        raise NotImplementedError(
-            f"ToolCacheMiddleware caches tool {name!r} on the async path only: run the agent "
-            "with `await agent.ainvoke(...)` or `agent.astream(...)`, or pass "
-            "sync='bypass' to run tools uncached under `invoke()` / `stream()`."
+        decision = self.decision(request)
+        invalidates = decision.write and bool(
+            self.cache.policies.write_tags(self.server_id, decision.policy)
         )
+        if self.sync == "bypass" or not (decision.cached or invalidates):
+            return handler(request)
+        what = "caches" if decision.cached else "invalidates cached reads after"
+        raise NotImplementedError(
+            f"ToolCacheMiddleware {what} tool {name!r} on the async path only: run the agent "
+            "with `await agent.ainvoke(...)` or `agent.astream(...)`, or pass "
+            "sync='bypass' to run tools uncached (and writes without invalidation) under "
+            "`invoke()` / `stream()`."
+        )
+
+
+def _succeeded(result: ToolMessage | Command[Any]) -> bool:
+    """A write failed when its tool reported an error; it then invalidates nothing."""
+    return not (isinstance(result, ToolMessage) and result.status == "error")

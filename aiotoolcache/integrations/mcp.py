@@ -18,11 +18,12 @@ async with Client(url, cache=config) as client: ...
 ``ToolCallCache`` / ``cached_call_tool``
     Caches ``tools/call`` results made through a connected ``mcp.Client``,
     ``mcp.ClientSession`` or ``fastmcp.Client``, under the same rules as the
-    FastMCP middleware: only tools annotated ``readOnlyHint`` or
-    ``idempotentHint`` (or allow-listed, never deny-listed) are cached; error
-    results, exceptions, input-required asks and extension (task) results
-    never are. The tool listing itself is cached in the discovery layer,
-    honouring the server's ``ttlMs``/``cacheScope`` hints on protocol
+    FastMCP middleware: only tools annotated ``readOnlyHint`` (or
+    allow-listed, never deny-listed) are cached; error results, exceptions,
+    input-required asks and extension (task) results never are. Any other
+    tool is a write: its successful calls drop the server's cached results.
+    The tool listing itself is cached in the discovery layer, honouring
+    the server's ``ttlMs``/``cacheScope`` hints on protocol
     2026-07-28. ``message_handler()`` turns ``notifications/tools/list_changed``
     into ``cache.on_tools_list_changed(server_id)``.
 """
@@ -56,8 +57,9 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
         "pip install 'aiotoolcache[mcp]'"
     ) from exc
 
+from aiotoolcache import calls
 from aiotoolcache.errors import ConfigurationError
-from aiotoolcache.integrations._common import ensure_layer
+from aiotoolcache.integrations._common import ToolDecision, decide, ensure_layer
 from aiotoolcache.layers import LayerConfig
 from aiotoolcache.toolcache import server_tag
 
@@ -286,11 +288,6 @@ def _session_of(client: Any) -> ClientSession:
     return session
 
 
-def _annotated_cacheable(tool: Tool) -> bool:
-    annotations = tool.annotations
-    return bool(annotations and (annotations.read_only_hint or annotations.idempotent_hint))
-
-
 class ToolCallCache:
     """ToolCallCache caches one MCP server's tool listing and tool results for a client.
 
@@ -299,9 +296,15 @@ class ToolCallCache:
     ``partition`` isolates one principal's entries (derive it from a verified
     credential, e.g. ``partition_for_token(token)``; None shares entries with
     every client without one). A tool's results are cached only when its
-    annotations say ``readOnlyHint`` or ``idempotentHint`` is true, or its name
-    is in ``allow_tools``, and never when its name is in ``deny_tools``. Tools
-    that may run as tasks are never cached.
+    annotations say ``readOnlyHint`` is true, or its name is in
+    ``allow_tools`` (or its ``ToolPolicy`` says ``cache=True``), and never
+    when its name is in ``deny_tools`` (or its policy says ``cache=False``).
+    Tools that may run as tasks are never cached. Every other tool is a
+    write: once a call of it succeeds (no exception, no ``isError``), the
+    cached results its policy names (default: all of this server's) are
+    dropped in every worker, before ``call_tool`` returns. With
+    ``trust_annotations=False`` the server's annotations can only make
+    caching stricter: its tools are cached only when allow-listed or by policy.
 
     ``ttl`` is the tool-result TTL (None: the results layer's), ``list_ttl``
     the tool-listing TTL used when the server gives no hint (None: the
@@ -325,6 +328,7 @@ class ToolCallCache:
         deny_tools: Iterable[str] = (),
         share_public: bool = False,
         respect_zero_ttl: bool = False,
+        trust_annotations: bool = True,
     ) -> None:
         if not server_id:
             raise ConfigurationError("server_id must be a non-empty string")
@@ -337,6 +341,7 @@ class ToolCallCache:
         self.deny_tools = frozenset(deny_tools)
         self.share_public = share_public
         self.respect_zero_ttl = respect_zero_ttl
+        self.trust_annotations = trust_annotations
 
     # -- notifications ----------------------------------------------------------------
     def message_handler(self, inner: MessageHandlerFnT | None = None) -> MessageHandlerFnT:
@@ -436,16 +441,25 @@ class ToolCallCache:
         return ttl, "public" if first.cache_scope == "public" else "private"
 
     # -- tool calls -----------------------------------------------------------------------
+    def decision(self, tool: Tool | None, name: str) -> ToolDecision:
+        """What a call of ``tool`` (called as ``name``) does: cached or not, a write or not."""
+        decision = decide(
+            self.cache,
+            self.server_id,
+            name,
+            tool.annotations if tool is not None else None,
+            trusted=self.trust_annotations,
+            allowed=name in self.allow_tools,
+            denied=name in self.deny_tools,
+        )
+        execution = tool.execution if tool is not None else None
+        if execution is not None and execution.task_support not in (None, "forbidden"):
+            return ToolDecision(decision.policy, False, decision.write)
+        return decision
+
     def cacheable(self, tool: Tool | None, name: str) -> bool:
         """Whether results of ``tool`` (called as ``name``) may be cached."""
-        if name in self.deny_tools:
-            return False
-        if tool is not None and tool.execution is not None:
-            if tool.execution.task_support not in (None, "forbidden"):
-                return False
-        if name in self.allow_tools:
-            return True
-        return tool is not None and _annotated_cacheable(tool)
+        return self.decision(tool, name).cached
 
     async def call_tool(
         self,
@@ -462,23 +476,37 @@ class ToolCallCache:
         the tool's ``_meta`` and a requested FastMCP version are part of the key.
         """
         args: dict[str, Any] = dict(arguments or {})
-        tool = None
-        if name not in self.deny_tools:
-            tools = await self.list_tools(client)
-            tool = next((candidate for candidate in tools if candidate.name == name), None)
-        if not self.cacheable(tool, name):
-            return await self._full_call(client, name, args, meta)
+        # Even a denied tool's annotations matter: they say whether it is a write.
+        tools = await self.list_tools(client)
+        tool = next((candidate for candidate in tools if candidate.name == name), None)
+        decision = self.decision(tool, name)
+        if decision.write:
+            return await calls.run_write(
+                self.cache,
+                self.server_id,
+                decision.policy,
+                lambda: self._full_call(client, name, args, meta),
+                lambda result: not result.is_error,
+            )
+        if not decision.cached:
+            return await calls.run_uncached(lambda: self._full_call(client, name, args, meta))
 
         async def load() -> dict[str, Any] | _Uncached:
             return await self._first_leg(client, name, args, meta)
 
-        value = await self.cache.results.get_or_load(
-            ("mcp.call_tool", self.server_id, name, args, self._variant(tool, meta)),
+        policy = decision.policy
+        key = calls.policy_key("mcp.call_tool", self.server_id, name, args, policy)
+        value = await calls.read_through(
+            self.cache.results,
+            self.cache.policies,
+            policy,
+            self.cache.codec,
+            (*key, self._variant(tool, meta)),
+            self.server_id,
+            name,
             load,
-            self.ttl if ttl is None else ttl,
-            tags=[server_tag(self.server_id), f"tool:{self.server_id}/{name}"],
             partition=self.partition,
-            label=name,
+            ttl=self.ttl if ttl is None else ttl,
             should_cache=_is_stored_result,
         )
         if isinstance(value, dict):
@@ -486,7 +514,7 @@ class ToolCallCache:
         if value.result is not None:
             return value.result
         # An input-required ask or an extension result: let the client drive it, uncached.
-        return await self._full_call(client, name, args, meta)
+        return await calls.run_uncached(lambda: self._full_call(client, name, args, meta))
 
     @staticmethod
     def _variant(tool: Tool | None, meta: Mapping[str, Any] | None) -> Any:

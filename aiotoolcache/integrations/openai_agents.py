@@ -35,7 +35,15 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
     ) from exc
 
 from aiotoolcache import ToolCache
-from aiotoolcache.integrations._common import allow_policy, allowed, call_through, is_plain, names
+from aiotoolcache.integrations._common import (
+    LISTS,
+    allow_policy,
+    allowed,
+    call_through,
+    decide,
+    is_plain,
+    names,
+)
 
 __all__ = ["cached_function_tool", "cached_function_tools"]
 
@@ -74,6 +82,7 @@ def _caching_invoker(
     partition: str | PartitionFor | None,
     server_id: str,
     should_cache: Callable[[Any], bool] | None,
+    write: bool,
 ) -> Invoker:
     def dump(result: Any) -> dict[str, Any] | None:
         if should_cache is not None and not should_cache(result):
@@ -84,6 +93,21 @@ def _caching_invoker(
             return None
 
     async def invoke_cached(ctx: ToolContext[Any], input: str) -> Any:
+        # The SDK's function tools carry no read-only marker: the lists and the policy decide.
+        decision = decide(cache, server_id, tool_name, LISTS, denied=write)
+        if decision.write or not decision.cached:
+            return await call_through(
+                cache,
+                server_id,
+                tool_name,
+                None,
+                lambda: invoke(ctx, input),
+                dump=dump,
+                restore=lambda payload: payload["output"],
+                partition=None,
+                ttl=ttl,
+                decision=decision,
+            )
         try:
             arguments = json.loads(input) if input.strip() else {}
         except ValueError:
@@ -100,6 +124,7 @@ def _caching_invoker(
             restore=lambda payload: payload["output"],
             partition=partition(ctx) if callable(partition) else partition,
             ttl=ttl,
+            decision=decision,
         )
 
     return invoke_cached
@@ -113,8 +138,15 @@ def cached_function_tool(
     partition: str | PartitionFor | None = None,
     server_id: str = "openai-agents",
     should_cache: Callable[[Any], bool] | None = None,
+    write: bool = False,
 ) -> FunctionTool:
     """Return a copy of ``tool`` whose results are served from the cache when possible.
+
+    The tool's ``ToolPolicy`` (``cache.tool_policy(server_id, name)``) applies:
+    ``cache=False`` or a non-empty ``invalidates`` makes it a write. A write
+    (also ``write=True``) is never cached; each successful call drops the
+    cached results its policy names (default: all of ``server_id``'s), in
+    every worker, before it returns.
 
     The key is the tool's qualified name plus its JSON arguments in canonical
     form (argument order never matters), optionally within a ``partition``
@@ -149,6 +181,7 @@ def cached_function_tool(
         "partition": partition,
         "server_id": server_id,
         "should_cache": should_cache,
+        "write": write,
     }
     name = tool.qualified_name
     new_tool = copy.copy(tool)
@@ -183,21 +216,22 @@ def cached_function_tools(
     server_id: str = "openai-agents",
     should_cache: Callable[[Any], bool] | None = None,
 ) -> list[T]:
-    """Return ``tools`` with each ``FunctionTool`` the policy allows wrapped by the cache.
+    """Return ``tools`` with each ``FunctionTool`` wrapped: cached reads, or invalidating writes.
 
     By default **every** ``FunctionTool`` is cached except those named in
     ``deny_tools``; pass ``allow_tools`` (tool names, or a predicate on the tool) to cache
-    only the tools it accepts; ``deny_tools`` always wins. Other tools (hosted tools,
-    MCP servers' tools, tools the policy excludes) are returned unchanged.
+    only the tools it accepts; ``deny_tools`` always wins. The SDK's function tools
+    carry no read-only marker, so a ``FunctionTool`` the lists exclude is a write:
+    it runs uncached and each successful call drops ``server_id``'s cached
+    results (narrow that with ``ToolPolicy(invalidates=[...])``, or ``[]``).
+    Other tools (hosted tools, MCP servers' tools) are returned unchanged.
     Cache only tools whose result depends on their arguments alone.
     """
     allow = allow_policy(allow_tools)
     deny = names(deny_tools)
     out: list[T] = []
     for tool in tools:
-        if isinstance(tool, FunctionTool) and allowed(
-            tool, (tool.name, tool.qualified_name), allow, deny
-        ):
+        if isinstance(tool, FunctionTool):
             wrapped = cached_function_tool(
                 tool,
                 cache,
@@ -205,6 +239,7 @@ def cached_function_tools(
                 partition=partition,
                 server_id=server_id,
                 should_cache=should_cache,
+                write=not allowed(tool, (tool.name, tool.qualified_name), allow, deny),
             )
             out.append(wrapped)  # type: ignore[arg-type]
         else:

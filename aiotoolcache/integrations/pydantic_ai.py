@@ -39,7 +39,14 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
     ) from exc
 
 from aiotoolcache import ToolCache
-from aiotoolcache.integrations._common import allowed, call_through, is_plain
+from aiotoolcache.integrations._common import (
+    ToolDecision,
+    allowed,
+    annotations_in,
+    call_through,
+    decide,
+    is_plain,
+)
 
 __all__ = ["CachedEmbeddingModel", "ToolCacheCapability"]
 
@@ -62,7 +69,9 @@ class ToolCacheCapability(AbstractCapability[Any]):
     predicate taking the ``ToolDefinition``) to cache only the tools it
     accepts; ``deny_tools`` always wins. A tool whose ``metadata`` has
     ``{"cache": False}`` is never cached. Cache only tools whose result depends
-    on their arguments alone, never tools with side effects.
+    on their arguments alone, never tools with side effects: a tool excluded
+    here (or by its ``ToolPolicy``, or by MCP annotations in its ``metadata``)
+    is a write, and each successful call of it drops ``server_id``'s cached results.
 
     Never cached: exceptions (including ``ModelRetry``, deferrals and approvals;
     they propagate unchanged and a concurrent identical call runs the tool
@@ -113,6 +122,23 @@ class ToolCacheCapability(AbstractCapability[Any]):
             return False
         return allowed(tool_def, (tool_def.name,), self.allow_tools, self.deny_tools)
 
+    def decision(self, tool_def: ToolDefinition) -> ToolDecision:
+        """Return what a call does under the tool's policy: cached or not, a write or not.
+
+        MCP annotations in the tool's ``metadata`` (MCP toolsets put them
+        there) decide when present; otherwise the allow and deny lists do, and
+        a tool they do not cache is a write that drops this server's cached results.
+        """
+        listed = self.is_cached(tool_def)
+        return decide(
+            self.cache,
+            self.server_id,
+            tool_def.name,
+            annotations_in(tool_def.metadata),
+            allowed=listed and self.allow_tools is not None,
+            denied=not listed,
+        )
+
     def _partition_for(self, ctx: RunContext[Any]) -> str | None:
         if callable(self.partition):
             return self.partition(ctx)
@@ -141,12 +167,12 @@ class ToolCacheCapability(AbstractCapability[Any]):
         args: dict[str, Any],
         handler: WrapToolExecuteHandler,
     ) -> Any:
-        if not self.is_cached(tool_def):
-            return await handler(args)
+        decision = self.decision(tool_def)
         try:
-            key_args = to_jsonable_python(args)
+            key_args = to_jsonable_python(args) if decision.cached else None
         except Exception:  # arguments with no JSON form: run the tool uncached
-            return await handler(args)
+            decision = ToolDecision(decision.policy, False, decision.write)
+            key_args = None
         return await call_through(
             self.cache,
             self.server_id,
@@ -157,6 +183,7 @@ class ToolCacheCapability(AbstractCapability[Any]):
             restore=lambda payload: payload["result"],
             partition=self._partition_for(ctx),
             ttl=self.ttl,
+            decision=decision,
         )
 
 

@@ -110,12 +110,13 @@ async def test_argument_order_does_not_matter(cache: atc.ToolCache) -> None:
     assert runs == {"forecast": 2}
 
 
-async def test_idempotent_tools_are_cached(cache: atc.ToolCache) -> None:
+async def test_idempotent_tools_are_writes_not_cached(cache: atc.ToolCache) -> None:
+    # Idempotent is not read-only: a tool that sets state must not be served from the cache.
     server, runs = make_server(cache)
     async with Client(server) as client:
         for _ in range(3):
             assert (await client.call_tool("set_units", {"units": "metric"})).data == "metric"
-    assert runs == {"set_units": 1}
+    assert runs == {"set_units": 3}
 
 
 async def test_a_tool_without_read_only_or_idempotent_hints_is_not_cached(

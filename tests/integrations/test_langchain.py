@@ -283,7 +283,14 @@ async def test_sync_path_raises_a_clear_error_or_bypasses(
     assert counter.n == 0
     state = await asyncio.to_thread(invoke, ToolCacheMiddleware(cache, sync="bypass"), "s2")
     assert [m.content for m in state["messages"] if isinstance(m, ToolMessage)] == ["4"]
-    await asyncio.to_thread(invoke, ToolCacheMiddleware(cache, deny_tools=["mul"]), "s3")
+    # A denied tool is a write, and invalidating needs the async path too...
+    with pytest.raises(NotImplementedError, match="invalidates"):
+        await asyncio.to_thread(invoke, ToolCacheMiddleware(cache, deny_tools=["mul"]), "s3")
+    assert counter.n == 1
+    # ...unless its policy invalidates nothing.
+    policies = {"langchain/mul": atc.ToolPolicy(cache=False, invalidates=[])}
+    async with atc.ToolCache(tool_policies=policies) as quiet:
+        await asyncio.to_thread(invoke, ToolCacheMiddleware(quiet), "s4")
     assert counter.n == 2
 
 

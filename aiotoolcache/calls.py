@@ -1,0 +1,131 @@
+"""Tool calls under their policy: cached reads, and writes that drop the reads they affect.
+
+``ToolCache.call_tool`` and every integration go through these functions,
+so one tool policy means the same thing everywhere: the key (``key_args``),
+the TTL, ``min_load_time`` and ``max_value_bytes``, the tags a write
+bumps, and the ``cache_control`` directive.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from aiotoolcache import control
+from aiotoolcache.decorators import require_async_loader
+from aiotoolcache.errors import NotCached, UnserializableValue
+from aiotoolcache.policy import ToolPolicies, ToolPolicy
+
+if TYPE_CHECKING:
+    from aiotoolcache.cache import Layer, ShouldCache
+    from aiotoolcache.codec import Codec
+    from aiotoolcache.toolcache import ToolCache
+
+__all__ = ["after_write", "policy_key", "read_through", "run_uncached", "run_write"]
+
+R = TypeVar("R")
+
+
+def policy_key(prefix: str, server_id: str, tool: str, arguments: Any, policy: ToolPolicy) -> Any:
+    """Return the key of a call: all arguments, or only ``policy.key_args`` (absent kept apart)."""
+    if policy.key_args is None or not isinstance(arguments, Mapping):
+        return (prefix, server_id, tool, arguments)
+    # [value] when given, [] when absent: an absent argument never equals an explicit None.
+    chosen = {name: [arguments[name]] if name in arguments else [] for name in policy.key_args}
+    return (prefix, server_id, tool, {"key_args": chosen})
+
+
+async def read_through(
+    layer: Layer,
+    policies: ToolPolicies,
+    policy: ToolPolicy,
+    codec: Codec,
+    key: Any,
+    server_id: str,
+    tool: str,
+    loader: Callable[[], Awaitable[R]],
+    *,
+    partition: str | None,
+    ttl: float | None,
+    should_cache: ShouldCache | None,
+) -> R:
+    """Return a cacheable call's result from ``layer``, or run ``loader`` once and keep it.
+
+    ``ttl`` given by the caller wins over ``policy.ttl``; results that loaded
+    faster than ``policy.min_load_time`` or encode larger than
+    ``policy.max_value_bytes`` are returned but not stored.
+    """
+    require_async_loader(loader)
+    elapsed = [math.inf]  # of this closure's latest load; read by keep() right after it
+
+    async def timed() -> R:
+        started = time.perf_counter()
+        value = await loader()
+        elapsed[0] = time.perf_counter() - started
+        return value
+
+    def keep(value: Any) -> bool:
+        if should_cache is not None and not should_cache(value):
+            return False
+        if elapsed[0] < policy.min_load_time:
+            return False
+        if policy.max_value_bytes is not None:
+            try:
+                size = len(codec.encode_value(value))
+            except UnserializableValue:
+                return True  # the layer reports it (once, with the fix) and skips it
+            if size > policy.max_value_bytes:
+                return False
+        return True
+
+    plain = policy.min_load_time == 0 and policy.max_value_bytes is None
+    value: R = await layer.get_or_load(
+        key,
+        loader if plain else timed,
+        ttl if ttl is not None else policy.ttl,
+        tags=policies.read_tags(server_id, tool),
+        partition=partition,
+        label=tool,
+        should_cache=should_cache if plain else keep,
+    )
+    return value
+
+
+async def run_uncached(run: Callable[[], Awaitable[R]]) -> R:
+    """Run a call that is never cached; refused under ``only-if-cached`` (it would load)."""
+    require_async_loader(run)
+    directive = control.current_directive()
+    if directive is not None and not directive.loads:
+        raise NotCached("the call is never cached and only-if-cached forbids running it")
+    return await run()
+
+
+async def after_write(cache: ToolCache, server_id: str, policy: ToolPolicy) -> None:
+    """Drop the cached results a successful write under ``policy`` affects, in every worker.
+
+    Tag generations are bumped, so loads of those entries in flight are
+    revoked too: a read that began before the write cannot store its old value.
+    """
+    tags = cache.policies.write_tags(server_id, policy)
+    if tags:
+        await cache.invalidate(tags=tags)
+
+
+async def run_write(
+    cache: ToolCache,
+    server_id: str,
+    policy: ToolPolicy,
+    run: Callable[[], Awaitable[R]],
+    succeeded: Callable[[R], bool] | None = None,
+) -> R:
+    """Run a write; once it succeeded, drop what it invalidates before returning.
+
+    A call that raises, or whose result ``succeeded`` rejects (an error
+    result), invalidates nothing.
+    """
+    result = await run_uncached(run)
+    if succeeded is None or succeeded(result):
+        await after_write(cache, server_id, policy)
+    return result

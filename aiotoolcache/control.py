@@ -1,0 +1,231 @@
+"""Per-call cache directives: ``with cache_control("refresh"): ...`` steers every lookup inside.
+
+The directive lives in a context variable, so it follows the code that runs
+inside the block: this task and every task started in it (``asyncio``
+copies the context into new tasks), and nothing else. Nested blocks combine,
+the innermost winning per field: ``cache_control("no-store")`` inside
+``cache_control(max_age=30)`` is both.
+
+Modes:
+
+- ``"refresh"``: run the loader and store its value (never read);
+- ``"bypass"``: run the loader; neither read nor store;
+- ``"no-store"``: read, and on a miss run the loader without storing;
+- ``"only-if-cached"``: read; never run a loader, raise ``NotCached`` on a miss.
+
+``max_age=s`` treats entries created more than ``s`` seconds ago as misses.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Final, Literal, TypeVar, cast, get_args
+
+from aiotoolcache.errors import CachedLoaderError, ConfigurationError, NotCached
+
+if TYPE_CHECKING:
+    from aiotoolcache.cache import Layer, ShouldCache
+    from aiotoolcache.codec import Envelope
+
+__all__ = [
+    "META_KEY",
+    "CacheDirective",
+    "CacheMode",
+    "cache_control",
+    "current_directive",
+    "directive_from_meta",
+]
+
+T = TypeVar("T")
+CacheMode = Literal["refresh", "bypass", "no-store", "only-if-cached"]
+_MODES: Final = frozenset(get_args(CacheMode))
+
+META_KEY: Final = "io.aiotoolcache/cache-control"
+"""The request ``_meta`` key under which an MCP client may send a directive."""
+
+
+@dataclass(frozen=True, slots=True)
+class CacheDirective:
+    """CacheDirective is what lookups in a ``cache_control`` block do; None fields are unset."""
+
+    mode: CacheMode | None = None
+    max_age: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.mode is not None and self.mode not in _MODES:
+            modes = ", ".join(sorted(_MODES))
+            raise ConfigurationError(f"cache mode must be one of {modes}, got {self.mode!r}")
+        if self.max_age is not None and (
+            isinstance(self.max_age, bool)
+            or not isinstance(self.max_age, int | float)
+            or self.max_age < 0
+        ):
+            raise ConfigurationError(f"max_age must be seconds >= 0, got {self.max_age!r}")
+
+    @property
+    def reads(self) -> bool:
+        """Whether a lookup may be answered from the cache."""
+        return self.mode not in ("refresh", "bypass")
+
+    @property
+    def stores(self) -> bool:
+        """Whether a loaded or given value may be stored."""
+        return self.mode not in ("bypass", "no-store")
+
+    @property
+    def loads(self) -> bool:
+        """Whether a loader may run."""
+        return self.mode != "only-if-cached"
+
+    def usable(self, envelope: Envelope, now: float) -> bool:
+        """True when an entry is young enough for ``max_age``."""
+        return self.max_age is None or now - envelope.created_at <= self.max_age
+
+    def within(self, outer: CacheDirective | None) -> CacheDirective:
+        """Return this directive nested in ``outer``: each field set here wins."""
+        if outer is None:
+            return self
+        return CacheDirective(
+            self.mode if self.mode is not None else outer.mode,
+            self.max_age if self.max_age is not None else outer.max_age,
+        )
+
+
+_directive: ContextVar[CacheDirective | None] = ContextVar("aiotoolcache_directive", default=None)
+
+
+def current_directive() -> CacheDirective | None:
+    """Return the directive in force here (None outside every ``cache_control`` block)."""
+    return _directive.get()
+
+
+@contextmanager
+def cache_control(
+    mode: CacheMode | None = None, *, max_age: float | None = None
+) -> Iterator[CacheDirective]:
+    """Make every cache lookup inside the block follow ``mode`` and ``max_age``.
+
+    Applies to ``get_or_load``, ``get``, ``set``, ``call_tool``, ``list_tools``,
+    ``search_tools``, ``embed``, ``@cached`` functions and every integration,
+    in this task and the tasks started inside. Raises ConfigurationError for
+    an unknown mode or a negative ``max_age``.
+    """
+    directive = CacheDirective(mode, max_age).within(_directive.get())
+    token = _directive.set(directive)
+    try:
+        yield directive
+    finally:
+        _directive.reset(token)
+
+
+def directive_from_meta(meta: Any) -> CacheDirective | None:
+    """Return the directive a request's ``_meta`` carries, or None when absent or malformed.
+
+    The value under ``META_KEY`` is a mode string, or a mapping with ``mode``
+    and/or ``max_age``. Malformed values from a client are ignored, never raised.
+    """
+    if not isinstance(meta, Mapping):
+        return None
+    raw = meta.get(META_KEY)
+    try:
+        if isinstance(raw, str):
+            return CacheDirective(cast(CacheMode, raw))
+        if isinstance(raw, Mapping):
+            return CacheDirective(raw.get("mode"), raw.get("max_age"))
+    except ConfigurationError:
+        return None
+    return None
+
+
+@contextmanager
+def applied(directive: CacheDirective | None) -> Iterator[None]:
+    """Run the block under ``directive`` nested in the current one (no-op for None)."""
+    if directive is None:
+        yield
+        return
+    token = _directive.set(directive.within(_directive.get()))
+    try:
+        yield
+    finally:
+        _directive.reset(token)
+
+
+# -- lookups under a directive (called by Layer) ----------------------------------------------
+
+
+async def directed_load(
+    layer: Layer,
+    directive: CacheDirective,
+    key: Any,
+    loader: Callable[[], Awaitable[T]],
+    ttl: float | None,
+    tags: list[str] | None,
+    partition: str | None,
+    label: str | None,
+    should_cache: ShouldCache | None,
+    load_through: Callable[[], Awaitable[T]],
+) -> T:
+    """``Layer.get_or_load`` under ``directive``; ``load_through`` is the undirected path."""
+    if directive.mode == "bypass":
+        value, _ = await layer.run_loader(loader)
+        return value
+    ref = layer.ref(key, partition, label)
+    envelope = None
+    if directive.reads:
+        value, envelope, from_l1 = await layer.peek(ref)
+        if envelope is not None and directive.usable(envelope, time.time()):
+            if value is not _missing():
+                if from_l1:
+                    layer.counters.l1_hits += 1
+                else:
+                    layer.counters.l2_hits += 1
+                if isinstance(value, CachedLoaderError):
+                    raise value
+                return cast(T, value)
+        if not directive.loads:
+            raise NotCached(f"no usable entry in layer {layer.name!r} (only-if-cached)")
+        if envelope is None and directive.mode is None:
+            # Nothing cached at all: the ordinary path, with its single-flight and lease.
+            return await load_through()
+    layer.counters.misses += 1
+    value, _ = await layer.run_loader(loader)
+    if directive.stores:
+        if should_cache is None or should_cache(value):
+            await layer.set(key, value, ttl, tags=tags, partition=partition, label=label)
+        else:
+            layer.counters.skipped_writes += 1
+    return value
+
+
+async def directed_get_many(
+    layer: Layer,
+    directive: CacheDirective,
+    keys: Sequence[Any],
+    default: Any,
+    partition: str | None,
+    label: str | None,
+) -> list[Any]:
+    """``Layer.get_many`` under ``directive``: entries too old (or not to be read) are missing."""
+    if not directive.reads:
+        return [default] * len(keys)
+    now = time.time()
+    values: list[Any] = []
+    for key in keys:
+        ref = layer.ref(key, partition, label)
+        decoded, envelope, _ = await layer.peek(ref)
+        value = default
+        if envelope is not None and directive.usable(envelope, now):
+            if decoded is not _missing() and not isinstance(decoded, CachedLoaderError):
+                value = decoded
+        values.append(value)
+    return values
+
+
+def _missing() -> Any:
+    from aiotoolcache.cache import MISSING
+
+    return MISSING

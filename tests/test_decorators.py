@@ -1,0 +1,158 @@
+"""@cache.cached, sync loaders refused, and the one WARNING for values the cache cannot store."""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import threading
+from typing import Any
+
+import pytest
+import redis.asyncio as aioredis
+
+import aiotoolcache as atc
+from tests.workers import eventually
+
+
+async def test_key_args_partition_invalidate_and_key(
+    cache: atc.ToolCache, other_worker: atc.ToolCache, redis_url: str
+) -> None:
+    runs: list[tuple[str, str]] = []
+
+    def decorate(worker: atc.ToolCache) -> Any:
+        @worker.cached("results", ttl=60, key_args=["city"], partition=lambda args: args["user"])
+        async def forecast(city: str, user: str, verbose: bool = False) -> dict[str, Any]:
+            runs.append((city, user))
+            return {"city": city, "n": len(runs)}
+
+        return forecast
+
+    here, there = decorate(cache), decorate(other_worker)
+    assert await here("Paris", user="u1") == {"city": "Paris", "n": 1}
+    assert await there("Paris", "u1", verbose=True) == {"city": "Paris", "n": 1}  # hit
+    assert await here("Paris", user="u2") == {"city": "Paris", "n": 2}  # another partition
+    assert here.__name__ == "forecast" and here.__wrapped__ is not None
+    # Frameworks that check for a coroutine function (to await a tool) see one.
+    assert inspect.iscoroutinefunction(here)
+    assert list(inspect.signature(here).parameters) == ["city", "user", "verbose"]
+
+    ref = here.key("Paris", user="u1")
+    assert ref == there.key("Paris", user="u1", verbose=True)
+    assert ref != here.key("Paris", user="u2")
+    async with aioredis.from_url(redis_url) as client:
+        assert 60_000 * 0.85 < await client.pttl(ref.value_key) <= 60_000
+
+    await here.invalidate("Paris", user="u1")
+    async with aioredis.from_url(redis_url) as client:
+        assert await client.exists(ref.value_key) == 0
+    await eventually(lambda: other_worker.l1.get(ref.value_key) is None)
+    assert await there("Paris", user="u1") == {"city": "Paris", "n": 3}
+    assert await here("Paris", user="u2") == {"city": "Paris", "n": 2}  # untouched
+
+
+async def test_methods_are_cached_per_arguments(cache: atc.ToolCache) -> None:
+    class Weather:
+        runs = 0
+
+        @cache.cached("results")
+        async def forecast(self, city: str) -> str:
+            Weather.runs += 1
+            return city.upper()
+
+    weather = Weather()
+    assert await weather.forecast("oslo") == "OSLO"
+    assert await Weather().forecast("oslo") == "OSLO"  # self is not part of the key
+    assert Weather.runs == 1
+    assert weather.forecast.key("oslo") == Weather().forecast.key("oslo")
+    await weather.forecast.invalidate("oslo")
+    assert await weather.forecast("oslo") == "OSLO"
+    assert Weather.runs == 2
+
+
+async def test_a_sync_function_is_refused_before_it_runs(cache: atc.ToolCache) -> None:
+    called: list[int] = []
+
+    def lookup(x: int) -> int:
+        called.append(x)
+        return x
+
+    with pytest.raises(TypeError, match="run_sync=True"):
+        cache.cached("results")(lookup)  # type: ignore[arg-type]
+
+    def load() -> int:
+        called.append(0)
+        return 0
+
+    with pytest.raises(TypeError, match="run_sync=True"):
+        await cache.results.get_or_load("k", load)  # type: ignore[arg-type, arg-type]
+    with pytest.raises(TypeError, match="synchronous"):
+        await cache.call_tool("s", "t", {}, load)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="synchronous"):
+        await cache.call_tool("s", "t", {}, load, writes=True)  # type: ignore[arg-type]
+    assert called == []
+
+
+async def test_run_sync_runs_the_function_in_a_worker_thread(cache: atc.ToolCache) -> None:
+    threads: list[int] = []
+
+    @cache.cached("results", run_sync=True)
+    def lookup(x: int) -> int:
+        threads.append(threading.get_ident())
+        return x * 2
+
+    assert await lookup(2) == 4
+    assert await lookup(2) == 4
+    assert threads and threads[0] != threading.get_ident() and len(threads) == 1
+
+    async def already_async(x: int) -> int:
+        return x
+
+    with pytest.raises(TypeError, match="run_sync"):
+        cache.cached("results", run_sync=True)(already_async)
+
+
+class Opaque:
+    """A type the codec has no encoding for."""
+
+
+async def test_an_unstorable_value_warns_once_per_layer_and_type(
+    cache: atc.ToolCache, caplog: pytest.LogCaptureFixture
+) -> None:
+    runs = [0]
+
+    async def load() -> dict[str, Any]:
+        runs[0] += 1
+        return {"when": Opaque()}
+
+    caplog.set_level(logging.DEBUG, logger="aiotoolcache.cache")
+    for key in ("a", "a", "b"):
+        value = await cache.results.get_or_load(key, load)
+        assert isinstance(value["when"], Opaque)  # returned, though never stored
+    assert runs == [3]
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1
+    message = warnings[0].getMessage()
+    assert "test_decorators.Opaque" in message and "register_model" in message
+    assert "'results'" in message
+
+    # Another layer, or a value too large, warns once again, naming its own fix.
+    await cache.search.get_or_load("c", load)
+    await cache.results.get_or_load("big", lambda: big())
+    await cache.results.get_or_load("big2", lambda: big())
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 3
+    assert "'search'" in warnings[1]
+    assert "max_value_bytes" in warnings[2] and "'results'" in warnings[2]
+
+
+async def big() -> str:
+    return "x" * (2 * 2**20)
+
+
+async def test_strict_mode_still_raises_for_unstorable_values(redis_url: str) -> None:
+    async def load() -> Opaque:
+        return Opaque()
+
+    async with atc.ToolCache.from_url(redis_url, namespace="strict", strict=True) as cache:
+        with pytest.raises(atc.UnserializableValue):
+            await cache.results.get_or_load("k", load)
