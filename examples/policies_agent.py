@@ -5,7 +5,8 @@ cached; ``write_file`` is a write. Its policy names what it invalidates,
 so the agent's next ``read_file`` in *any* worker runs the tool again
 instead of returning the old content.
 
-Run with a Redis URL (default ``redis://127.0.0.1:6379/0``):
+Needs nothing beyond the core install (pip install aiotoolcache) and a
+Redis server. Run with its URL (default ``redis://127.0.0.1:6379/0``):
 ``AIOTOOLCACHE_URL=redis://... python examples/policies_agent.py``.
 """
 
@@ -81,10 +82,15 @@ def main() -> None:
         ("worker-1", "read_file", {"path": "notes.txt"}),  # fresh: the tool runs again
         ("worker-2", "read_file", {"path": "notes.txt"}),  # served worker-1's fresh copy
     ]
+    print("Two workers share one Redis; write_file invalidates the cached reads it affects.")
     try:
         for name, tool, args in script:
             inboxes[name].put((tool, args))
             print(outbox.get(timeout=60))
+        print(
+            "After worker-2's write, worker-1's read ran the tool again and got the new "
+            "content: no worker served the old file."
+        )
     finally:
         for inbox in inboxes.values():
             inbox.put(None)
