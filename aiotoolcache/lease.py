@@ -229,14 +229,14 @@ class LeaseManager:
         call: Callable[[ItemT], tuple[Any, list[str], list[Any]]],
     ) -> Callable[[], Awaitable[Any]]:
         async def run() -> Any:
-            pipe = self._client.pipeline(transaction=False)
-            for item in chunk:
-                script, keys, args = call(item)
-                if isinstance(self._client, RedisCluster):
-                    pipe.eval(script.script, len(keys), *keys, *args)
-                else:
-                    await script(keys=keys, args=args, client=pipe)
-            return await pipe.execute()
+            async with self._client.pipeline(transaction=False) as pipe:  # reset even on error
+                for item in chunk:
+                    script, keys, args = call(item)
+                    if isinstance(self._client, RedisCluster):
+                        pipe.eval(script.script, len(keys), *keys, *args)
+                    else:
+                        await script(keys=keys, args=args, client=pipe)
+                return await pipe.execute()
 
         return run
 

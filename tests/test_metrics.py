@@ -89,6 +89,7 @@ async def test_prometheus_reports_breaker_state_of_a_dead_redis(own_redis) -> No
         registry.register(ToolCacheCollector([cache]))
         own_redis.kill()
         for i in range(8):
+            await cache.call_tool("s", "t", {"i": i}, lambda: asyncio.sleep(0, "v"))
             # Writes still try Redis (reads of a deaf worker go straight to the loader).
             await cache.results.set(("k", i), "v")
         found = samples(generate_latest(registry).decode())

@@ -63,10 +63,10 @@ class RedisStore:
 
     async def _pipeline_set(self, items: Sequence[tuple[str, bytes, int]]) -> list[None]:
         async def write() -> None:
-            pipe = self.client.pipeline(transaction=False)
-            for key, value, ttl_ms in items:
-                pipe.set(key, value, px=max(1, ttl_ms))
-            await pipe.execute()
+            async with self.client.pipeline(transaction=False) as pipe:  # reset even on error
+                for key, value, ttl_ms in items:
+                    pipe.set(key, value, px=max(1, ttl_ms))
+                await pipe.execute()
 
         await self._batch_call(write)
         return [None] * len(items)
@@ -93,10 +93,10 @@ class RedisStore:
             return
 
         async def delete() -> Any:
-            pipe = self.client.pipeline(transaction=False)
-            for key in keys:
-                pipe.delete(key)
-            return await pipe.execute()
+            async with self.client.pipeline(transaction=False) as pipe:
+                for key in keys:
+                    pipe.delete(key)
+                return await pipe.execute()
 
         await self.breaker.call(delete)
 
