@@ -241,8 +241,8 @@ async def test_cluster_reads_10000_keys_over_all_primaries_in_order(
 ) -> None:
     ns = namespace()
     count = 10_000
-    # redis-py spends ~50 us of CPU per slot: give a busy test machine room to do it.
-    budget = 2.0
+    # redis-py spends ~50 us of CPU per slot: give a busy (shared, 2-core) machine room.
+    budget = 5.0
     async with atc.ToolCache.from_url(cluster.url, namespace=ns, budget=budget) as writer:
         layer = writer.results
         await layer.set_many([(("k", i), i) for i in range(count)])
@@ -258,7 +258,8 @@ async def test_cluster_reads_10000_keys_over_all_primaries_in_order(
         assert reader.stats()["results"].l2_hits == count
         reader.l1.clear()
         values = await asyncio.gather(*(reader.results.get(key) for key in keys))
-        assert values == list(range(count))
+        wrong = [i for i, value in enumerate(values) if value != i]  # no 10,000-line diff
+        assert not wrong, (len(wrong), wrong[:5], reader.breaker.stats())
         assert reader.stats()["results"].backend_errors == 0
 
 
