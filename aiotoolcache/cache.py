@@ -13,7 +13,6 @@ import logging
 import random
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Final, TypeVar, cast
 
 from aiotoolcache import control
@@ -148,20 +147,8 @@ class Layer:
                 partition,
                 label,
                 should_cache,
-                lambda: self._get_or_load(key, loader, ttl, tags, partition, label, should_cache),
+                lambda: self._undirected(key, loader, ttl, tags, partition, label, should_cache),
             )
-        return await self._get_or_load(key, loader, ttl, tags, partition, label, should_cache)
-
-    async def _get_or_load(
-        self,
-        key: Any,
-        loader: Loader[T],
-        ttl: float | None,
-        tags: Iterable[str] | None,
-        partition: str | None,
-        label: str | None,
-        should_cache: ShouldCache | None,
-    ) -> T:
         coherence = self._coherence
         if not coherence.ready:
             await self._ready()
@@ -172,10 +159,10 @@ class Layer:
                 return value
         ref = self.ref(key, partition, label)
         entry = self._l1_entry(ref)
-        tag_list = sorted(set(tags)) if tags else None
         if entry is not None:
-            self._maybe_refresh(ref, entry.envelope, loader, ttl, tag_list, should_cache)
+            self._maybe_refresh(ref, entry.envelope, loader, ttl, tags, should_cache)
             return cast(T, self._served(entry.value))
+        tag_list = sorted(set(tags)) if tags else None
         if not coherence.bus.hearing and not await coherence.bus.listen_again(self._deaf_wait):
             return cast(T, self._served(await self._load_deaf(ref, loader, ttl)))
         flight = coherence.flight
@@ -195,6 +182,28 @@ class Layer:
         if shared:
             self.counters.coalesced += 1
         return cast(T, self._served(value))
+
+    async def _undirected(
+        self,
+        key: Any,
+        loader: Loader[T],
+        ttl: float | None,
+        tags: Iterable[str] | None,
+        partition: str | None,
+        label: str | None,
+        should_cache: ShouldCache | None,
+    ) -> T:
+        """``get_or_load`` as if no directive were in force (a directed lookup's plain path)."""
+        with control.undirected():
+            return await self.get_or_load(
+                key,
+                loader,
+                ttl,
+                tags=tags,
+                partition=partition,
+                label=label,
+                should_cache=should_cache,
+            )
 
     async def get(
         self,
@@ -390,7 +399,15 @@ class Layer:
             return
         if size is None:
             size = len(envelope.payload)
-        meta = replace(envelope, payload=b"")
+        meta = Envelope(  # the payload is not kept: L1 holds the decoded value
+            envelope.created_at,
+            envelope.fresh_until,
+            envelope.load_seconds,
+            envelope.tag_generations,
+            b"",
+            envelope.hard_until,
+            envelope.negative,
+        )
         entry = L1Entry(value, meta, time.monotonic() + lifetime, self.name, size + 200)
         self._coherence.keep(ref.value_key, entry, fill)
 
@@ -545,7 +562,7 @@ class Layer:
         envelope: Envelope,
         loader: Loader[Any],
         ttl: float | None,
-        tags: list[str] | None,
+        tags: Iterable[str] | None,
         should_cache: ShouldCache | None,
     ) -> None:
         config = self.config
@@ -559,7 +576,8 @@ class Layer:
             return
         if state is Freshness.STALE:
             self.counters.stale_served += 1
-        if self._loads.start_refresh(self, ref, envelope, loader, ttl, tags, should_cache):
+        tag_list = sorted(set(tags)) if tags else None
+        if self._loads.start_refresh(self, ref, envelope, loader, ttl, tag_list, should_cache):
             if state is Freshness.REFRESH_EARLY:
                 self.counters.early_refreshes += 1
 

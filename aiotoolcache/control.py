@@ -154,6 +154,16 @@ def applied(directive: CacheDirective | None) -> Iterator[None]:
         _directive.reset(token)
 
 
+@contextmanager
+def undirected() -> Iterator[None]:
+    """Run the block with no directive in force (the ordinary path of a directed lookup)."""
+    token = _directive.set(None)
+    try:
+        yield
+    finally:
+        _directive.reset(token)
+
+
 # -- lookups under a directive (called by Layer) ----------------------------------------------
 
 
