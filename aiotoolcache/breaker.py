@@ -121,7 +121,7 @@ class CircuitBreaker:
                 raise CircuitOpen("circuit breaker is open")
             self._probing = probe = True
         try:
-            if self._slots is not None:
+            if self._slots is not None and self._slots.locked():
                 try:
                     async with asyncio.timeout(self.queue_wait):
                         await self._slots.acquire()
@@ -133,6 +133,9 @@ class CircuitBreaker:
                     self._slots.release()
                     self.refused += 1
                     raise CircuitOpen("circuit breaker is open")
+            elif self._slots is not None:
+                # A free slot: taken at once, with no timer (the common case).
+                await self._slots.acquire()
             try:
                 result = await self._within_budget(
                     operation, self.budget if budget is None else budget

@@ -47,8 +47,10 @@ class LoopLag:
     (toward calling a backend slow), never high.
     """
 
-    def __init__(self, period: float = 0.005) -> None:
+    def __init__(self, period: float = 0.005, linger: float = 0.05) -> None:
         self.period = period
+        self.linger = linger
+        self._idle_since = 0.0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._users = 0  # budgeted calls in flight on _loop
         self._handle: asyncio.Handle | None = None
@@ -70,13 +72,16 @@ class LoopLag:
         return self.lag(now)
 
     def release(self) -> None:
-        """Stop measuring for one call; the heartbeat stops with the last one."""
+        """Stop measuring for one call; the heartbeat stops soon after the last one.
+
+        It keeps beating for ``linger`` seconds after the last release: calls in
+        quick succession (the common case) reuse it instead of re-arming it.
+        """
         self._users -= 1
         if self._users <= 0:
             self._users = 0
-            if self._handle is not None:
-                self._handle.cancel()
-                self._handle = None
+            if self._loop is not None:
+                self._idle_since = self._loop.time()
 
     def lag(self, now: float) -> float:
         """Seconds the loop ran late so far, including a beat that is overdue right now."""
@@ -86,6 +91,9 @@ class LoopLag:
     def _beat(self) -> None:
         assert self._loop is not None
         now = self._loop.time()
+        if self._users == 0 and now - self._idle_since >= self.linger:
+            self._handle = None  # nobody measures any more
+            return
         late = now - self._due
         if late > _RESPONSIVE:
             self._total += late - _RESPONSIVE
