@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -91,3 +92,48 @@ def test_compare_quick_prints_a_table(tmp_path: Path) -> None:
     assert "| metric | unit | raw redis-py |" in run.stdout
     assert "| (a) sequential L2 hit | µs/op |" in run.stdout
     assert "(d) zipf Redis commands" in output.read_text()
+
+
+@pytest.mark.timeout(120)
+def test_scaling_quick_writes_every_dimension(tmp_path: Path) -> None:
+    require_redis_server()
+    output = tmp_path / "scaling.json"
+    run = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "scaling.py"), "--quick", "--json", output],
+        capture_output=True,
+        text=True,
+        timeout=110,
+        cwd=ROOT,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    data = json.loads(output.read_text())
+    assert isinstance(data["flagged"], list)
+    dimensions = {step["dimension"] for step in data["steps"]}
+    assert dimensions == {"concurrency hits", "concurrency misses", "key count", "value size"}
+    for step in data["steps"]:
+        assert step["ops"] > 0
+        assert step["client_us"] > 0 and step["cmds"] >= 0 and step["server_us"] >= 0
+        assert isinstance(step["flags"], list)
+        # Hits never load; every miss of a new key loads exactly once.
+        expected_loads = 1.0 if step["dimension"] == "concurrency misses" else 0.0
+        assert step["loads_per_op"] == expected_loads
+    assert "| concurrency hits | 1 |" in run.stdout
+
+
+@pytest.mark.timeout(60)
+def test_profile_hit_quick_prints_a_table_and_json() -> None:
+    require_redis_server()
+    run = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "profile_hit.py"), "--quick"],
+        capture_output=True,
+        text=True,
+        timeout=55,
+        cwd=ROOT,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    data = json.loads(run.stdout.strip().splitlines()[-1])
+    for hit in ("l1_hit", "l2_hit"):
+        assert data[hit]["whole_us"] > 0
+        names = [row["component"] for row in data[hit]["components"]]
+        assert any(name.startswith("key digest") for name in names)
+    assert "| component | µs | share |" in run.stdout
