@@ -90,8 +90,24 @@ def test_compare_quick_prints_a_table(tmp_path: Path) -> None:
     )
     assert run.returncode == 0, run.stderr[-3000:]
     assert "| metric | unit | raw redis-py |" in run.stdout
-    assert "| (a) sequential L2 hit | µs/op |" in run.stdout
-    assert "(d) zipf Redis commands" in output.read_text()
+    assert "| sequential L2 hit | µs/op |" in run.stdout
+    assert "zipf Redis commands" in output.read_text()
+    last = json.loads(run.stdout.strip().splitlines()[-1])
+    by_row = {row["row"]: row for row in last["rows"]}
+    assert set(by_row) >= {
+        "l1_hit",
+        "l2_hit",
+        "concurrent_l2_hits",
+        "zipf_wall",
+        "zipf_loads",
+        "zipf_commands",
+    }
+    for row in by_row.values():
+        assert row["target"] and row["met"] in (True, False, None)
+        assert row["ratio"] is None or row["ratio"] > 0
+    # Fleet-wide single-flight: one load per distinct key, whatever the speed.
+    assert by_row["zipf_loads"]["met"] is True
+    assert last["hiredis"] is True
 
 
 @pytest.mark.timeout(120)
