@@ -105,6 +105,15 @@ def notes(rows: list[Row], extra: dict[str, Any], plan: Any) -> str:
         f"{extra['burst_mget']:,.0f} ops/s ({extra['burst_mget'] / raw_burst:.1f}× raw); "
         f"aiotoolcache from its L1 (results layer) {extra['burst_l1']:,.0f} ops/s"
     )
+    paths = []
+    chosen_paths = (("L1", "path_local"), ("sequential", "path_seq"), ("burst", "path_burst"))
+    for row_name, key in chosen_paths:
+        chosen = ", ".join(f"{lib} {path}" for lib, path in extra[key].items())
+        paths.append(f"{row_name}: {chosen}")
+    out.append(
+        "- each peer is shown with its faster read path, its decorator or its bare `get` "
+        f"(aiotoolcache always through `get_or_load`): {'; '.join(paths)}"
+    )
     zipf: dict[str, ZipfResult] = extra["zipf"]
     for name in (ATC, CW):
         ranked = sorted(zipf[name].breakdown.items(), key=lambda kv: -kv[1])

@@ -153,3 +153,34 @@ def test_profile_hit_quick_prints_a_table_and_json() -> None:
         names = [row["component"] for row in data[hit]["components"]]
         assert any(name.startswith("key digest") for name in names)
     assert "| component | µs | share |" in run.stdout
+
+
+TRACK_EVERY_ROW = """
+import json
+from benchmarks import bench_compare, compare
+rows = bench_compare.measure_rows(compare.QUICK)
+suite = bench_compare.CompareSuite()
+names = [name for name in dir(suite) if name.startswith("track_")]
+print(json.dumps({name: getattr(suite, name)(rows) for name in names}))
+"""
+
+
+@pytest.mark.timeout(120)
+def test_compare_suite_tracks_every_row() -> None:
+    pytest.importorskip("cashews")
+    pytest.importorskip("aiocache")
+    require_redis_server()
+    # In a subprocess: the peers' own connection clean-up is not this project's to police.
+    run = subprocess.run(
+        [sys.executable, "-c", TRACK_EVERY_ROW],
+        capture_output=True,
+        text=True,
+        timeout=110,
+        cwd=ROOT,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    tracks = json.loads(run.stdout.strip().splitlines()[-1])
+    assert len(tracks) == 6  # one per row of the table in docs/performance.md
+    for value in tracks.values():
+        assert isinstance(value, float) and value > 0
+    assert tracks["track_zipf_loader_calls_per_distinct_key"] == 1.0
