@@ -3,7 +3,9 @@
 Against ONE redis-server spawned on a free port, each step runs a number of
 ``layer.get_or_load`` operations and records, per operation:
 
-- ``client_us``: CPU time of this process (``time.process_time``);
+- ``client_us``: CPU time of this process (``time.process_time``), and ``harness_us``,
+  what the same callers cost with a no-op in place of the cache (creating 10,000 tasks
+  is not free); flags look at the difference;
 - ``server_us``: CPU time of the Redis server (``INFO cpu`` used_cpu_user + used_cpu_sys);
 - ``cmds``: Redis commands (``INFO commandstats``, commands run inside scripts included;
   the INFO calls made to measure are not counted).
@@ -17,6 +19,7 @@ Dimensions:
   1k → 1M keys, bulk-loaded into Redis as sealed envelopes (the 1M step caps its run time);
 - ``value size``: L2 hits of 100 B → 1 MB incompressible values.
 
+Background work a step starts (fills, lease releases) is waited for and charged to it.
 A step is FLAGGED when a per-operation cost grows more than 2× faster than the work
 per operation does (the work per operation is constant except for value size, where it
 grows with the bytes), from one step to the next or across the whole range.
@@ -48,7 +51,7 @@ if str(ROOT) not in sys.path:
 
 import aiotoolcache as atc  # noqa: E402
 from aiotoolcache.codec import Envelope  # noqa: E402
-from benchmarks.measure import hiredis_in_use, machine, snapshot  # noqa: E402
+from benchmarks.measure import Snapshot, hiredis_in_use, machine, snapshot  # noqa: E402
 from tests.servers import RedisServer  # noqa: E402
 
 DEFAULT_JSON = ROOT / "benchmarks" / "scaling.json"
@@ -106,6 +109,9 @@ class Step:
     cmds: float
     work: float  # work per operation, relative to the dimension's first step
     loads_per_op: float = 0.0
+    harness_us: float = 0.0  # CPU of the callers themselves: the same workers, no cache call
+    gc_runs: int = 0  # CPython cyclic GC collections during the step (all generations)
+    net_us: float = 0.0  # client_us - harness_us: what the cache itself costs
     backend_errors: int = 0
     commands: dict[str, int] = field(default_factory=dict)
     flags: list[str] = field(default_factory=list)
@@ -170,15 +176,17 @@ class Bench:
         self.loads = 0
         errors_before = layer.counters.backend_errors
         gc.collect()
+        gc_before = sum(g["collections"] for g in gc.get_stats())
         before = snapshot(self.admin)
         cpu0, wall0 = time.process_time(), time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(callers)))
         wall = time.perf_counter() - wall0
-        await asyncio.sleep(0.02)  # background fills and lease releases land in this step
+        after = await self.settle(before)  # background fills and lease releases count here
         cpu = time.process_time() - cpu0
-        commands, server_cpu = snapshot(self.admin).since(before)
+        gc_runs = sum(g["collections"] for g in gc.get_stats()) - gc_before
+        commands, server_cpu = after.since(before)
         ops = max(done, 1)
-        return Step(
+        step = Step(
             dimension,
             x,
             done,
@@ -187,10 +195,43 @@ class Bench:
             server_cpu / ops * 1e6,
             sum(commands.values()) / ops,
             work,
-            self.loads / ops,
-            layer.counters.backend_errors - errors_before,
-            commands,
+            loads_per_op=self.loads / ops,
+            harness_us=await self.harness(ops, callers),
+            gc_runs=gc_runs,
+            backend_errors=layer.counters.backend_errors - errors_before,
+            commands=commands,
         )
+        step.net_us = step.client_us - step.harness_us
+        return step
+
+    async def settle(self, before: Snapshot, limit: float = 10.0) -> Snapshot:
+        """Wait until Redis sees no new command for 0.1 s (at most ``limit`` s); return it."""
+        await asyncio.sleep(0.02)
+        last = snapshot(self.admin)
+        deadline = time.perf_counter() + limit
+        while time.perf_counter() < deadline:
+            await asyncio.sleep(0.1)
+            now = snapshot(self.admin)
+            if now.calls == last.calls:
+                return now
+            last = now
+        return last
+
+    async def harness(self, ops: int, callers: int) -> float:
+        """CPU µs per operation of ``callers`` workers sharing ``ops`` no-op awaits."""
+        pending = iter(range(ops))
+
+        async def nothing() -> None:
+            return None
+
+        async def worker() -> None:
+            for _ in pending:
+                await nothing()
+
+        gc.collect()
+        cpu0 = time.process_time()
+        await asyncio.gather(*(worker() for _ in range(callers)))
+        return (time.process_time() - cpu0) / ops * 1e6
 
 
 async def measure(plan: Plan, server: RedisServer, progress: Callable[[str], None]) -> list[Step]:
@@ -234,7 +275,11 @@ async def measure(plan: Plan, server: RedisServer, progress: Callable[[str], Non
     return steps
 
 
-METRICS = (("client_us", "client CPU µs/op"), ("server_us", "Redis CPU µs/op"), ("cmds", "cmds/op"))
+METRICS = (
+    ("net_us", "client CPU µs/op (net of the callers' own)"),
+    ("server_us", "Redis CPU µs/op"),
+    ("cmds", "cmds/op"),
+)
 
 
 def flag(steps: list[Step]) -> None:
@@ -256,12 +301,14 @@ def flag(steps: list[Step]) -> None:
 
 
 def render(steps: list[Step]) -> str:
-    head = "| dimension | x | ops | wall s | client CPU µs/op | Redis CPU µs/op | cmds/op "
-    lines = [head + "| loads/op | errors | flag |", "|---|---:|" + "---:|" * 7 + "---|"]
+    head = "| dimension | x | ops | wall s | client CPU µs/op | callers' own µs/op "
+    head += "| Redis CPU µs/op | cmds/op | loads/op | GC runs | errors | flag |"
+    lines = [head, "|---|---:|" + "---:|" * 9 + "---|"]
     for s in steps:
         lines.append(
             f"| {s.dimension} | {s.x:,} | {s.ops:,} | {s.wall_s:.2f} | {s.client_us:.1f} | "
-            f"{s.server_us:.1f} | {s.cmds:.3f} | {s.loads_per_op:.2f} | {s.backend_errors} | "
+            f"{s.harness_us:.1f} | {s.server_us:.1f} | {s.cmds:.3f} | {s.loads_per_op:.2f} | "
+            f"{s.gc_runs} | {s.backend_errors} | "
             f"{'; '.join(s.flags) or '-'} |"
         )
     return "\n".join(lines)
@@ -280,6 +327,7 @@ def plot(steps: list[Step], path: Path) -> None:
         xs = [s.x for s in series]
         top, bottom = axes[0][col], axes[1][col]
         top.plot(xs, [s.client_us for s in series], "o-", label="client CPU")
+        top.plot(xs, [s.harness_us for s in series], ":", label="callers' own CPU")
         top.plot(xs, [s.server_us for s in series], "s-", label="Redis CPU")
         bottom.plot(xs, [s.cmds for s in series], "^-", color="tab:green")
         for ax in (top, bottom):
