@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import cProfile
+import gc
 import json
 import pstats
 import sys
@@ -41,6 +42,7 @@ from benchmarks.measure import hiredis_in_use, machine  # noqa: E402
 from tests.servers import RedisServer  # noqa: E402
 
 KEY = "k:1"  # the key shape benchmarks/compare.py uses
+BURST = 3000  # concurrent L2 hits of distinct keys, as in the comparison
 TOOL_KEY = {"tool": "web_search", "args": {"q": "redis cluster slots", "n": 10}}
 VALUE = {
     "content": [{"type": "text", "text": "result for k:1: " + "lorem ipsum " * 18}],
@@ -215,7 +217,38 @@ async def measure(url: str, number: int, repeat: int) -> dict[str, Any]:
             Part("(reference) whole hit with a KeyRef key", whole_l2_ref, False),
             Part("(reference) raw redis-py GET + msgpack.unpackb", t_raw, False),
         ]
+        burst_keys = [f"b:{i}" for i in range(BURST)]
+        for start in range(0, BURST, 500):
+            chunk = burst_keys[start : start + 500]
+            await asyncio.gather(*(l2_layer.get_or_load(k, value) for k in chunk))
+        await asyncio.sleep(0.2)  # fills land
+
+        async def burst() -> Any:
+            return await asyncio.gather(
+                *(l2_layer.get_or_load(k, must_not_load) for k in burst_keys)
+            )
+
+        await burst()  # warm-up: the pool opens its connections
+        burst_us = await best_async(burst, 1, repeat) / BURST
+        gc.collect()
+        gc.disable()  # how much of a burst is CPython's cyclic GC walking the live objects
+        try:
+            burst_no_gc = await best_async(burst, 1, repeat) / BURST
+        finally:
+            gc.enable()
+
+        async def raw_burst() -> Any:
+            return await asyncio.gather(*(client.get("raw:" + KEY) for _ in range(BURST)))
+
+        raw_burst_us = await best_async(raw_burst, 1, repeat) / BURST
         return {
+            "burst": {
+                "hits": BURST,
+                "us_per_hit": burst_us,
+                "us_per_hit_gc_paused": burst_no_gc,
+                "raw_get_us_per_hit": raw_burst_us,
+            },
+            "profile_burst": await profiled(burst, 1, per=BURST),
             "l1_hit": section(whole_l1, l1_parts),
             "l2_hit": section(whole_l2, l2_parts),
             "profile_l1": await profiled(lambda: l1_layer.get_or_load(KEY, must_not_load), number),
@@ -235,8 +268,13 @@ def section(whole: float, parts: list[Part]) -> dict[str, Any]:
     return {"whole_us": whole, "components": rows}
 
 
-async def profiled(call: Callable[[], Awaitable[Any]], number: int) -> list[dict[str, Any]]:
-    """cProfile ``number`` calls; return the top functions by own time, per call of the hit."""
+async def profiled(
+    call: Callable[[], Awaitable[Any]], number: int, per: int = 1
+) -> list[dict[str, Any]]:
+    """cProfile ``number`` calls; return the top functions by own time, per hit.
+
+    A call serves ``per`` hits (a burst of concurrent hits).
+    """
     profiler = cProfile.Profile()
     profiler.enable()
     for _ in range(number):
@@ -246,12 +284,13 @@ async def profiled(call: Callable[[], Awaitable[Any]], number: int) -> list[dict
     rows = []
     for (path, line, func), (_cc, ncalls, tottime, cumtime, _) in stats.stats.items():  # type: ignore[attr-defined]
         where = f"{Path(path).name}:{line}({func})" if line else func
+        hits = number * per
         rows.append(
             {
                 "function": where,
-                "calls_per_hit": ncalls / number,
-                "own_us": tottime / number * 1e6,
-                "cum_us": cumtime / number * 1e6,
+                "calls_per_hit": ncalls / hits,
+                "own_us": tottime / hits * 1e6,
+                "cum_us": cumtime / hits * 1e6,
             }
         )
     rows.sort(key=lambda r: -r["own_us"])
@@ -269,7 +308,14 @@ def render(data: dict[str, Any]) -> str:
             us = "n/a" if row["us"] is None else f"{row['us']:.2f}"
             share = "" if row["share"] is None else f"{row['share']:.0%}"
             out.append(f"| {row['component']} | {us} | {share} |")
-    for title, key in (("L1 hit", "profile_l1"), ("L2 hit", "profile_l2")):
+    b = data["burst"]
+    out.append(
+        f"\n{b['hits']:,} concurrent L2 hits (distinct keys): {b['us_per_hit']:.2f} µs per hit; "
+        f"{b['us_per_hit_gc_paused']:.2f} µs with the cyclic GC paused; raw redis-py "
+        f"(gather of GETs, same count): {b['raw_get_us_per_hit']:.2f} µs"
+    )
+    profiles = (("L1 hit", "profile_l1"), ("L2 hit", "profile_l2"))
+    for title, key in (*profiles, (f"{BURST:,} concurrent L2 hits", "profile_burst")):
         out.append(f"\ncProfile, {title}: top functions by own time (µs per hit, under profiling)")
         for row in data[key][:10]:
             out.append(
