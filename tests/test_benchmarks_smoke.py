@@ -113,9 +113,11 @@ def test_compare_quick_prints_a_table(tmp_path: Path) -> None:
 @pytest.mark.timeout(120)
 def test_scaling_quick_writes_every_dimension(tmp_path: Path) -> None:
     require_redis_server()
-    output = tmp_path / "scaling.json"
+    pytest.importorskip("matplotlib")
+    output, png = tmp_path / "scaling.json", tmp_path / "scaling.png"
+    script = str(ROOT / "benchmarks" / "scaling.py")
     run = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "scaling.py"), "--quick", "--json", output],
+        [sys.executable, script, "--quick", "--json", output, "--plot", png],
         capture_output=True,
         text=True,
         timeout=110,
@@ -134,6 +136,7 @@ def test_scaling_quick_writes_every_dimension(tmp_path: Path) -> None:
         expected_loads = 1.0 if step["dimension"] == "concurrency misses" else 0.0
         assert step["loads_per_op"] == expected_loads
     assert "| concurrency hits | 1 |" in run.stdout
+    assert png.read_bytes().startswith(b"\x89PNG")
 
 
 @pytest.mark.timeout(60)
