@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -89,5 +90,100 @@ def test_compare_quick_prints_a_table(tmp_path: Path) -> None:
     )
     assert run.returncode == 0, run.stderr[-3000:]
     assert "| metric | unit | raw redis-py |" in run.stdout
-    assert "| (a) sequential L2 hit | µs/op |" in run.stdout
-    assert "(d) zipf Redis commands" in output.read_text()
+    assert "| sequential L2 hit | µs/op |" in run.stdout
+    assert "zipf Redis commands" in output.read_text()
+    last = json.loads(run.stdout.strip().splitlines()[-1])
+    by_row = {row["row"]: row for row in last["rows"]}
+    assert set(by_row) >= {
+        "l1_hit",
+        "l2_hit",
+        "concurrent_l2_hits",
+        "zipf_wall",
+        "zipf_loads",
+        "zipf_commands",
+    }
+    for row in by_row.values():
+        assert row["target"] and row["met"] in (True, False, None)
+        assert row["ratio"] is None or row["ratio"] > 0
+    # Fleet-wide single-flight: one load per distinct key, whatever the speed.
+    assert by_row["zipf_loads"]["met"] is True
+    assert last["hiredis"] is True
+
+
+@pytest.mark.timeout(120)
+def test_scaling_quick_writes_every_dimension(tmp_path: Path) -> None:
+    require_redis_server()
+    pytest.importorskip("matplotlib")
+    output, png = tmp_path / "scaling.json", tmp_path / "scaling.png"
+    script = str(ROOT / "benchmarks" / "scaling.py")
+    run = subprocess.run(
+        [sys.executable, script, "--quick", "--json", output, "--plot", png],
+        capture_output=True,
+        text=True,
+        timeout=110,
+        cwd=ROOT,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    data = json.loads(output.read_text())
+    assert isinstance(data["flagged"], list)
+    dimensions = {step["dimension"] for step in data["steps"]}
+    assert dimensions == {"concurrency hits", "concurrency misses", "key count", "value size"}
+    for step in data["steps"]:
+        assert step["ops"] > 0
+        assert step["client_us"] > 0 and step["cmds"] >= 0 and step["server_us"] >= 0
+        assert isinstance(step["flags"], list)
+        # Hits never load; every miss of a new key loads exactly once.
+        expected_loads = 1.0 if step["dimension"] == "concurrency misses" else 0.0
+        assert step["loads_per_op"] == expected_loads
+    assert "| concurrency hits | 1 |" in run.stdout
+    assert png.read_bytes().startswith(b"\x89PNG")
+
+
+@pytest.mark.timeout(60)
+def test_profile_hit_quick_prints_a_table_and_json() -> None:
+    require_redis_server()
+    run = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "profile_hit.py"), "--quick"],
+        capture_output=True,
+        text=True,
+        timeout=55,
+        cwd=ROOT,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    data = json.loads(run.stdout.strip().splitlines()[-1])
+    for hit in ("l1_hit", "l2_hit"):
+        assert data[hit]["whole_us"] > 0
+        names = [row["component"] for row in data[hit]["components"]]
+        assert any(name.startswith("key digest") for name in names)
+    assert "| component | µs | share |" in run.stdout
+
+
+TRACK_EVERY_ROW = """
+import json
+from benchmarks import bench_compare, compare
+rows = bench_compare.measure_rows(compare.QUICK)
+suite = bench_compare.CompareSuite()
+names = [name for name in dir(suite) if name.startswith("track_")]
+print(json.dumps({name: getattr(suite, name)(rows) for name in names}))
+"""
+
+
+@pytest.mark.timeout(120)
+def test_compare_suite_tracks_every_row() -> None:
+    pytest.importorskip("cashews")
+    pytest.importorskip("aiocache")
+    require_redis_server()
+    # In a subprocess: the peers' own connection clean-up is not this project's to police.
+    run = subprocess.run(
+        [sys.executable, "-c", TRACK_EVERY_ROW],
+        capture_output=True,
+        text=True,
+        timeout=110,
+        cwd=ROOT,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    tracks = json.loads(run.stdout.strip().splitlines()[-1])
+    assert len(tracks) == 6  # one per row of the table in docs/performance.md
+    for value in tracks.values():
+        assert isinstance(value, float) and value > 0
+    assert tracks["track_zipf_loader_calls_per_distinct_key"] == 1.0

@@ -1,0 +1,114 @@
+"""The workloads of benchmarks/compare.py: sequential hits, concurrent hits, a Zipf stream.
+
+Each returns a measurement for one peer; ``rotated`` orders the peers of a round.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import random
+import time
+from collections.abc import Callable, Iterator, Sequence
+from itertools import accumulate
+from typing import TypeVar
+
+from benchmarks.compare_peers import ClientTraffic, LoadCounter, Peer
+from benchmarks.compare_report import ZipfResult
+from benchmarks.measure import snapshot
+from tests.servers import RedisServer
+
+T = TypeVar("T")
+
+
+async def prime(peer: Peer, keys: Sequence[str], concurrency: int = 16) -> None:
+    """Fill ``keys`` through the peer's own write path (a miss and a load each)."""
+    loader = LoadCounter()
+    pending = iter(keys)
+
+    async def worker() -> None:
+        for key in pending:
+            await peer.get_or_load(key, loader)
+
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+
+
+async def sequential_us(peer: Peer, keys: Sequence[str], ops: int) -> tuple[float, int]:
+    """Return (µs per call, loads) for ``ops`` back-to-back reads cycling over ``keys``."""
+    loader = LoadCounter()
+    get = peer.get_or_load
+    n = len(keys)
+    gc.collect()
+    started = time.perf_counter()
+    for i in range(ops):
+        await get(keys[i % n], loader)
+    elapsed = time.perf_counter() - started
+    return elapsed / ops * 1e6, loader.calls
+
+
+def rotated(items: list[T], shift: int) -> list[T]:
+    """Return ``items`` rotated left by ``shift``."""
+    shift %= len(items)
+    return items[shift:] + items[:shift]
+
+
+async def concurrent_ops(peer: Peer, keys: Sequence[str]) -> tuple[float, int]:
+    """Return (ops/s, loads) for one call per key, all at once."""
+    loader = LoadCounter()
+    gc.collect()
+    started = time.perf_counter()
+    await asyncio.gather(*(peer.get_or_load(key, loader) for key in keys))
+    elapsed = time.perf_counter() - started
+    return len(keys) / elapsed, loader.calls
+
+
+def zipf_requests(requests: int, keys: int, s: float, seed: int, prefix: str = "z") -> list[str]:
+    """Return ``requests`` keys drawn from a Zipf(s) law over ``keys`` keys (seeded)."""
+    rng = random.Random(seed)
+    cum = list(accumulate(1.0 / rank**s for rank in range(1, keys + 1)))
+    ranks = rng.choices(range(keys), cum_weights=cum, k=requests)
+    return [f"{prefix}:{rank}" for rank in ranks]
+
+
+async def zipf_run(
+    peer: Peer, server: RedisServer, requests: list[str], concurrency: int, delay: float
+) -> ZipfResult:
+    """Serve ``requests`` with ``concurrency`` workers; count loads and Redis commands."""
+    loader = LoadCounter(delay=delay)
+    pending: Iterator[str] = iter(requests)
+
+    async def worker() -> None:
+        for key in pending:
+            await peer.get_or_load(key, loader)
+
+    with server.client() as admin:
+        before = snapshot(admin)
+        gc.collect()
+        with ClientTraffic() as traffic:
+            started = time.perf_counter()
+            await asyncio.gather(*(worker() for _ in range(concurrency)))
+            wall = time.perf_counter() - started
+            await asyncio.sleep(0.05)  # let background releases and publishes land
+        delta, _ = snapshot(admin).since(before)
+    return ZipfResult(
+        wall, loader.calls, len(set(requests)), sum(delta.values()), delta, traffic.commands
+    )
+
+
+def best_paths(
+    results: dict[str, list[float]], pick: Callable[[list[float]], float]
+) -> tuple[dict[str, float], dict[str, str]]:
+    """Merge each library's read paths (``name`` and ``name get``): keep its best one.
+
+    Returns ({library: best value}, {library with two paths: the one that gave it}).
+    """
+    best: dict[str, float] = {}
+    path: dict[str, str] = {}
+    for name, values in results.items():
+        library = name.removesuffix(" get")
+        value = pick(values)
+        if library not in best or pick([best[library], value]) == value:
+            best[library] = value
+            path[library] = "get" if name.endswith(" get") else "decorator"
+    variants = {name.removesuffix(" get") for name in results if name.endswith(" get")}
+    return best, {library: p for library, p in path.items() if library in variants}
