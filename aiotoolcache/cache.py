@@ -91,8 +91,9 @@ class Layer:
         self._ready = ready
         self._rng = rng
         self._layer_field = f"layer:{name}"
-        # How long a read waits for a silent bus to answer before treating it as deaf.
-        self._deaf_wait = 0.25
+        # How long a read waits for a silent bus to answer before treating it as deaf
+        # (at least the bus's own detection time, two heartbeats).
+        self._deaf_wait = 1.0
 
     def __repr__(self) -> str:
         return f"<Layer {self.name} ttl={self.config.ttl}s>"

@@ -298,8 +298,11 @@ class RedisBus(Bus):
         if not self._connected.is_set():
             return False
         self._hearing.clear()
+        # A silence that only means the loop was busy ends as soon as the subscriber
+        # runs; a dead connection is found by the subscriber itself (a ping unanswered
+        # for two heartbeats), which wakes us too. Wait no longer than that.
         with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(within):
+            async with asyncio.timeout(max(within, 2 * self.health_interval)):
                 await self._hearing.wait()
         return self.hearing
 
@@ -468,6 +471,7 @@ class RedisBus(Bus):
         was_connected = self._connected.is_set()
         self._connected.clear()
         self.deaf_after = float("-inf")
+        self._hearing.set()  # wake readers waiting in listen_again: the answer is "deaf"
         if was_connected:
             self.reconnects += 1
             log.warning("invalidation subscriber lost its connection (%s); L1 flushed", exc)

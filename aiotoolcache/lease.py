@@ -22,13 +22,16 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 from redis.asyncio.cluster import RedisCluster
+from redis.exceptions import NoScriptError
 
+from aiotoolcache.batching import Batcher
 from aiotoolcache.breaker import CircuitBreaker
 from aiotoolcache.stores.redis import AnyRedis
 
 __all__ = ["LeaseManager"]
 
 ItemT = TypeVar("ItemT")
+ScriptCall = tuple[Any, list[str], list[Any]]  # a registered script, its keys, its arguments
 # Script calls per pipeline: each chunk is one round trip (per node) within the time budget.
 CHUNK = 256
 # Chunks in flight per batch; each is timed from its start, not from when it was queued.
@@ -104,6 +107,10 @@ class LeaseManager:
 
     def __init__(self, client: AnyRedis, breaker: CircuitBreaker) -> None:
         self._breaker = breaker
+        # Lease requests and fills made in the same loop tick share one pipelined
+        # round trip (and one breaker slot): thousands of concurrent misses cost a
+        # handful of round trips, not one each.
+        self._calls: Batcher[ScriptCall, Any] = Batcher(self._run_batch, CHUNK)
         self._acquire_contended = client.register_script(_ACQUIRE_CONTENDED)
         self._acquire_unless_filled = client.register_script(_ACQUIRE_UNLESS_FILLED)
         self._extend = client.register_script(_EXTEND)
@@ -135,10 +142,8 @@ class LeaseManager:
     ) -> tuple[int, bytes | None]:
         """Return ``(-1, None)`` with the lease taken, ``(-2, data)`` when the value is
         there after all, else ``(holder's remaining ms, None)``."""
-        script = self._acquire_unless_filled
-        keys = [value_key, lease_key]
-        args: list[str | int] = [token, max(1, lease_ms)]
-        reply = await self._breaker.call(lambda: script(keys=keys, args=args))
+        call = (self._acquire_unless_filled, [value_key, lease_key], [token, max(1, lease_ms)])
+        reply = await self._calls.call(call)
         if int(reply[0]) == -2:
             return -2, bytes(reply[1])
         return int(reply[0]), None
@@ -167,7 +172,42 @@ class LeaseManager:
         replaces a value other workers may still hold stale in L1.
         """
         args = [token, data, max(1, ttl_ms), channel, message, "1" if always_announce else "0"]
-        return await self._run(self._fill, [value_key, lease_key], args) == 1
+        return int(await self._calls.call((self._fill, [value_key, lease_key], args))) == 1
+
+    async def _run_batch(self, calls: Sequence[ScriptCall]) -> list[Any]:
+        """Run script calls in one pipeline through the breaker; return their replies.
+
+        Scripts go by SHA (EVAL on a Cluster, whose pipelines refuse EVALSHA);
+        after a Redis restart forgot them, they are loaded again and the batch
+        is sent once more. A script error fails the whole batch.
+        """
+        client = self._client
+
+        async def run(reloaded: bool) -> list[Any]:
+            async with client.pipeline(transaction=False) as pipe:
+                for script, keys, args in calls:
+                    if isinstance(client, RedisCluster):
+                        pipe.eval(script.script, len(keys), *keys, *args)
+                    else:
+                        pipe.evalsha(script.sha, len(keys), *keys, *args)
+                replies = list(await pipe.execute(raise_on_error=False))
+            forgotten = any(isinstance(reply, NoScriptError) for reply in replies)
+            if forgotten and not reloaded:
+                return replies  # loaded below, then sent again
+            for reply in replies:
+                if isinstance(reply, Exception):
+                    raise reply  # inside the breaker: counted, and made a BackendError
+            return replies
+
+        async def load_scripts() -> None:
+            for script in {script.sha: script for script, _, _ in calls}.values():
+                await client.script_load(script.script)
+
+        replies = await self._breaker.call(lambda: run(False))
+        if any(isinstance(reply, NoScriptError) for reply in replies):
+            await self._breaker.call(load_scripts)
+            replies = await self._breaker.call(lambda: run(True))
+        return replies
 
     async def write_many(
         self, entries: list[tuple[str, str, bytes, int]], channel: str, message: bytes
