@@ -79,7 +79,7 @@ class ToolCache:
         l1_max_entries: int = 50_000,
         budget: float = 0.25,
         failure_threshold: int = 5,
-        cooldown: float = 2.0,
+        cooldown: float = 0.5,
         lease_ms: int = 3_000,
         lease_wait: float = 30.0,
         health_interval: float = 0.25,
