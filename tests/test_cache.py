@@ -384,3 +384,23 @@ async def test_get_many_reads_a_negatively_cached_failure_as_default(cache: atc.
     assert await cache.layer("lookups").get_many(["city", "other"], default="-") == ["-", "-"]
     cache.l1.clear()
     assert await cache.layer("lookups").get_many(["city"], default="-") == ["-"]
+
+
+async def test_cached_values_are_shared_unless_copy_on_read(redis_url: str) -> None:
+    layers = {
+        "shared": atc.LayerConfig(ttl=60),
+        "copied": atc.LayerConfig(ttl=60, copy_on_read=True),
+    }
+    async with atc.ToolCache.from_url(redis_url, namespace="cor", layers=layers) as cache:
+
+        async def load() -> dict[str, list[int]]:
+            return {"items": [1, 2]}
+
+        for name, shared in (("shared", True), ("copied", False)):
+            layer = cache.layer(name)
+            await layer.get_or_load("k", load)
+            first = await layer.get_or_load("k", load)  # from L1
+            first["items"].append(3)  # a caller that mutates what it got
+            second = await layer.get_or_load("k", load)
+            assert (second["items"] == [1, 2, 3]) is shared
+            assert (first is second) is shared
