@@ -91,9 +91,6 @@ class Layer:
         self._ready = ready
         self._rng = rng
         self._layer_field = f"layer:{name}"
-        # How long a read waits for a silent bus to answer before treating it as deaf
-        # (at least the bus's own detection time, two heartbeats).
-        self._deaf_wait = 1.0
 
     def __repr__(self) -> str:
         return f"<Layer {self.name} ttl={self.config.ttl}s>"
@@ -164,7 +161,7 @@ class Layer:
             self._maybe_refresh(ref, entry.envelope, loader, ttl, tags, should_cache)
             return cast(T, self._served(entry.value))
         tag_list = sorted(set(tags)) if tags else None
-        if not coherence.bus.hearing and not await coherence.bus.listen_again(self._deaf_wait):
+        if not coherence.bus.hearing:
             return cast(T, self._served(await self._load_deaf(ref, loader, ttl)))
         flight = coherence.flight
         if not flight.in_flight(ref.value_key):
@@ -238,8 +235,7 @@ class Layer:
             if not self._coherence.known:
                 self.counters.misses += len(keys)
                 return [default] * len(keys)
-        bus = self._coherence.bus
-        if not bus.hearing and not await bus.listen_again(self._deaf_wait):
+        if not self._coherence.bus.hearing:
             self.counters.misses += len(keys)  # deaf: nothing cached can be vouched for
             return [default] * len(keys)
         refs = [self.ref(key, partition, label) for key in keys]
@@ -349,8 +345,7 @@ class Layer:
         coherence = self._coherence
         if not coherence.ready:
             await self._ready()
-        bus = coherence.bus
-        if not coherence.known or (not bus.hearing and not await bus.listen_again(self._deaf_wait)):
+        if not coherence.known or not coherence.bus.hearing:
             return MISSING, None, False
         entry = coherence.l1_entry(ref.value_key) if self.config.l1 else None
         if entry is not None:

@@ -152,7 +152,8 @@ class Bus:
         """True once the generations are known (always, in process)."""
         return True
 
-    # time.monotonic() after which this bus is deaf unless it hears from Redis again.
+    # time.monotonic() from which this bus is deaf: +inf while subscribed, -inf after
+    # a disconnect (a plain float, so the L1 hit path checks it without a call).
     deaf_after = float("inf")
     # Called when the event loop cancels the subscriber of a cache nobody closed.
     on_abandon: Callable[[], None] | None = None
@@ -161,15 +162,6 @@ class Bus:
     def hearing(self) -> bool:
         """True while every invalidation reaches this worker (always, in process)."""
         return time.monotonic() < self.deaf_after
-
-    async def listen_again(self, within: float) -> bool:
-        """Wait (at most ``within`` seconds) until the bus hears again; True when it does.
-
-        After the event loop was busy, messages may wait unread in the
-        subscriber's socket: once it has read them and Redis answered, L1 can
-        be trusted again. A disconnected bus does not wait.
-        """
-        return self.hearing
 
     async def start(self, wait: float = 2.0) -> None:
         return None
@@ -270,7 +262,6 @@ class RedisBus(Bus):
         self._bump = client.register_script(_BUMP)
         self._merge = client.register_script(_MERGE)
         self._connected = asyncio.Event()
-        self._hearing = asyncio.Event()  # set whenever Redis answers the subscriber
         self._closing = False
         # Set when redis-py re-establishes the subscriber connection by itself (it
         # resubscribes silently; whatever was published in between is lost).
@@ -286,25 +277,7 @@ class RedisBus(Bus):
         return self._known
 
     def _heard(self, now: float) -> None:
-        # Silent for two heartbeats: the connection may be dead without telling us.
         self._heard_at = now
-        if self._connected.is_set():
-            self.deaf_after = now + 2 * self.health_interval
-            self._hearing.set()
-
-    async def listen_again(self, within: float) -> bool:
-        if self.hearing:
-            return True
-        if not self._connected.is_set():
-            return False
-        self._hearing.clear()
-        # A silence that only means the loop was busy ends as soon as the subscriber
-        # runs; a dead connection is found by the subscriber itself (a ping unanswered
-        # for two heartbeats), which wakes us too. Wait no longer than that.
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(max(within, 2 * self.health_interval)):
-                await self._hearing.wait()
-        return self.hearing
 
     async def start(self, wait: float = 2.0) -> None:
         """Start the subscriber and wait (bounded) until it is subscribed."""
@@ -424,8 +397,12 @@ class RedisBus(Bus):
             # loads in flight then belong to this start, not to a lost past.
             self.reset()
             log.warning("invalidation subscriber reconnected; L1 flushed")
-        self._connected.set()
         self._heard(time.monotonic())
+        self._connected.set()
+        # Deaf again only when the subscriber itself finds the connection broken or
+        # silent (a ping unanswered for two heartbeats, judged after reading what
+        # arrived): a busy event loop delays that judgement, it never fakes it.
+        self.deaf_after = float("inf")
 
     async def _listen(self, pubsub: PubSub) -> None:
         pinged = False
@@ -471,7 +448,6 @@ class RedisBus(Bus):
         was_connected = self._connected.is_set()
         self._connected.clear()
         self.deaf_after = float("-inf")
-        self._hearing.set()  # wake readers waiting in listen_again: the answer is "deaf"
         if was_connected:
             self.reconnects += 1
             log.warning("invalidation subscriber lost its connection (%s); L1 flushed", exc)

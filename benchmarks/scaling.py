@@ -133,12 +133,12 @@ class Bench:
         payload = self.cache.codec.encode_value(value)
         now = time.time()
         envelope = Envelope(now, now + 3600, 0.001, None, payload)
-        # No secret is configured, so the sealed bytes do not depend on the key name.
-        data = self.cache.codec.seal("any", envelope)
+        codec = self.cache.codec
         filled = 0
         batch: dict[str, bytes] = {}
         for key in names:
-            batch[self.layer.ref(key).value_key] = data
+            name = self.layer.ref(key).value_key
+            batch[name] = codec.seal(name, envelope)  # the checksum covers the key name
             if len(batch) >= chunk:
                 self.admin.mset(batch)
                 filled += len(batch)
