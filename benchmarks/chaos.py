@@ -251,7 +251,7 @@ async def run_phases(rig: Rig, conductor: Conductor, short: bool) -> list[dict[s
     return phases
 
 
-async def run(short: bool, workdir: Path) -> list[dict[str, Any]]:
+async def run(short: bool, workdir: Path, options: dict[str, Any]) -> list[dict[str, Any]]:
     server = await asyncio.to_thread(RedisProcess().start)
     writer_link = await FaultProxy(server.port, seed=1).start()
     reader_link = await FaultProxy(server.port, seed=2).start()
@@ -271,6 +271,7 @@ async def run(short: bool, workdir: Path) -> list[dict[str, Any]]:
                 "out": str(workdir / f"{name}.jsonl"),
                 "log_file": str(workdir / f"{name}.log"),
                 "seed": 1000 + index,
+                "options": options,
             }
             process = spawn.Process(target=target, args=(config, truth, control), name=name)
             process.start()
@@ -294,10 +295,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--short", action="store_true", help="control and four faults, ~30 s")
     parser.add_argument("--keep", action="store_true", help="keep the workers' logs")
+    parser.add_argument(
+        "--health-interval",
+        type=float,
+        help="the workers' ToolCache(health_interval=...): a deaf worker is found after two",
+    )
     args = parser.parse_args()
+    options = {} if args.health_interval is None else {"health_interval": args.health_interval}
     workdir = Path(tempfile.mkdtemp(prefix="atc-chaos-run-"))
     try:
-        phases = asyncio.run(run(args.short, workdir))
+        phases = asyncio.run(run(args.short, workdir, options))
         (workdir / "phases.json").write_text(json.dumps(phases), encoding="utf-8")
         names = ["writer", *(f"reader{i}" for i in range(READERS))]
         records = load_records(workdir / f"{name}.jsonl" for name in names)

@@ -153,7 +153,8 @@ async def _switch(
         except Exception:  # moving on anyway: that namespace is abandoned
             logging.exception("closing the cache failed")
     namespace = f"{config['namespace']}-{phase}"
-    cache = atc.ToolCache.from_url(config["url"], namespace=namespace, strict=strict)
+    options = config.get("options", {})
+    cache = atc.ToolCache.from_url(config["url"], namespace=namespace, strict=strict, **options)
     try:
         await cache.start()
     except Exception:  # the cache starts lazily instead; what that costs shows in the logs
