@@ -350,17 +350,8 @@ class Layer:
         entry = coherence.l1_entry(ref.value_key) if self.config.l1 else None
         if entry is not None:
             return entry.value, entry.envelope, True
-        fill = coherence.begin(ref)
-        try:
-            envelope = await self.read_l2(ref)
-            if envelope is None:
-                return MISSING, None, False
-            value = self.decode(ref, envelope)
-            if value is not MISSING:
-                self.keep_in_l1(ref, value, envelope, fill)
-            return value, envelope, False
-        finally:
-            coherence.end(fill)
+        value, envelope = await self._fetch(ref)
+        return value, envelope, False
 
     # -- L1 -----------------------------------------------------------------------
     def _l1_entry(self, ref: KeyRef) -> L1Entry | None:
@@ -498,17 +489,28 @@ class Layer:
         should_cache: ShouldCache | None,
     ) -> Any:
         """Return the value of ``ref`` in L2 (keeping it in L1), or MISSING."""
+        value, envelope = await self._fetch(ref)
+        if envelope is not None and value is not MISSING:
+            self.counters.l2_hits += 1
+            self._maybe_refresh(ref, envelope, loader, ttl, tags, should_cache)
+        return value
+
+    async def _fetch(self, ref: KeyRef) -> tuple[Any, Envelope | None]:
+        """Read ``ref`` from L2 and keep its value in L1 if coherence admits it.
+
+        Returns ``(value, envelope)``; ``(MISSING, None)`` when absent, and
+        ``(MISSING, envelope)`` when the stored value does not decode.
+        """
         coherence = self._coherence
         fill = coherence.begin(ref)
         try:
             envelope = await self.read_l2(ref)
-            value = MISSING if envelope is None else self.decode(ref, envelope)
+            if envelope is None:
+                return MISSING, None
+            value = self.decode(ref, envelope)
             if value is not MISSING:
-                assert envelope is not None
-                self.counters.l2_hits += 1
                 self.keep_in_l1(ref, value, envelope, fill)
-                self._maybe_refresh(ref, envelope, loader, ttl, tags, should_cache)
-            return value
+            return value, envelope
         finally:
             coherence.end(fill)
 
