@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
@@ -376,3 +376,26 @@ def close_now(client: AnyRedis) -> None:
     for connection in connections:
         with contextlib.suppress(Exception):
             connection._close()
+
+
+def tls_options(
+    url: str,
+    redis_options: Mapping[str, Any] | None,
+    tls_ca_file: str | None,
+    tls_verify: bool,
+) -> dict[str, Any]:
+    """The client options for TLS; refuse TLS settings on a URL that does not use TLS."""
+    options = dict(redis_options or {})
+    uses_tls = url.split("://", 1)[0].lower().startswith("rediss")
+    if (tls_ca_file is not None or not tls_verify) and not uses_tls:
+        raise ConfigurationError(
+            "tls_ca_file/tls_verify apply to TLS URLs only (rediss://, rediss+cluster://, "
+            "rediss+sentinel://)"
+        )
+    if tls_ca_file is not None:
+        options["ssl_ca_certs"] = tls_ca_file
+    if not tls_verify:
+        # An explicit opt-out: certificates are verified unless asked not to.
+        options["ssl_cert_reqs"] = "none"
+        options["ssl_check_hostname"] = False
+    return options

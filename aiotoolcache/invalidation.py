@@ -34,7 +34,7 @@ import hmac
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from hashlib import blake2b
 from typing import Any
 
@@ -89,6 +89,13 @@ def decode_message(data: Any, keys: tuple[bytes, ...] = ()) -> Message | None:
     if not isinstance(message, dict) or not isinstance(message.get("op"), str):
         return None
     return message
+
+
+def bus_keys(secrets: Sequence[bytes]) -> tuple[bytes, ...]:
+    """The bus's MAC keys, one per secret (derived, so a bus key never signs a value)."""
+    return tuple(
+        blake2b(secret, digest_size=32, person=b"atc-bus-key").digest() for secret in secrets
+    )
 
 
 def sane_generation(value: Any, local: int) -> bool:

@@ -10,7 +10,6 @@ import logging
 import os
 import random
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from hashlib import blake2b
 from types import TracebackType
 from typing import Any, Literal, ParamSpec, TypeVar, overload
 
@@ -31,7 +30,7 @@ from aiotoolcache.errors import BackendError, CacheClosed, ConfigurationError
 from aiotoolcache.fills import FillRegistry
 from aiotoolcache.flight import SingleFlight
 from aiotoolcache.health import Health, check_health
-from aiotoolcache.invalidation import Bus, RedisBus, now_ms
+from aiotoolcache.invalidation import Bus, RedisBus, bus_keys, now_ms
 from aiotoolcache.layers import DEFAULT_LAYERS, LayerConfig
 from aiotoolcache.lease import LeaseManager
 from aiotoolcache.loading import LoadCoordinator
@@ -142,7 +141,7 @@ class ToolCache:
                     kind,
                     budget,
                     max_connections,
-                    _tls_options(self.url, redis_options, tls_ca_file, tls_verify),
+                    connect.tls_options(self.url, redis_options, tls_ca_file, tls_verify),
                 )
         self.fallback: Store | None = (
             FileStore(parse_backend_url(fallback)[1]) if isinstance(fallback, str) else fallback
@@ -597,33 +596,3 @@ class ToolCache:
 def server_tag(server_id: str) -> str:
     """Return the tag every entry about ``server_id`` carries."""
     return f"server:{server_id}"
-
-
-def bus_keys(secrets: Sequence[bytes]) -> tuple[bytes, ...]:
-    """The bus's MAC keys, one per secret (derived, so a bus key never signs a value)."""
-    return tuple(
-        blake2b(secret, digest_size=32, person=b"atc-bus-key").digest() for secret in secrets
-    )
-
-
-def _tls_options(
-    url: str,
-    redis_options: Mapping[str, Any] | None,
-    tls_ca_file: str | None,
-    tls_verify: bool,
-) -> dict[str, Any]:
-    """The client options for TLS; refuse TLS settings on a URL that does not use TLS."""
-    options = dict(redis_options or {})
-    uses_tls = url.split("://", 1)[0].lower().startswith("rediss")
-    if (tls_ca_file is not None or not tls_verify) and not uses_tls:
-        raise ConfigurationError(
-            "tls_ca_file/tls_verify apply to TLS URLs only (rediss://, rediss+cluster://, "
-            "rediss+sentinel://)"
-        )
-    if tls_ca_file is not None:
-        options["ssl_ca_certs"] = tls_ca_file
-    if not tls_verify:
-        # An explicit opt-out: certificates are verified unless asked not to.
-        options["ssl_cert_reqs"] = "none"
-        options["ssl_check_hostname"] = False
-    return options
