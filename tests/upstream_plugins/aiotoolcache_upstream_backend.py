@@ -15,6 +15,7 @@ import itertools
 import logging
 import os
 import uuid
+from collections.abc import Callable
 
 import pytest
 
@@ -79,3 +80,24 @@ async def close_all() -> None:
     """Close every cache opened since the last call (the stores' owners go with the test)."""
     while _open:
         await _open.pop().aclose()
+
+
+def deselect(
+    config: pytest.Config, items: list[pytest.Item], drop: Callable[[pytest.Item], bool]
+) -> None:
+    """Deselect (as pytest reports it) every collected item ``drop`` picks."""
+    kept: list[pytest.Item] = []
+    dropped: list[pytest.Item] = []
+    for item in items:
+        (dropped if drop(item) else kept).append(item)
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = kept
+
+
+@pytest.fixture
+def toolcache_backend(request: pytest.FixtureRequest) -> str:
+    """The backend of this run of the test: its caches open there."""
+    name: str = request.param
+    use(name)
+    return name

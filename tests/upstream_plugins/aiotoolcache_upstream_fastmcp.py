@@ -25,6 +25,9 @@ from aiotoolcache.integrations.key_value import ToolCacheKeyValue
 
 _OTHER_STORES = frozenset({"filetree"})
 
+# The shared fixture, registered with this plugin.
+toolcache_backend = upstream_backend.toolcache_backend
+
 
 def make_toolcache_key_value(**options: Any) -> ToolCacheKeyValue:
     """A ToolCacheKeyValue on a fresh cache; in-memory-only options are refused."""
@@ -40,24 +43,13 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Deselect the parametrisations that run on another explicitly chosen store."""
-    kept: list[pytest.Item] = []
-    dropped: list[pytest.Item] = []
-    for item in items:
+
+    def on_other_store(item: pytest.Item) -> bool:
         callspec = getattr(item, "callspec", None)
         params = callspec.params.values() if callspec is not None else ()
-        on_other_store = any(isinstance(p, str) and p in _OTHER_STORES for p in params)
-        (dropped if on_other_store else kept).append(item)
-    if dropped:
-        config.hook.pytest_deselected(items=dropped)
-        items[:] = kept
+        return any(isinstance(p, str) and p in _OTHER_STORES for p in params)
 
-
-@pytest.fixture
-def toolcache_backend(request: pytest.FixtureRequest) -> str:
-    """The backend of this run of the test: its caches open there."""
-    name: str = request.param
-    upstream_backend.use(name)
-    return name
+    upstream_backend.deselect(config, items, on_other_store)
 
 
 @pytest.fixture(autouse=True)

@@ -27,6 +27,9 @@ from aiotoolcache.integrations.mcp import ToolCacheResponseStore
 
 _SUITE_FILE = "test_caching.py"
 
+# The shared fixture, registered with this plugin.
+toolcache_backend = upstream_backend.toolcache_backend
+
 
 def make_toolcache_store(**options: Any) -> ToolCacheResponseStore:
     """A ToolCacheResponseStore on a fresh cache; in-memory-only options are refused."""
@@ -57,27 +60,16 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Deselect the tests of the in-memory store's LRU cap (not part of the store contract)."""
-    kept: list[pytest.Item] = []
-    dropped: list[pytest.Item] = []
-    for item in items:
+
+    def in_memory_only(item: pytest.Item) -> bool:
         function = getattr(item, "function", None)
-        in_memory_only = (
+        return (
             _in_suite(item.path)
             and function is not None
             and "max_entries" in inspect.getsource(function)
         )
-        (dropped if in_memory_only else kept).append(item)
-    if dropped:
-        config.hook.pytest_deselected(items=dropped)
-        items[:] = kept
 
-
-@pytest.fixture
-def toolcache_backend(request: pytest.FixtureRequest) -> str:
-    """The backend of this run of the test: its caches open there."""
-    name: str = request.param
-    upstream_backend.use(name)
-    return name
+    upstream_backend.deselect(config, items, in_memory_only)
 
 
 @pytest.fixture(autouse=True)
