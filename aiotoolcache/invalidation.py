@@ -176,6 +176,10 @@ class Bus:
     async def aclose(self) -> None:
         self._wake_all()
 
+    def stop(self) -> None:
+        """Stop at once, without waiting (closing gave up, or the loop is ending)."""
+        self._wake_all()
+
     def generation(self, field: str) -> int:
         return self.generations.get(field, 0)
 
@@ -292,6 +296,12 @@ class RedisBus(Bus):
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(wait):
                 await self._connected.wait()
+
+    def stop(self) -> None:
+        self._closing = True
+        if self._task is not None:
+            self._task.cancel()
+        super().stop()
 
     async def aclose(self) -> None:
         self._closing = True

@@ -6,6 +6,7 @@ pool), the circuit breaker and the one invalidation subscriber.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import random
@@ -48,6 +49,8 @@ from aiotoolcache.urls import mask_url
 __all__ = ["ToolCache"]
 
 log = logging.getLogger("aiotoolcache")
+# aclose() waits this long for background work and the pool, then closes at once.
+CLOSE_WITHIN = 10.0
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -289,23 +292,35 @@ class ToolCache:
             connect.close_now(self.client)
 
     async def aclose(self) -> None:
-        """Finish background refreshes (bounded), stop the subscriber, release the pool."""
+        """Finish background refreshes (bounded), stop the subscriber, release the pool.
+
+        Never hangs: whatever has not finished after ``CLOSE_WITHIN`` seconds is
+        abandoned and the connections are closed at once.
+        """
         if self.closing:
             return
         self.closing = True
         self.coherence.closed = True
         self.coherence.ready = False
-        await self.loads.aclose()
-        if self._fleet is not None:
-            await self._fleet.aclose()  # the last deltas, and the heartbeat removed
-        if self.outbox is not None:
-            await self.outbox.aclose()
-        await self.coherence.aclose()
-        await self.tier.aclose()
-        if self.client is not None and self._owns_client:
-            await self.client.aclose()
-        if self.cassette is not None:
-            self.cassette.close()
+        try:
+            async with asyncio.timeout(CLOSE_WITHIN):
+                await self.loads.aclose()
+                if self._fleet is not None:
+                    await self._fleet.aclose()  # the last deltas, and the heartbeat removed
+                if self.outbox is not None:
+                    await self.outbox.aclose()
+                await self.coherence.aclose()
+                await self.tier.aclose()
+                if self.client is not None and self._owns_client:
+                    await self.client.aclose()
+        except TimeoutError:
+            log.warning("closing took over %.0f s: connections closed at once", CLOSE_WITHIN)
+            self.coherence.bus.stop()
+            if self.client is not None and self._owns_client:
+                connect.close_now(self.client)
+        finally:
+            if self.cassette is not None:
+                self.cassette.close()
 
     # -- layers ---------------------------------------------------------------------
     def add_layer(self, name: str, config: LayerConfig) -> Layer:

@@ -93,3 +93,23 @@ def test_an_unclosed_cache_leaks_nothing_at_exit(redis_server: RedisServer) -> N
     assert result.returncode == 0, result.stderr
     assert "clean exit" in result.stdout
     assert "ResourceWarning" not in result.stderr and "unclosed" not in result.stderr
+
+
+async def test_aclose_never_hangs(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    import asyncio
+
+    from aiotoolcache import toolcache
+
+    monkeypatch.setattr(toolcache, "CLOSE_WITHIN", 0.2)
+    cache = atc.ToolCache.from_url(redis_url, namespace="stuck")
+    await cache.start()
+
+    async def stuck(grace: float = 5.0) -> None:
+        await asyncio.sleep(3600)  # background work that never ends
+
+    monkeypatch.setattr(cache.loads, "aclose", stuck)
+    async with asyncio.timeout(5):
+        await cache.aclose()
+    assert any("closed at once" in r.getMessage() for r in caplog.records)
