@@ -273,6 +273,7 @@ class RedisBus(Bus):
         self._bump = client.register_script(_BUMP)
         self._merge = client.register_script(_MERGE)
         self._connected = asyncio.Event()
+        self._attempted = asyncio.Event()  # set once the first subscription attempt ended
         self._closing = False
         # Set when redis-py re-establishes the subscriber connection by itself (it
         # resubscribes silently; whatever was published in between is lost).
@@ -291,11 +292,14 @@ class RedisBus(Bus):
         self._heard_at = now
 
     async def start(self, wait: float = 2.0) -> None:
-        """Start the subscriber and wait (bounded) until it is subscribed."""
+        """Start the subscriber; wait (at most ``wait``) for its first attempt to end.
+
+        A refused connection ends it at once; a slow Redis gets ``wait``.
+        """
         self._task = asyncio.create_task(self._run(), name="aiotoolcache-subscriber")
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(wait):
-                await self._connected.wait()
+                await self._attempted.wait()
 
     def stop(self) -> None:
         self._closing = True
@@ -382,6 +386,7 @@ class RedisBus(Bus):
                 if self._closing:
                     return
                 self._disconnected(exc)
+                self._attempted.set()
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 0.25)  # healing within a second matters more
             finally:
@@ -416,6 +421,7 @@ class RedisBus(Bus):
             log.warning("invalidation subscriber reconnected; L1 flushed")
         self._heard(time.monotonic())
         self._connected.set()
+        self._attempted.set()
         # Deaf again only when the subscriber itself finds the connection broken or
         # silent (a ping unanswered for two heartbeats, judged after reading what
         # arrived): a busy event loop delays that judgement, it never fakes it.

@@ -51,6 +51,8 @@ __all__ = ["ToolCache"]
 log = logging.getLogger("aiotoolcache")
 # aclose() waits this long for background work and the pool, then closes at once.
 CLOSE_WITHIN = 10.0
+# A lazily started cache's first calls wait this long at most for a slow Redis.
+LAZY_START_WAIT = 1.0
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -242,16 +244,17 @@ class ToolCache:
         self._warn_if_unknown(2.0)
 
     async def _start_within_budget(self) -> None:
-        # Started lazily by a request: wait for the generations no longer than one
-        # backend budget, so a dead Redis never delays a tool call for long.
+        # Started lazily by a request: wait for the first connection attempt to end
+        # (at once when Redis refuses, at most LAZY_START_WAIT when it is slow), so
+        # a dead Redis never delays a tool call for long and a live one is used.
         self._check_open()
         if not self.coherence.started and self.client is not None:
             log.warning(
                 "ToolCache used without 'async with' or 'await cache.start()': started "
                 "lazily; call 'await cache.aclose()' when done to release connections"
             )
-        await self.coherence.start(wait=self.breaker.budget)
-        self._warn_if_unknown(self.breaker.budget)
+        await self.coherence.start(wait=LAZY_START_WAIT)
+        self._warn_if_unknown(LAZY_START_WAIT)
 
     def _check_open(self) -> None:
         if self.closing:
