@@ -50,6 +50,16 @@ class ClusterBus(RedisBus):
         nodes = cluster.get_nodes() or list(cluster.nodes_manager.startup_nodes.values())
         return sorted(nodes, key=lambda node: node.name)
 
+    _failed_nodes = 0  # nodes tried in vain since the last successful subscription
+
+    def _attempt_failed(self) -> None:
+        # One dead node says nothing of the others: stop a waiting start only once
+        # every node has been tried.
+        self._failed_nodes += 1
+        if self._failed_nodes >= len(self._candidates()):
+            self._failed_nodes = 0
+            super()._attempt_failed()
+
     def _new_pubsub(self) -> PubSub:
         nodes = self._candidates()
         if self._turn < 0:

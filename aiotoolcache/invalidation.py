@@ -386,7 +386,7 @@ class RedisBus(Bus):
                 if self._closing:
                     return
                 self._disconnected(exc)
-                self._attempted.set()
+                self._attempt_failed()
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 0.25)  # healing within a second matters more
             finally:
@@ -394,6 +394,10 @@ class RedisBus(Bus):
                     pubsub.connection.deregister_connect_callback(self._connection_remade)
                 with contextlib.suppress(Exception):
                     await pubsub.aclose()  # type: ignore[no-untyped-call]
+
+    def _attempt_failed(self) -> None:
+        """A subscription attempt failed: a start waiting for the first attempt stops waiting."""
+        self._attempted.set()
 
     def _new_pubsub(self) -> PubSub:
         """Return an unsubscribed pub/sub connection (Cluster: on the next node in turn)."""
