@@ -148,13 +148,11 @@ class Layer:
                 lambda: self._undirected(key, loader, ttl, tags, partition, label, should_cache),
             )
         coherence = self._coherence
-        if not coherence.ready:
-            await self._ready()
-            if not coherence.known:
-                # Keys embed generations not known yet: nothing cached may be served or stored.
-                self.counters.misses += 1
-                value, _ = await self.run_loader(loader)
-                return value
+        if not coherence.ready and not await self._start_up():
+            # Keys embed generations not known yet: nothing cached may be served or stored.
+            self.counters.misses += 1
+            value, _ = await self.run_loader(loader)
+            return value
         ref = self.ref(key, partition, label)
         entry = self._l1_entry(ref)
         if entry is not None:
@@ -230,13 +228,10 @@ class Layer:
         directive = control.current_directive()
         if directive is not None:
             return await control.directed_get_many(self, directive, keys, default, partition, label)
-        if not self._coherence.ready:
-            await self._ready()
-            if not self._coherence.known:
-                self.counters.misses += len(keys)
-                return [default] * len(keys)
-        if not self._coherence.bus.hearing:
-            self.counters.misses += len(keys)  # deaf: nothing cached can be vouched for
+        coherence = self._coherence
+        if not (coherence.ready or await self._start_up()) or not coherence.bus.hearing:
+            # Generations unknown, or deaf: nothing cached can be vouched for.
+            self.counters.misses += len(keys)
             return [default] * len(keys)
         refs = [self.ref(key, partition, label) for key in keys]
         results: list[Any] = []
@@ -301,29 +296,23 @@ class Layer:
         if directive is not None and not directive.stores:
             return  # bypass or no-store
         coherence = self._coherence
-        if not coherence.ready:
-            await self._ready()
-            if not coherence.known:
-                return  # keys built now could name entries other workers never read
-        tag_list = sorted(set(tags)) if tags else None
-        entries: list[tuple[KeyRef, Any, Envelope, bytes, int]] = []
+        if not coherence.ready and not await self._start_up():
+            return  # keys built now could name entries other workers never read
+        seen = coherence.tag_generations(sorted(set(tags)) if tags else None)
+        entries: list[tuple[KeyRef, Envelope, bytes, int]] = []
         for key, value in items:
             ref = self.ref(key, partition, label)
-            fill = coherence.begin(ref, tag_list)
-            coherence.end(fill)  # only its tag generations are needed here
-            sealed = self.seal(ref, value, ttl, fill, 0.0)
+            sealed = self.seal(ref, value, ttl, seen, 0.0)
             if sealed is not None:
-                entries.append((ref, value, *sealed))
+                entries.append((ref, *sealed))
         if not entries:
             return
         # A write supersedes any load in flight for the same keys.
         coherence.fills.revoke_keys(ref.value_key for ref, *_ in entries)
         fills = [coherence.begin(ref) for ref, *_ in entries]
         try:
-            await self._tier.write(
-                self, [(ref, data, ttl_ms) for ref, _, _, data, ttl_ms in entries]
-            )
-            for fill, (ref, _, envelope, data, _) in zip(fills, entries, strict=True):
+            await self._tier.write(self, [(ref, data, ttl_ms) for ref, _, data, ttl_ms in entries])
+            for fill, (ref, envelope, data, _) in zip(fills, entries, strict=True):
                 value = self.decode(ref, envelope)
                 if value is not MISSING:
                     self.keep_in_l1(ref, value, envelope, fill, len(data))
@@ -336,16 +325,20 @@ class Layer:
     ) -> None:
         """Remove ``key`` from L2 and from every worker's L1, and revoke loads in flight."""
         if not self._coherence.ready:
-            await self._ready()
+            await self._start_up()
         await self._tier.delete(self, [self.ref(key, partition, label)])
+
+    async def _start_up(self) -> bool:
+        """Start the cache if it is not (raises CacheClosed after aclose); True once the
+        generations are known, so cached data may be read and written."""
+        await self._ready()
+        return self._coherence.known
 
     async def peek(self, ref: KeyRef) -> tuple[Any, Envelope | None, bool]:
         """Return ``(value, envelope, from_l1)`` of ``ref``'s entry, ``(MISSING, None, False)``
         when there is none that may be served; never loads, refreshes or counts."""
         coherence = self._coherence
-        if not coherence.ready:
-            await self._ready()
-        if not coherence.known or not coherence.bus.hearing:
+        if not (coherence.ready or await self._start_up()) or not coherence.bus.hearing:
             return MISSING, None, False
         entry = coherence.l1_entry(ref.value_key) if self.config.l1 else None
         if entry is not None:
@@ -445,12 +438,12 @@ class Layer:
         ref: KeyRef,
         value: Any,
         ttl: float | None,
-        fill: Fill | None,
+        tag_generations: dict[str, int] | None,
         load_seconds: float,
     ) -> tuple[Envelope, bytes, int] | None:
         """Encode ``value``; return None (counted, or raised when strict) if it cannot be stored.
 
-        The entry carries the tag generations ``fill`` saw when it began.
+        The entry carries ``tag_generations``: those seen when its load began.
         """
         try:
             payload = self._codec.encode_value(value)
@@ -466,7 +459,6 @@ class Layer:
             return None
         fresh = jittered(self.config.ttl if ttl is None else ttl, self.config.jitter, self._rng)
         now = time.time()
-        tag_generations = None if fill is None else fill.tag_generations
         envelope = Envelope(
             now,
             now + fresh,

@@ -118,11 +118,6 @@ class Coherence:
         """True once the generations are known: before that no key can be trusted."""
         return self.bus.known
 
-    @property
-    def l1_trusted(self) -> bool:
-        """True while L1 may be served: generations known and the bus hearing."""
-        return self.bus.hearing
-
     def admits(self, fill: Fill | None) -> bool:
         """May a value read or loaded under ``fill`` enter L2 (and, if L1 is trusted, L1)?
 
@@ -139,10 +134,13 @@ class Coherence:
         generation = self.bus.generation
         return all(generation(f"tag:{tag}") == seen for tag, seen in tags.items())
 
+    def tag_generations(self, tags: Iterable[str] | None) -> dict[str, int] | None:
+        """The generations of ``tags`` now: what an entry written now carries."""
+        return {tag: self.bus.generation(f"tag:{tag}") for tag in tags} if tags else None
+
     def begin(self, ref: KeyRef, tags: Iterable[str] | None = None) -> Fill:
         """Register a read or load of ``ref`` (with the tag generations seen as it starts)."""
-        seen = {tag: self.bus.generation(f"tag:{tag}") for tag in tags} if tags else None
-        return self.fills.begin(ref, seen)
+        return self.fills.begin(ref, self.tag_generations(tags))
 
     def end(self, fill: Fill) -> None:
         self.fills.end(fill)
@@ -227,6 +225,11 @@ class Coherence:
         self._background.discard(task)
         if not task.cancelled() and task.exception() is not None:
             log.debug("background cache work failed: %r", task.exception())
+
+    def close(self) -> None:
+        """Refuse all further use: nothing is served or stored from now on."""
+        self.closed = True
+        self.ready = False
 
     async def aclose(self) -> None:
         """Stop the bus and wait for background work (already bounded by the store budget)."""

@@ -252,7 +252,7 @@ class LoadCoordinator:
         *,
         refresh: bool = False,
     ) -> None:
-        sealed = layer.seal(ref, value, ttl, fill, elapsed)
+        sealed = layer.seal(ref, value, ttl, fill.tag_generations, elapsed)
         if sealed is None or not self._coherence.admits(fill):
             if token is not None:
                 self._in_background(self._release(ref, token))

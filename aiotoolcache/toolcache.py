@@ -198,7 +198,7 @@ class ToolCache:
         for name, config in layer_configs.items():
             self.add_layer(name, config)
         self.closing = False
-        self._explicit_start = False
+        self._warned_unreachable = False
         self.fleet_interval = fleet_interval
         self._fleet: fleet.FleetReporter | None = None
         self.coherence.on_start(self._start_fleet_reporter)
@@ -239,11 +239,10 @@ class ToolCache:
         calls run their loaders and nothing is cached.
         """
         self._check_open()
-        self._explicit_start = True
         await self.coherence.start(wait=2.0)
         self._warn_if_unknown(2.0)
 
-    async def _start_within_budget(self) -> None:
+    async def _start_lazily(self) -> None:
         # Started lazily by a request: wait for the first connection attempt to end
         # (at once when Redis refuses, at most LAZY_START_WAIT when it is slow), so
         # a dead Redis never delays a tool call for long and a live one is used.
@@ -270,8 +269,6 @@ class ToolCache:
                 waited,
             )
 
-    _warned_unreachable = False
-
     async def __aenter__(self) -> ToolCache:
         await self.start()
         return self
@@ -286,11 +283,13 @@ class ToolCache:
 
     def _abandon(self) -> None:
         """Close at once (no awaiting): the event loop ends while this cache is open."""
-        if self.closing:
-            return
-        self.closing = True
-        self.coherence.closed = True
-        self.coherence.ready = False
+        if not self.closing:
+            self.closing = True
+            self._close_at_once()
+
+    def _close_at_once(self) -> None:
+        self.coherence.close()
+        self.coherence.bus.stop()
         if self.client is not None and self._owns_client:
             connect.close_now(self.client)
 
@@ -303,8 +302,7 @@ class ToolCache:
         if self.closing:
             return
         self.closing = True
-        self.coherence.closed = True
-        self.coherence.ready = False
+        self.coherence.close()
         try:
             async with asyncio.timeout(CLOSE_WITHIN):
                 await self.loads.aclose()
@@ -318,9 +316,7 @@ class ToolCache:
                     await self.client.aclose()
         except TimeoutError:
             log.warning("closing took over %.0f s: connections closed at once", CLOSE_WITHIN)
-            self.coherence.bus.stop()
-            if self.client is not None and self._owns_client:
-                connect.close_now(self.client)
+            self._close_at_once()
         finally:
             if self.cassette is not None:
                 self.cassette.close()
@@ -340,7 +336,7 @@ class ToolCache:
                 tier=self.tier,
                 loads=self.loads,
                 codec=self.codec,
-                ready=self._start_within_budget,
+                ready=self._start_lazily,
                 rng=self.rng,
                 strict=self.strict,
                 cassette=self.cassette,
@@ -388,7 +384,7 @@ class ToolCache:
         O(1) per layer or tag: a generation is bumped, so old entries become
         unreachable in every worker and expire by TTL.
         """
-        await self._start_within_budget()
+        await self._start_lazily()
         fields = [f"tag:{tag}" for tag in tags or ()]
         if layer is not None:
             fields.append(f"layer:{self.layer(layer).name}")
