@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 from redis.asyncio.cluster import RedisCluster
@@ -244,7 +244,7 @@ class LeaseManager:
     async def _batched(
         self,
         items: Sequence[ItemT],
-        call: Callable[[ItemT], tuple[Any, list[str], list[Any]]],
+        call: Callable[[ItemT], ScriptCall],
     ) -> None:
         """Run one script call per item: pipelined chunks, concurrently, each within the budget.
 
@@ -256,29 +256,12 @@ class LeaseManager:
 
         async def run(chunk: Sequence[ItemT]) -> Any:
             async with slots:
-                return await self._breaker.call(self._pipeline(chunk, call))
+                return await self._run_batch([call(item) for item in chunk])
 
         results = await asyncio.gather(*(run(chunk) for chunk in chunks), return_exceptions=True)
         for result in results:
             if isinstance(result, BaseException):
                 raise result
-
-    def _pipeline(
-        self,
-        chunk: Sequence[ItemT],
-        call: Callable[[ItemT], tuple[Any, list[str], list[Any]]],
-    ) -> Callable[[], Awaitable[Any]]:
-        async def run() -> Any:
-            async with self._client.pipeline(transaction=False) as pipe:  # reset even on error
-                for item in chunk:
-                    script, keys, args = call(item)
-                    if isinstance(self._client, RedisCluster):
-                        pipe.eval(script.script, len(keys), *keys, *args)
-                    else:
-                        await script(keys=keys, args=args, client=pipe)
-                return await pipe.execute()
-
-        return run
 
     async def _publish(self, channel: str, message: bytes) -> None:
         if isinstance(self._client, RedisCluster):

@@ -66,9 +66,14 @@ class SharedTier:
         if self.strict:
             raise exc
 
-    def unexpected(self, exc: Exception) -> BackendError:
-        """Contain an exception the backend path should not raise: log it, make it a
-        BackendError (so fail-open handles it like any backend failure)."""
+    def backend_error(self, exc: Exception) -> BackendError:
+        """``exc`` as a BackendError, so fail-open handles it like any backend failure.
+
+        An exception the backend path should never raise (a misconfigured
+        client, a driver bug) is logged, at most once a minute, and wrapped.
+        """
+        if isinstance(exc, BackendError):
+            return exc
         now = time.monotonic()
         if now - self._last_unexpected >= 60.0:
             self._last_unexpected = now
@@ -88,10 +93,8 @@ class SharedTier:
         """Read L2 (or the fallback while L2 fails); a failure reads as misses."""
         try:
             return await self.store.get_many(keys)
-        except BackendError as exc:
-            self.failed(layer, exc)
         except Exception as exc:
-            self.failed(layer, self.unexpected(exc))
+            self.failed(layer, self.backend_error(exc))
         return await self.read_fallback(keys)
 
     async def read_fallback(self, keys: Sequence[str]) -> list[bytes | None]:
@@ -117,9 +120,8 @@ class SharedTier:
                 )
             else:
                 await self.store.set_many(_raw(entries))
-        except Exception as exc:
-            if not isinstance(exc, BackendError):
-                exc = self.unexpected(exc)
+        except Exception as caught:
+            exc = self.backend_error(caught)
             layer.counters.dropped_writes += 1
             self._log_dropped_write(exc)
             if announce and self.outbox is not None:  # the others must still drop old copies
@@ -150,8 +152,7 @@ class SharedTier:
                 always_announce=always_announce,
             )
         except Exception as exc:
-            if not isinstance(exc, BackendError):
-                self.unexpected(exc)
+            self.backend_error(exc)  # logged if unexpected
             layer.counters.dropped_writes += 1
             self._log_dropped_write(exc)
             await self.write_fallback(layer, [entry])
@@ -188,7 +189,7 @@ class SharedTier:
             else:
                 await self.store.delete_many(keys)
         except Exception as exc:
-            error = exc if isinstance(exc, BackendError) else self.unexpected(exc)
+            error = self.backend_error(exc)
             if self.outbox is not None:  # sent again until Redis takes it
                 self.outbox.delete(layer.name, [(ref.value_key, ref.lease_key) for ref in refs])
         # A read that began while the delete was on its way may have reached Redis

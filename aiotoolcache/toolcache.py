@@ -27,7 +27,7 @@ from aiotoolcache.codec import Codec, ModelRegistry, parse_secrets
 from aiotoolcache.coherence import Coherence, L1Entry
 from aiotoolcache.decorators import CachedFunction, PartitionOf, cached_function
 from aiotoolcache.embeddings import embed_texts
-from aiotoolcache.errors import BackendError, CacheClosed, ConfigurationError
+from aiotoolcache.errors import CacheClosed, ConfigurationError
 from aiotoolcache.fills import FillRegistry
 from aiotoolcache.flight import SingleFlight
 from aiotoolcache.health import Health, check_health
@@ -395,7 +395,7 @@ class ToolCache:
             try:
                 await bus.bump(field)
             except Exception as exc:
-                error = exc if isinstance(exc, BackendError) else self.tier.unexpected(exc)
+                error = self.tier.backend_error(exc)
                 if self.outbox is not None:  # sent again until Redis takes it
                     self.outbox.bump(field)
                 # Keep this worker consistent even when the others cannot be told yet.
