@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import TypeVar
 
-from aiotoolcache.budget import Deadline, LoopLag
+from aiotoolcache.budget import LoopLag
 from aiotoolcache.errors import BackendError, BackendTimeout, CircuitOpen
 
 __all__ = ["BreakerState", "BreakerStats", "CircuitBreaker"]
@@ -161,16 +161,18 @@ class CircuitBreaker:
 
     async def _within_budget(self, operation: Callable[[], Awaitable[T]], budget: float) -> T:
         """Run ``operation()``; TimeoutError once it used ``budget`` of a responsive loop."""
-        async with asyncio.timeout(None) as timeout:
-            deadline = Deadline(
-                asyncio.get_running_loop(), timeout, budget, self._lag, self.max_lag
-            )
-            try:
-                return await operation()
-            finally:
-                deadline.close()
-                if deadline.extended:
-                    self.lag_extended += 1
+        call = self._lag.track(budget, self.max_lag)
+        try:
+            return await operation()
+        except asyncio.CancelledError:
+            # Our own expiry, unless the caller was cancelled too (then it wins).
+            if call.expired and call.task.uncancel() == 0:
+                raise TimeoutError from None
+            raise
+        finally:
+            self._lag.untrack(call)
+            if call.extended:
+                self.lag_extended += 1
 
     def _success(self) -> None:
         self._consecutive = 0

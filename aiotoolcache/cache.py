@@ -43,6 +43,9 @@ ShouldCache = Callable[[Any], bool]
 log = logging.getLogger("aiotoolcache.cache")
 # Labels repeat (tool names): sanitise each once.
 _label = functools.lru_cache(maxsize=4096)(sanitize_label)
+# Plain string keys whose entry names a layer remembers (per generation set): hot keys
+# repeat, and naming an entry (digest + key name) costs more than the L1 hit itself.
+REF_MEMO_SIZE = 4096
 
 
 class _Missing:
@@ -91,6 +94,8 @@ class Layer:
         self._ready = ready
         self._rng = rng
         self._layer_field = f"layer:{name}"
+        self._refs: dict[str, KeyRef] = {}  # see REF_MEMO_SIZE
+        self._refs_version = -1  # the bus's generations version the memo was built under
 
     def __repr__(self) -> str:
         return f"<Layer {self.name} ttl={self.config.ttl}s>"
@@ -102,6 +107,20 @@ class Layer:
         Passing the returned KeyRef as the key of a later call skips hashing
         the key again (its partition and label are part of it already).
         """
+        if type(key) is str and partition is None and label is None:
+            version = self._coherence.bus.version
+            if version != self._refs_version:
+                self._refs.clear()  # named under older generations
+                self._refs_version = version
+            ref = self._refs.get(key)
+            if ref is None:
+                if len(self._refs) >= REF_MEMO_SIZE:
+                    self._refs.clear()
+                ref = self._refs[key] = self._build_ref(key, None, None)
+            return ref
+        return self._build_ref(key, partition, label)
+
+    def _build_ref(self, key: Any, partition: str | None, label: str | None) -> KeyRef:
         generation = self._coherence.bus.generation
         scope = f"g{generation('ns')}.{generation(self._layer_field)}"
         if isinstance(key, KeyRef):
@@ -156,8 +175,12 @@ class Layer:
         ref = self.ref(key, partition, label)
         entry = self._l1_entry(ref)
         if entry is not None:
-            self._maybe_refresh(ref, entry.envelope, loader, ttl, tags, should_cache)
-            return cast(T, self._served(entry.value))
+            if self.config.beta > 0 or time.time() >= entry.envelope.fresh_until:
+                self._maybe_refresh(ref, entry.envelope, loader, ttl, tags, should_cache)
+            value = entry.value
+            if entry.plain:  # not a cached failure, and no copy asked for
+                return cast(T, value)
+            return cast(T, self._served(value))
         tag_list = sorted(set(tags)) if tags else None
         if not coherence.bus.hearing:
             return cast(T, self._served(await self._load_deaf(ref, loader, ttl)))
@@ -388,7 +411,8 @@ class Layer:
             envelope.hard_until,
             envelope.negative,
         )
-        entry = L1Entry(value, meta, time.monotonic() + lifetime, self.name, size + 200)
+        plain = not self.config.copy_on_read and not isinstance(value, CachedLoaderError)
+        entry = L1Entry(value, meta, time.monotonic() + lifetime, self.name, size + 200, plain)
         self._coherence.keep(ref.value_key, entry, fill)
 
     # -- L2 -----------------------------------------------------------------------
@@ -496,7 +520,8 @@ class Layer:
         coherence = self._coherence
         fill = coherence.begin(ref)
         try:
-            envelope = await self.read_l2(ref)
+            data = await self._tier.read_one(self, ref.value_key)
+            envelope = None if data is None else self.open_raw(ref, data)
             if envelope is None:
                 return MISSING, None
             value = self.decode(ref, envelope)

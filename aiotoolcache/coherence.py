@@ -47,12 +47,19 @@ class L1Entry:
     out copies instead.
     """
 
-    __slots__ = ("envelope", "expires_at", "layer", "size", "value")
+    __slots__ = ("envelope", "expires_at", "layer", "plain", "size", "value")
 
     def __init__(
-        self, value: Any, envelope: Envelope, expires_at: float, layer: str, size: int
+        self,
+        value: Any,
+        envelope: Envelope,
+        expires_at: float,
+        layer: str,
+        size: int,
+        plain: bool = True,
     ) -> None:
         self.value = value
+        self.plain = plain  # served as is: no cached failure to raise, no copy to make
         self.envelope = envelope  # payload dropped: L1 never decodes the same bytes again
         self.expires_at = expires_at  # time.monotonic() deadline: min(hard expiry, l1_ttl)
         self.layer = layer

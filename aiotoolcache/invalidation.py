@@ -31,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hmac
+import itertools
 import logging
 import time
 import uuid
@@ -50,6 +51,7 @@ log = logging.getLogger("aiotoolcache.invalidation")
 
 Message = dict[str, Any]
 _MAC_SIZE = 16
+_VERSIONS = itertools.count()  # see Bus.version
 _SIGNED = b"\x01"
 # A generation may run ahead of this worker's clock by this much (ms) and no more.
 MAX_GENERATION_LEAD_MS = 10 * 60 * 1000
@@ -144,6 +146,9 @@ class Bus:
     ) -> None:
         self.origin = uuid.uuid4().hex[:16]
         self.generations: dict[str, int] = {}
+        # Changes with ``generations`` (never the same number twice, across buses too):
+        # a key named under another version may name an invalidated entry.
+        self.version = next(_VERSIONS)
         self.mac_keys = mac_keys
         self.rejected = 0  # messages dropped: unsigned, forged, or an insane generation
         self._handler = handler
@@ -209,6 +214,7 @@ class Bus:
             # Generations only grow; a late or duplicate message never undoes a bump.
             if value > local:
                 self.generations[field] = value
+                self.version = next(_VERSIONS)
         elif op == "filled":
             for key in message.get("k") or ():
                 self.wake(key)
@@ -345,7 +351,9 @@ class RedisBus(Bus):
         merged = dict(stored)
         for name, seen in local.items():
             merged[name] = max(seen, merged.get(name, 0))
-        self.generations = merged
+        if merged != local:
+            self.generations = merged
+            self.version = next(_VERSIONS)
         self._known = True
         if lost:
             # Redis forgot bumps we heard of: write them back so new workers see them, and

@@ -22,6 +22,7 @@ from aiotoolcache.keys import KeyRef
 from aiotoolcache.lease import LeaseManager
 from aiotoolcache.outbox import InvalidationOutbox
 from aiotoolcache.stores.base import Store
+from aiotoolcache.stores.redis import RedisStore
 
 if TYPE_CHECKING:
     from aiotoolcache.cache import Layer
@@ -49,6 +50,7 @@ class SharedTier:
         strict: bool,
     ) -> None:
         self.store = store
+        self._redis = store if isinstance(store, RedisStore) else None
         self.fallback = fallback
         self.mirror = mirror and fallback is not None
         self.leases = leases
@@ -96,6 +98,16 @@ class SharedTier:
         except Exception as exc:
             self.failed(layer, self.backend_error(exc))
         return await self.read_fallback(keys)
+
+    async def read_one(self, layer: Layer, key: str) -> bytes | None:
+        """``read`` of one key, with one coroutine less on the hot path when L2 is Redis."""
+        if self._redis is None:
+            return (await self.read(layer, [key]))[0]
+        try:
+            return await self._redis.get(key)
+        except Exception as exc:
+            self.failed(layer, self.backend_error(exc))
+        return (await self.read_fallback([key]))[0]
 
     async def read_fallback(self, keys: Sequence[str]) -> list[bytes | None]:
         """Read the fallback store (misses when there is none or it fails)."""

@@ -208,3 +208,25 @@ async def test_a_frozen_redis_fails_even_while_the_loop_lags(own_redis: RedisSer
     finally:
         own_redis.resume()
         await client.aclose()
+
+
+async def test_a_caller_cancelled_during_a_call_is_cancelled_not_timed_out() -> None:
+    breaker = CircuitBreaker(failure_threshold=1, budget=5.0)
+    task = asyncio.create_task(breaker.call(slow))
+    await asyncio.sleep(0.01)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert breaker.timeouts == 0 and breaker.state is BreakerState.CLOSED
+
+
+async def test_an_expired_call_leaves_its_task_free_to_go_on() -> None:
+    breaker = CircuitBreaker(failure_threshold=5, budget=0.02)
+    with pytest.raises(BackendTimeout):
+        await breaker.call(slow)
+    # The expiry was consumed as a TimeoutError: no cancellation is left pending.
+    await asyncio.sleep(0.01)
+    assert await breaker.call(ok) == "ok"
+    current = asyncio.current_task()
+    assert current is not None and current.cancelling() == 0
+    assert breaker.timeouts == 1

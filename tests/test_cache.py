@@ -404,3 +404,37 @@ async def test_cached_values_are_shared_unless_copy_on_read(redis_url: str) -> N
             second = await layer.get_or_load("k", load)
             assert (second["items"] == [1, 2, 3]) is shared
             assert (first is second) is shared
+
+
+async def test_a_remembered_key_name_follows_every_invalidation(
+    cache: atc.ToolCache, other_worker: atc.ToolCache
+) -> None:
+    layer = cache.layer("results")
+    assert layer.ref("k") is layer.ref("k")  # named once, while nothing changes
+    before = layer.ref("k")
+    await layer.set("k", "old")
+    await other_worker.invalidate("results")  # another worker's bump, heard over the bus
+    await eventually(lambda: layer.ref("k").value_key != before.value_key)
+    assert await layer.get("k") is None
+    calls, load = counting_loader("new")
+    assert await layer.get_or_load("k", load) == "new" and calls == [1]
+    # Partitions and labels are part of the name: never answered from the memo.
+    assert layer.ref("k", partition="t1").value_key != layer.ref("k").value_key
+
+
+async def test_the_key_name_memo_stays_bounded(cache: atc.ToolCache) -> None:
+    from aiotoolcache.cache import REF_MEMO_SIZE
+
+    layer = cache.layer("results")
+    names = {layer.ref(f"k{i}").value_key for i in range(REF_MEMO_SIZE + 10)}
+    assert len(names) == REF_MEMO_SIZE + 10
+    assert len(layer._refs) <= REF_MEMO_SIZE
+    await layer.set("k1", 1)
+    assert await layer.get("k1") == 1
+
+
+async def test_commands_carry_no_per_command_socket_timeout(cache: atc.ToolCache) -> None:
+    # The breaker's budget bounds every command; redis-py's own default (5 s) would
+    # cost a task and two timers per command.
+    assert cache.redis is not None
+    assert cache.redis.connection_pool.connection_kwargs["socket_timeout"] is None
