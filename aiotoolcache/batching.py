@@ -48,6 +48,19 @@ class Batcher(Generic[ItemT, R]):
         finally:
             self._direct -= 1
 
+    @property
+    def idle(self) -> bool:
+        """True when no request is pending or running: a new one would go out alone."""
+        return not (self._pending or self._tasks or self._direct)
+
+    def begin_direct(self) -> None:
+        """A lone request its caller sends by other means is running (see ``call``);
+        every ``begin_direct`` is matched by one ``end_direct``."""
+        self._direct += 1
+
+    def end_direct(self) -> None:
+        self._direct -= 1
+
     def submit(self, item: ItemT) -> asyncio.Future[R]:
         loop = asyncio.get_running_loop()
         if not self._pending:

@@ -136,11 +136,19 @@ class CircuitBreaker:
             elif self._slots is not None:
                 # A free slot: taken at once, with no timer (the common case).
                 await self._slots.acquire()
+            # Timed by the loop-lag heartbeat: no timer or timeout context of its own.
+            call = self._lag.track(self.budget if budget is None else budget, self.max_lag)
             try:
-                result = await self._within_budget(
-                    operation, self.budget if budget is None else budget
-                )
+                result = await operation()
+            except asyncio.CancelledError:
+                # Our own expiry, unless the caller was cancelled too (then it wins).
+                if call.expired and call.task.uncancel() == 0:
+                    raise TimeoutError from None
+                raise
             finally:
+                self._lag.untrack(call)
+                if call.extended:
+                    self.lag_extended += 1
                 if self._slots is not None:
                     self._slots.release()
         except TimeoutError:
@@ -158,21 +166,6 @@ class CircuitBreaker:
                 self._probing = False
         self._success()
         return result
-
-    async def _within_budget(self, operation: Callable[[], Awaitable[T]], budget: float) -> T:
-        """Run ``operation()``; TimeoutError once it used ``budget`` of a responsive loop."""
-        call = self._lag.track(budget, self.max_lag)
-        try:
-            return await operation()
-        except asyncio.CancelledError:
-            # Our own expiry, unless the caller was cancelled too (then it wins).
-            if call.expired and call.task.uncancel() == 0:
-                raise TimeoutError from None
-            raise
-        finally:
-            self._lag.untrack(call)
-            if call.extended:
-                self.lag_extended += 1
 
     def _success(self) -> None:
         self._consecutive = 0

@@ -187,7 +187,11 @@ class Layer:
         flight = coherence.flight
         if not flight.in_flight(ref.value_key):
             # Concurrent hits share one batched MGET; only a miss pays for a flight task.
-            value = await self._read_through(ref, loader, ttl, tag_list, should_cache)
+            value, envelope = await self._fetch(ref)
+            if envelope is not None and value is not MISSING:
+                self.counters.l2_hits += 1
+                if self.config.beta > 0 or time.time() >= envelope.fresh_until:
+                    self._maybe_refresh(ref, envelope, loader, ttl, tag_list, should_cache)
             if value is MISSING:
                 # A load that finished during the read has filled L1 by now.
                 entry = self._l1_entry(ref)
@@ -496,21 +500,6 @@ class Layer:
         return envelope, self._codec.seal(ref.value_key, envelope), ttl_ms
 
     # -- loading --------------------------------------------------------------------
-    async def _read_through(
-        self,
-        ref: KeyRef,
-        loader: Loader[Any],
-        ttl: float | None,
-        tags: list[str] | None,
-        should_cache: ShouldCache | None,
-    ) -> Any:
-        """Return the value of ``ref`` in L2 (keeping it in L1), or MISSING."""
-        value, envelope = await self._fetch(ref)
-        if envelope is not None and value is not MISSING:
-            self.counters.l2_hits += 1
-            self._maybe_refresh(ref, envelope, loader, ttl, tags, should_cache)
-        return value
-
     async def _fetch(self, ref: KeyRef) -> tuple[Any, Envelope | None]:
         """Read ``ref`` from L2 and keep its value in L1 if coherence admits it.
 

@@ -438,3 +438,27 @@ async def test_commands_carry_no_per_command_socket_timeout(cache: atc.ToolCache
     # cost a task and two timers per command.
     assert cache.redis is not None
     assert cache.redis.connection_pool.connection_kwargs["socket_timeout"] is None
+
+
+async def test_a_lone_read_is_one_get_and_concurrent_reads_share_an_mget(
+    own_redis: RedisServer,
+) -> None:
+    async with atc.ToolCache.from_url(own_redis.url, namespace="t") as cache:
+        layer = cache.layer("results")
+        await layer.set_many([(f"k{i}", i) for i in range(50)])
+        layer._coherence.l1.clear()
+
+        def calls(command: str) -> int:
+            with own_redis.client() as client:
+                return int(client.info("commandstats").get(f"cmdstat_{command}", {}).get("calls", 0))
+
+        gets, mgets = calls("get"), calls("mget")
+        assert await layer.get_or_load("k1", counting_loader(None)[1]) == 1
+        assert (calls("get") - gets, calls("mget") - mgets) == (1, 0)
+        layer._coherence.l1.clear()
+        values = await asyncio.gather(
+            *(layer.get_or_load(f"k{i}", counting_loader(None)[1]) for i in range(50))
+        )
+        assert values == list(range(50))
+        # The first read goes out alone; the 49 made while it is in flight share one MGET.
+        assert (calls("get") - gets, calls("mget") - mgets) == (2, 1)

@@ -74,7 +74,17 @@ class RedisStore:
     async def get(self, key: str) -> bytes | None:
         if key in self.tombstones:
             return None
-        return await self._reads.call(key)
+        reads = self._reads
+        if reads.idle and not isinstance(self.client, RedisCluster):
+            # A lone read (nothing batched or in flight) goes out at once as a GET from
+            # the caller's own task; reads that arrive meanwhile are batched as usual.
+            client = self.client
+            reads.begin_direct()
+            try:
+                return cast("bytes | None", await self.breaker.call(lambda: client.get(key)))
+            finally:
+                reads.end_direct()
+        return await reads.submit(key)  # joins this tick's batch
 
     async def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
         if len(keys) == 1:
