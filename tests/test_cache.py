@@ -450,7 +450,8 @@ async def test_a_lone_read_is_one_get_and_concurrent_reads_share_an_mget(
 
         def calls(command: str) -> int:
             with own_redis.client() as client:
-                return int(client.info("commandstats").get(f"cmdstat_{command}", {}).get("calls", 0))
+                stats = client.info("commandstats").get(f"cmdstat_{command}", {})
+            return int(stats.get("calls", 0))
 
         gets, mgets = calls("get"), calls("mget")
         assert await layer.get_or_load("k1", counting_loader(None)[1]) == 1
