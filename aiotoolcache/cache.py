@@ -151,7 +151,7 @@ class Layer:
         """
         if self.cassette is not None:  # the tape answers, before L1 and L2: see cassette.py
             return await self.cassette.through(self, key, loader, partition)
-        directive = control.current_directive()
+        directive = control.DIRECTIVE.get()
         if directive is not None:
             tag_list = sorted(set(tags)) if tags else None
             return await control.directed_load(
@@ -173,9 +173,11 @@ class Layer:
             value, _ = await self.run_loader(loader)
             return value
         ref = self.ref(key, partition, label)
-        entry = self._l1_entry(ref)
+        config = self.config
+        entry = coherence.l1_entry(ref.value_key) if config.l1 else None
         if entry is not None:
-            if self.config.beta > 0 or time.time() >= entry.envelope.fresh_until:
+            self.counters.l1_hits += 1
+            if config.beta > 0 or time.time() >= entry.envelope.fresh_until:
                 self._maybe_refresh(ref, entry.envelope, loader, ttl, tags, should_cache)
             value = entry.value
             if entry.plain:  # not a cached failure, and no copy asked for

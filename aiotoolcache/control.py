@@ -95,12 +95,13 @@ class CacheDirective:
         )
 
 
-_directive: ContextVar[CacheDirective | None] = ContextVar("aiotoolcache_directive", default=None)
+# The directive in force (read directly on the hot path; see current_directive).
+DIRECTIVE: ContextVar[CacheDirective | None] = ContextVar("aiotoolcache_directive", default=None)
 
 
 def current_directive() -> CacheDirective | None:
     """Return the directive in force here (None outside every ``cache_control`` block)."""
-    return _directive.get()
+    return DIRECTIVE.get()
 
 
 @contextmanager
@@ -114,12 +115,12 @@ def cache_control(
     in this task and the tasks started inside. Raises ConfigurationError for
     an unknown mode or a negative ``max_age``.
     """
-    directive = CacheDirective(mode, max_age).within(_directive.get())
-    token = _directive.set(directive)
+    directive = CacheDirective(mode, max_age).within(DIRECTIVE.get())
+    token = DIRECTIVE.set(directive)
     try:
         yield directive
     finally:
-        _directive.reset(token)
+        DIRECTIVE.reset(token)
 
 
 def directive_from_meta(meta: Any) -> CacheDirective | None:
@@ -147,21 +148,21 @@ def applied(directive: CacheDirective | None) -> Iterator[None]:
     if directive is None:
         yield
         return
-    token = _directive.set(directive.within(_directive.get()))
+    token = DIRECTIVE.set(directive.within(DIRECTIVE.get()))
     try:
         yield
     finally:
-        _directive.reset(token)
+        DIRECTIVE.reset(token)
 
 
 @contextmanager
 def undirected() -> Iterator[None]:
     """Run the block with no directive in force (the ordinary path of a directed lookup)."""
-    token = _directive.set(None)
+    token = DIRECTIVE.set(None)
     try:
         yield
     finally:
-        _directive.reset(token)
+        DIRECTIVE.reset(token)
 
 
 # -- lookups under a directive (called by Layer) ----------------------------------------------
