@@ -34,7 +34,7 @@ from hashlib import sha1
 from typing import Any, TypeVar
 
 from redis.asyncio.cluster import RedisCluster
-from redis.exceptions import NoScriptError
+from redis.exceptions import NoScriptError, ResponseError
 
 from aiotoolcache.batching import Batcher
 from aiotoolcache.breaker import CircuitBreaker
@@ -56,11 +56,13 @@ MARKER_PREFIX = "\x00lease:"
 _MARKER_BYTES = MARKER_PREFIX.encode()
 # Stands for ``SET key marker NX PX ms GET`` in a batch of script calls.
 _SET_NX_GET = object()
+# The reply to it from a server older than 7.0, which refuses NX with GET.
+_REFUSED = object()
 
 
 def is_marker(data: bytes) -> bool:
     """True when ``data``, read from a value key, is a lease marker rather than a value."""
-    return data[:1] == b"\x00" and data.startswith(_MARKER_BYTES)
+    return data.startswith(_MARKER_BYTES)
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,6 +178,11 @@ return filled
 """
 
 
+def _refused(reply: Any) -> bool:
+    """True for the error a server older than 7.0 answers SET NX GET with."""
+    return isinstance(reply, ResponseError) and "syntax error" in str(reply)
+
+
 class LeaseManager:
     """LeaseManager takes, extends, fills and releases leases through the breaker."""
 
@@ -194,6 +201,8 @@ class LeaseManager:
         self._write = client.register_script(_WRITE)
         self._delete = client.register_script(_DELETE)
         self._client = client
+        # False once the server refused SET NX GET (Redis < 7.0): leases then go by script.
+        self.one_command_acquire = True
 
     @staticmethod
     def new_token() -> str:
@@ -220,11 +229,13 @@ class LeaseManager:
                 (self._acquire_contended, [lease.key], [lease.holder, ms])
             )
             return int(held), None
-        if replacing is None:
+        if replacing is None and self.one_command_acquire:
             found = await self._calls.call((_SET_NX_GET, [lease.key], [lease.holder, ms]))
-            if found is None:
+            if found is _REFUSED:
+                self.one_command_acquire = False  # an older server: the script does the same
+            elif found is None:
                 return -1, None
-            if not is_marker(bytes(found)):
+            elif not is_marker(bytes(found)):
                 return -2, bytes(found)
         # SHA-1 because the script can compute it (redis.sha1hex); it only names the value.
         digest = "" if replacing is None else sha1(replacing, usedforsecurity=False).hexdigest()
@@ -285,6 +296,9 @@ class LeaseManager:
             forgotten = any(isinstance(reply, NoScriptError) for reply in replies)
             if forgotten and not reloaded:
                 return replies  # loaded below, then sent again
+            for (script, _, _), (at, _) in zip(calls, places, strict=True):
+                if script is _SET_NX_GET and _refused(replies[at]):
+                    replies[at] = _REFUSED  # not a failure: the caller goes by script instead
             for reply in replies:
                 if isinstance(reply, Exception):
                     raise reply  # inside the breaker: counted, and made a BackendError

@@ -158,3 +158,24 @@ async def test_a_released_marker_wakes_the_waiter_elsewhere(
     async with asyncio.timeout(2):  # the lease lasts 3 s: woken, not timed out
         assert await waiting == "v"
     assert waiter.calls == 1
+
+
+async def test_leases_by_script_as_on_servers_older_than_7(
+    cache: atc.ToolCache, other_worker: atc.ToolCache
+) -> None:
+    """Redis < 7.0 refuses SET NX GET; the script path must give the same single-flight."""
+    for worker in (cache, other_worker):
+        assert worker.loads.leases is not None
+        worker.loads.leases.one_command_acquire = False
+    loaders = [Counting(f"v{i}", delay=0.05) for i in range(20)]
+    values = await asyncio.gather(
+        *(
+            worker.results.get_or_load(("k", i), loader)
+            for i, loader in enumerate(loaders)
+            for worker in (cache, other_worker)
+        )
+    )
+    assert values == [loader.value for loader in loaders for _ in range(2)]
+    assert [loader.calls for loader in loaders] == [1] * 20  # once in the fleet
+    cache.l1.clear()
+    assert await cache.results.get_many([("k", i) for i in range(20)]) == values[::2]
