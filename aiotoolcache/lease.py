@@ -48,6 +48,9 @@ ScriptCall = tuple[Any, list[str], list[Any]]  # a registered script, its keys, 
 CHUNK = 256
 # Chunks in flight per batch; each is timed from its start, not from when it was queued.
 CONCURRENT_CHUNKS = 2
+# Values per merged fill script: a script runs atomically, so a huge one would hold
+# every other client up; past this many bytes the fills go in another call.
+MERGED_FILL_BYTES = 1 << 20
 
 # A marker: this prefix, then the holder's token, then "+" once another worker
 # waits for it. No sealed envelope starts with a zero byte (its first byte is
@@ -318,30 +321,38 @@ class LeaseManager:
     def _queue(self, pipe: Any, calls: Sequence[ScriptCall]) -> list[tuple[int, int | None]]:
         """Queue ``calls`` on ``pipe``; return where each one's reply will be:
         ``(reply index, None)``, or ``(reply index, position)`` for a fill merged
-        with the others of the batch into one script call (not on a Cluster)."""
-        cluster = isinstance(self._client, RedisCluster)
+        with others of the batch into one script call (not on a Cluster, whose
+        keys may lie in any slot)."""
+        merge = not isinstance(self._client, RedisCluster)
+        commands: list[list[ScriptCall]] = []  # each: one call, or fills merged into one
         places: list[tuple[int, int | None]] = []
-        fills = [call for call in calls if call[0] is self._fill_in_value]
-        merge = not cluster and len(fills) > 1 and len({args[0] for _, _, args in fills}) == 1
-        if merge:  # one call first, with every fill's key; its reply lists one result each
-            keys = [key for _, call_keys, _ in fills for key in call_keys]
-            args = [fills[0][2][0]] + [arg for _, _, call_args in fills for arg in call_args[1:]]
-            pipe.evalsha(self._fill_in_value.sha, len(keys), *keys, *args)
-        queued = 1 if merge else 0
-        merged = 0
-        for script, keys, args in calls:
+        open_fills: dict[str, tuple[int, int]] = {}  # channel -> (command, bytes so far)
+        for call in calls:
+            script, _, args = call
             if merge and script is self._fill_in_value:
-                places.append((0, merged))
-                merged += 1
-                continue
+                channel, size = args[0], len(args[2])
+                group = open_fills.get(channel)
+                if group is not None and group[1] + size <= MERGED_FILL_BYTES:
+                    places.append((group[0], len(commands[group[0]])))
+                    commands[group[0]].append(call)
+                    open_fills[channel] = (group[0], group[1] + size)
+                    continue
+                open_fills[channel] = (len(commands), size)
+                places.append((len(commands), 0))
+            else:
+                places.append((len(commands), None))
+            commands.append([call])
+        for command in commands:
+            script, keys, args = command[0]
+            if len(command) > 1:
+                keys = [key for _, call_keys, _ in command for key in call_keys]
+                args = [args[0]] + [arg for _, _, call_args in command for arg in call_args[1:]]
             if script is _SET_NX_GET:
                 pipe.set(keys[0], args[0], nx=True, px=args[1], get=True)
-            elif cluster:
-                pipe.eval(script.script, len(keys), *keys, *args)
-            else:
+            elif merge:
                 pipe.evalsha(script.sha, len(keys), *keys, *args)
-            places.append((queued, None))
-            queued += 1
+            else:
+                pipe.eval(script.script, len(keys), *keys, *args)
         return places
 
     async def write_many(

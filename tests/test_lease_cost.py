@@ -7,8 +7,10 @@ the numbers are exact, not timings.
 from __future__ import annotations
 
 import asyncio
+import os
 
 import aiotoolcache as atc
+from aiotoolcache.lease import MERGED_FILL_BYTES
 from tests.servers import RedisServer
 
 KEYS = 200
@@ -46,3 +48,28 @@ async def test_a_cold_batch_of_misses_costs_at_most_four_commands_per_key(
     assert values == list(range(KEYS)) and loads == KEYS
     spent = data_commands(redis_server)
     assert sum(spent.values()) <= 4 * KEYS, sorted(spent.items())
+
+
+async def test_large_fills_of_one_tick_are_split_over_several_script_calls(
+    cache: atc.ToolCache, redis_server: RedisServer
+) -> None:
+    """One script runs atomically: merged fills stop at MERGED_FILL_BYTES of values."""
+    await cache.results.get_or_load("warm-up", lambda: asyncio.sleep(0, "w"))
+    values = [os.urandom(MERGED_FILL_BYTES // 2 + 1000) for _ in range(3)]  # incompressible
+    small = [f"v{i}" for i in range(10)]
+    with redis_server.client() as plain:
+        plain.config_resetstat()
+    loaded = await asyncio.gather(
+        *(
+            cache.results.get_or_load(("big", i), lambda v=v: asyncio.sleep(0.01, v))
+            for i, v in enumerate(values)
+        ),
+        *(
+            cache.results.get_or_load(("small", i), lambda v=v: asyncio.sleep(0.01, v))
+            for i, v in enumerate(small)
+        ),
+    )
+    assert loaded == [*values, *small]
+    assert data_commands(redis_server)["evalsha"] == 3  # no two big values in one call
+    cache.l1.clear()
+    assert await cache.results.get_many([("big", i) for i in range(3)]) == values
