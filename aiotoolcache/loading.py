@@ -5,10 +5,12 @@ value key (``SET NX GET``): when that fails it gets what is there instead, so
 a fill that landed since the miss is served, not loaded twice. The
 leaseholder loads, fills L2 through a script that writes only while its
 marker is still there, and announces ``filled`` on the bus when someone
-waits (see ``lease``). Workers that did not get the lease wait for that message (not
-polling), then read L2; each wait is bounded by the lease's remaining time,
-so when the holder dies its short lease expires and one waiter takes over,
-and by ``lease_wait`` overall, after which the waiter loads itself.
+waits (see ``lease``). Workers that did not get the lease wait for that
+message (not polling), then read L2; each wait is bounded by the lease's
+remaining time, so when the holder dies its short lease expires and one
+waiter takes over, and by ``lease_wait`` overall, after which the waiter
+loads itself. A background refresh leaves the value it replaces in place and
+takes the entry's separate lease key instead.
 
 A lease never strands anyone: a failed load or fill, a cancelled caller, and
 a lease reply lost on the way back all release it (only if it still holds
@@ -167,7 +169,7 @@ class LoadCoordinator:
                     return None, value
                 if time.monotonic() >= deadline:
                     return None, MISSING
-                unusable = data  # corrupt, or from other generations: take its place
+                unusable = data  # corrupt, foreign or of invalidated tags: take its place
                 continue
             if holder_ms == -1:
                 if waited:
