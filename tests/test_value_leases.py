@@ -65,11 +65,11 @@ async def test_a_dead_holders_marker_expires_and_a_waiter_takes_over(
 async def test_a_long_load_keeps_renewing_its_marker(
     redis_url: str, redis_server: RedisServer
 ) -> None:
-    loader = Counting("v", delay=1.0)
-    async with atc.ToolCache.from_url(redis_url, namespace="t", lease_ms=300) as holder:
+    loader = Counting("v", delay=1.6)
+    async with atc.ToolCache.from_url(redis_url, namespace="t", lease_ms=500) as holder:
         value_key = holder.results.ref("k").value_key
         loading = asyncio.create_task(holder.results.get_or_load("k", loader))
-        await asyncio.sleep(0.7)  # more than twice the lease
+        await asyncio.sleep(1.2)  # more than twice the lease
         with redis_server.client() as plain:
             assert is_marker(plain.get(value_key) or b"")
         assert await loading == "v"
@@ -86,6 +86,31 @@ async def test_a_write_during_a_load_revokes_its_fill(
     assert await loading == "old"  # its caller asked before the write
     async with atc.ToolCache.from_url(cache.url, namespace="test") as third:
         assert await third.results.get("k") == "new"  # the old load did not overwrite it
+
+
+@pytest.mark.parametrize("change", ["deleted", "overwritten"])
+async def test_a_fill_checks_its_marker_in_redis_not_only_what_the_bus_said(
+    cache: atc.ToolCache, redis_server: RedisServer, change: str
+) -> None:
+    """The key changed in Redis but its message has not arrived yet: Redis must refuse the fill."""
+    ref = cache.results.ref("k")
+    started, gate = asyncio.Event(), asyncio.Event()
+
+    async def old_truth() -> str:
+        started.set()
+        await gate.wait()
+        return "old"
+
+    loading = asyncio.create_task(cache.results.get_or_load("k", old_truth))
+    await started.wait()
+    with redis_server.client() as plain:
+        if change == "deleted":
+            plain.delete(ref.value_key)  # a delete whose message is still on its way
+        else:
+            plain.set(ref.value_key, b"newer", px=60_000)
+        gate.set()
+        assert await loading == "old"  # its caller asked before the change
+        assert plain.get(ref.value_key) == (None if change == "deleted" else b"newer")
 
 
 async def test_a_value_this_worker_cannot_read_is_replaced_by_its_load(
@@ -179,3 +204,30 @@ async def test_leases_by_script_as_on_servers_older_than_7(
     assert [loader.calls for loader in loaders] == [1] * 20  # once in the fleet
     cache.l1.clear()
     assert await cache.results.get_many([("k", i) for i in range(20)]) == values[::2]
+
+
+async def test_a_refresh_fill_checks_its_lease_key_in_redis(
+    cache: atc.ToolCache, redis_server: RedisServer
+) -> None:
+    """A refresh leaves the stale value served, so its lease is a separate key; a delete
+    that reached Redis (its message still on its way) must revoke it too."""
+    fast = cache.add_layer("fast", atc.LayerConfig(ttl=0.2, stale_ttl=30, jitter=0, beta=0))
+    ref = fast.ref("k")
+    await fast.get_or_load("k", Counting("v1"))
+    await asyncio.sleep(0.25)  # past soft expiry
+    started, gate = asyncio.Event(), asyncio.Event()
+
+    async def refresh() -> str:
+        started.set()
+        await gate.wait()
+        return "v2"
+
+    assert await fast.get_or_load("k", refresh) == "v1"  # stale, refreshed in the background
+    await started.wait()
+    with redis_server.client() as plain:
+        assert plain.exists(ref.lease_key) and not is_marker(plain.get(ref.value_key) or b"")
+        plain.delete(ref.value_key, ref.lease_key)  # what a delete does, not yet announced
+        gate.set()
+        await eventually(lambda: fast.counters.loads == 2)
+        await cache.loads.aclose()  # the refresh has finished
+        assert not plain.exists(ref.value_key)  # its fill was refused
