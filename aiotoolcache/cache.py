@@ -28,6 +28,7 @@ from aiotoolcache.fills import Fill
 from aiotoolcache.freshness import Freshness, classify, jittered
 from aiotoolcache.keys import KeyRef, digest, sanitize_label
 from aiotoolcache.layers import LayerConfig
+from aiotoolcache.lease import is_marker
 from aiotoolcache.stats import LayerCounters
 from aiotoolcache.tier import SharedTier
 
@@ -436,10 +437,12 @@ class Layer:
     def open_raw(self, ref: KeyRef, data: bytes) -> Envelope | None:
         """Return the envelope in stored bytes if it is sound and current, else None.
 
-        Corrupt bytes are counted and deleted in the background: between a read
-        and keeping its value in L1 there must be no await (an invalidation
-        could slip in unseen).
+        A lease marker (see ``lease``) is a plain miss. Corrupt bytes are counted
+        and deleted in the background: between a read and keeping its value in
+        L1 there must be no await (an invalidation could slip in unseen).
         """
+        if is_marker(data):
+            return None  # a lease: another worker is loading this entry
         try:
             envelope = self._codec.open(ref.value_key, data, max_bytes=self.config.max_value_bytes)
         except ForeignSecret as exc:

@@ -1,12 +1,22 @@
 """Leases: at most one worker in the fleet loads a missing key at a time.
 
-A lease is ``SET lease token NX PX ms`` on a key that shares its value key's
-hash tag. The holder fills the value with a script that first checks it
-still holds the lease: a delete of the value also deletes the lease, so a
-load that raced with an invalidation cannot write its now-old value
-(memcache leases, Nishtala et al., NSDI 2013). Every script touches the keys
-of one slot only, so every script runs unchanged on a Redis Cluster.
+A miss's lease is a marker kept in the value key itself (memcache leases,
+Nishtala et al., NSDI 2013): ``SET value marker NX PX ms GET`` takes it in one
+command and, when it fails, returns what is there instead (a value filled
+meanwhile, or another worker's marker). The holder fills the value with a
+script that writes only while its marker is still there: a delete or a write
+of the value removes the marker, so a load that raced with an invalidation
+cannot write its now-old value. Markers start with a byte no envelope starts
+with (see ``codec``), so readers tell them apart and read them as misses.
 
+A refresh cannot park a marker in the value key (the value is still being
+served), so its lease is a separate key sharing the value key's hash tag;
+writes and deletes remove that key too, which revokes the refresh.
+
+Every script touches the keys of one slot only, so every script runs
+unchanged on a Redis Cluster. Lease requests, renewals, releases and fills
+made in the same loop tick share one pipeline; the fills of a batch go as
+one script call (one per key on a Cluster, whose keys may lie in any slot).
 Batches of writes or deletes run as pipelines of script calls, in chunks that
 run concurrently, and announce the whole batch with one PUBLISH once every
 chunk has landed (a lone write or delete publishes from inside its script).
@@ -19,16 +29,18 @@ from __future__ import annotations
 import asyncio
 import secrets
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from hashlib import sha1
 from typing import Any, TypeVar
 
 from redis.asyncio.cluster import RedisCluster
-from redis.exceptions import NoScriptError
+from redis.exceptions import NoScriptError, ResponseError
 
 from aiotoolcache.batching import Batcher
 from aiotoolcache.breaker import CircuitBreaker
 from aiotoolcache.stores.redis import AnyRedis
 
-__all__ = ["LeaseManager"]
+__all__ = ["MARKER_PREFIX", "Lease", "LeaseManager", "is_marker"]
 
 ItemT = TypeVar("ItemT")
 ScriptCall = tuple[Any, list[str], list[Any]]  # a registered script, its keys, its arguments
@@ -36,11 +48,51 @@ ScriptCall = tuple[Any, list[str], list[Any]]  # a registered script, its keys, 
 CHUNK = 256
 # Chunks in flight per batch; each is timed from its start, not from when it was queued.
 CONCURRENT_CHUNKS = 2
+# Values per merged fill script: a script runs atomically, so a huge one would hold
+# every other client up; past this many bytes the fills go in another call.
+MERGED_FILL_BYTES = 1 << 20
 
-# A lease holds its token, plus "+" once another worker waits for it: only an
-# awaited fill publishes "filled", so an uncontended load costs no PUBLISH.
-# Run when a plain SET NX failed. Taking a lease one already holds succeeds, so a
-# retried call is harmless.
+# A marker: this prefix, then the holder's token, then "+" once another worker
+# waits for it. No sealed envelope starts with a zero byte (its first byte is
+# the format version, never 0), so a marker is never mistaken for a value.
+MARKER_PREFIX = "\x00lease:"
+_MARKER_BYTES = MARKER_PREFIX.encode()
+# Stands for ``SET key marker NX PX ms GET`` in a batch of script calls.
+_SET_NX_GET = object()
+# The reply to it from a server older than 7.0, which refuses NX with GET.
+_REFUSED = object()
+
+
+def is_marker(data: bytes) -> bool:
+    """True when ``data``, read from a value key, is a lease marker rather than a value."""
+    return data.startswith(_MARKER_BYTES)
+
+
+@dataclass(frozen=True, slots=True)
+class Lease:
+    """Lease is one lease taken: ``key`` holds ``holder`` (plus "+" once someone waits).
+
+    ``in_value``: the holder is a marker in the value key (a miss's lease);
+    else ``key`` is the entry's separate lease key (a refresh's lease).
+    """
+
+    key: str
+    holder: str
+    in_value: bool
+
+    @classmethod
+    def for_miss(cls, value_key: str, token: str) -> Lease:
+        return cls(value_key, MARKER_PREFIX + token, True)
+
+    @classmethod
+    def for_refresh(cls, lease_key: str, token: str) -> Lease:
+        return cls(lease_key, token, False)
+
+
+# A holder carries "+" once another worker waits for it: only an awaited fill
+# publishes "filled", so an uncontended load costs no PUBLISH.
+# KEYS: lease. ARGV: token, ms. Run when a plain SET NX of a refresh's lease failed.
+# Taking a lease one already holds succeeds, so a retried call is harmless.
 _ACQUIRE_CONTENDED = """
 if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return -1 end
 local holder = redis.call('GET', KEYS[1])
@@ -48,18 +100,22 @@ if string.sub(holder, 1, #ARGV[1]) == ARGV[1] then return -1 end
 if string.sub(holder, -1) ~= '+' then redis.call('APPEND', KEYS[1], '+') end
 return redis.call('PTTL', KEYS[1])
 """
-# KEYS: value, lease. ARGV: token, ms. Looks at the value first: a fill that landed
-# since the caller's miss is returned instead of a lease ({filled, bytes}); else
-# {-1} for a lease taken, or {holder's remaining ms} when another worker holds it.
-_ACQUIRE_UNLESS_FILLED = """
-local value = redis.call('GET', KEYS[1])
-if value then return {-2, value} end
-if redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then return {-1} end
-local holder = redis.call('GET', KEYS[2])
-if not holder or string.sub(holder, 1, #ARGV[1]) == ARGV[1] then return {-1} end
-if string.sub(holder, -1) ~= '+' then redis.call('APPEND', KEYS[2], '+') end
-return {redis.call('PTTL', KEYS[2])}
+# KEYS: value. ARGV: marker, ms, SHA-1 of an unusable value to take over ('' for none).
+# Run when SET NX GET met another's marker, or to replace a value the caller cannot
+# use. Returns {-1} with the lease taken, {-2, value} when a value is there, else
+# {the holder's remaining ms} (the holder's marker now says someone waits).
+_ACQUIRE_IN_VALUE = """
+local held = redis.call('GET', KEYS[1])
+if not held or (ARGV[3] ~= '' and redis.sha1hex(held) == ARGV[3]) then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return {-1}
+end
+if string.byte(held, 1) ~= 0 then return {-2, held} end
+if string.sub(held, 1, #ARGV[1]) == ARGV[1] then return {-1} end
+if string.sub(held, -1) ~= '+' then redis.call('APPEND', KEYS[1], '+') end
+return {redis.call('PTTL', KEYS[1])}
 """
+# KEYS: lease (or value). ARGV: holder, ms.
 _EXTEND = """
 local holder = redis.call('GET', KEYS[1])
 if holder and string.sub(holder, 1, #ARGV[1]) == ARGV[1] then
@@ -67,7 +123,7 @@ if holder and string.sub(holder, 1, #ARGV[1]) == ARGV[1] then
 end
 return 0
 """
-# KEYS: lease. ARGV: token, channel, message. Wakes the waiters, if any.
+# KEYS: lease (or value). ARGV: holder, channel, message. Wakes the waiters, if any.
 _RELEASE = """
 local holder = redis.call('GET', KEYS[1])
 if not holder or string.sub(holder, 1, #ARGV[1]) ~= ARGV[1] then return 0 end
@@ -76,8 +132,9 @@ if #holder > #ARGV[1] then redis.call('PUBLISH', ARGV[2], ARGV[3]) end
 return 1
 """
 # KEYS: value, lease. ARGV: data, px, channel, message. An unconditional write
-# revokes any lease in flight, so an older load cannot overwrite it. An empty
-# channel: the caller announces the batch itself.
+# revokes any lease in flight (a marker by overwriting it, a refresh's by DEL),
+# so an older load cannot overwrite it. An empty channel: the caller announces
+# the batch itself.
 _WRITE = """
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 redis.call('DEL', KEYS[2])
@@ -91,7 +148,7 @@ if ARGV[1] ~= '' then redis.call('PUBLISH', ARGV[1], ARGV[2]) end
 return 1
 """
 # KEYS: value, lease. ARGV: token, data, px, channel, message, always ("1": announce
-# even unawaited, so workers holding a stale copy drop it).
+# even unawaited, so workers holding a stale copy drop it). A refresh's fill.
 _FILL = """
 local holder = redis.call('GET', KEYS[2])
 if not holder or string.sub(holder, 1, #ARGV[1]) ~= ARGV[1] then return 0 end
@@ -100,6 +157,33 @@ redis.call('DEL', KEYS[2])
 if #holder > #ARGV[1] or ARGV[6] == '1' then redis.call('PUBLISH', ARGV[4], ARGV[5]) end
 return 1
 """
+# KEYS: value keys. ARGV: channel, then per key: marker, data, px, always, message.
+# The fills of misses, many keys per call: each value is written only while the
+# key still holds its marker (its own PX replaces the marker's short one).
+# Returns 1 (filled) or 0 (revoked) per key.
+_FILL_IN_VALUE = """
+local filled = {}
+for i, key in ipairs(KEYS) do
+  local at = 2 + (i - 1) * 5
+  local marker = ARGV[at]
+  local held = redis.call('GET', key)
+  if held and string.sub(held, 1, #marker) == marker then
+    redis.call('SET', key, ARGV[at + 1], 'PX', ARGV[at + 2])
+    if #held > #marker or ARGV[at + 3] == '1' then
+      redis.call('PUBLISH', ARGV[1], ARGV[at + 4])
+    end
+    filled[i] = 1
+  else
+    filled[i] = 0
+  end
+end
+return filled
+"""
+
+
+def _refused(reply: Any) -> bool:
+    """True for the error a server older than 7.0 answers SET NX GET with."""
+    return isinstance(reply, ResponseError) and "syntax error" in str(reply)
 
 
 class LeaseManager:
@@ -107,72 +191,97 @@ class LeaseManager:
 
     def __init__(self, client: AnyRedis, breaker: CircuitBreaker) -> None:
         self._breaker = breaker
-        # Lease requests and fills made in the same loop tick share one pipelined
-        # round trip (and one breaker slot): thousands of concurrent misses cost a
-        # handful of round trips, not one each.
+        # Lease requests, renewals, releases and fills made in the same loop tick share
+        # one pipelined round trip (and one breaker slot): thousands of concurrent
+        # misses cost a handful of round trips, not one each.
         self._calls: Batcher[ScriptCall, Any] = Batcher(self._run_batch, CHUNK)
         self._acquire_contended = client.register_script(_ACQUIRE_CONTENDED)
-        self._acquire_unless_filled = client.register_script(_ACQUIRE_UNLESS_FILLED)
+        self._acquire_in_value = client.register_script(_ACQUIRE_IN_VALUE)
         self._extend = client.register_script(_EXTEND)
         self._release = client.register_script(_RELEASE)
         self._fill = client.register_script(_FILL)
+        self._fill_in_value = client.register_script(_FILL_IN_VALUE)
         self._write = client.register_script(_WRITE)
         self._delete = client.register_script(_DELETE)
         self._client = client
+        # False once the server refused SET NX GET (Redis < 7.0): leases then go by script.
+        self.one_command_acquire = True
 
     @staticmethod
     def new_token() -> str:
         return secrets.token_hex(12)
 
-    async def _run(self, script: Any, keys: list[str], args: list[Any]) -> int:
-        return int(await self._breaker.call(lambda: script(keys=keys, args=args)))
-
-    async def acquire(self, lease_key: str, token: str, lease_ms: int) -> int:
-        """Return -1 when the lease is taken, else the holder's remaining milliseconds."""
-        client = self._client
-        taken = await self._breaker.call(
-            lambda: client.set(lease_key, token, nx=True, px=max(1, lease_ms))
-        )
-        if taken:
-            return -1
-        return await self._run(self._acquire_contended, [lease_key], [token, lease_ms])
-
-    async def acquire_unless_filled(
-        self, value_key: str, lease_key: str, token: str, lease_ms: int
+    async def acquire(
+        self, lease: Lease, lease_ms: int, *, replacing: bytes | None = None
     ) -> tuple[int, bytes | None]:
-        """Return ``(-1, None)`` with the lease taken, ``(-2, data)`` when the value is
-        there after all, else ``(holder's remaining ms, None)``."""
-        call = (self._acquire_unless_filled, [value_key, lease_key], [token, max(1, lease_ms)])
-        reply = await self._calls.call(call)
+        """Take ``lease``: ``(-1, None)`` when taken, ``(-2, data)`` when its value key
+        holds a value after all, else ``(the holder's remaining ms, None)``.
+
+        ``replacing``: a value the caller read but cannot use; a miss's lease
+        takes its place if it is still there.
+        """
+        ms = max(1, lease_ms)
+        if not lease.in_value:
+            client = self._client
+            taken = await self._breaker.call(
+                lambda: client.set(lease.key, lease.holder, nx=True, px=ms)
+            )
+            if taken:
+                return -1, None
+            held = await self._calls.call(
+                (self._acquire_contended, [lease.key], [lease.holder, ms])
+            )
+            return int(held), None
+        if replacing is None and self.one_command_acquire:
+            found = await self._calls.call((_SET_NX_GET, [lease.key], [lease.holder, ms]))
+            if found is _REFUSED:
+                self.one_command_acquire = False  # an older server: the script does the same
+            elif found is None:
+                return -1, None
+            elif not is_marker(bytes(found)):
+                return -2, bytes(found)
+        # SHA-1 because the script can compute it (redis.sha1hex); it only names the value.
+        digest = "" if replacing is None else sha1(replacing, usedforsecurity=False).hexdigest()
+        reply = await self._calls.call(
+            (self._acquire_in_value, [lease.key], [lease.holder, ms, digest])
+        )
         if int(reply[0]) == -2:
             return -2, bytes(reply[1])
         return int(reply[0]), None
 
-    async def extend(self, lease_key: str, token: str, lease_ms: int) -> bool:
-        return await self._run(self._extend, [lease_key], [token, lease_ms]) == 1
+    async def extend(self, lease: Lease, lease_ms: int) -> bool:
+        """Renew ``lease`` for ``lease_ms``; False once it is gone (revoked or expired)."""
+        reply = await self._calls.call((self._extend, [lease.key], [lease.holder, lease_ms]))
+        return int(reply) == 1
 
-    async def release(self, lease_key: str, token: str, channel: str, message: bytes) -> bool:
-        """Delete the lease if ``token`` still holds it, announcing it to waiting workers."""
-        return await self._run(self._release, [lease_key], [token, channel, message]) == 1
+    async def release(self, lease: Lease, channel: str, message: bytes) -> bool:
+        """Drop ``lease`` if it is still held, announcing it to waiting workers."""
+        call = (self._release, [lease.key], [lease.holder, channel, message])
+        return int(await self._calls.call(call)) == 1
 
     async def fill(
         self,
         value_key: str,
-        lease_key: str,
-        token: str,
+        lease: Lease,
         data: bytes,
         ttl_ms: int,
         channel: str,
         message: bytes,
         always_announce: bool = False,
     ) -> bool:
-        """Write ``data`` only if ``token`` still holds the lease; announce it when awaited.
+        """Write ``data`` only while ``lease`` is held; announce it when awaited.
 
         ``always_announce`` publishes even when no worker waits: a refresh
         replaces a value other workers may still hold stale in L1.
         """
-        args = [token, data, max(1, ttl_ms), channel, message, "1" if always_announce else "0"]
-        return int(await self._calls.call((self._fill, [value_key, lease_key], args))) == 1
+        always = "1" if always_announce else "0"
+        px = max(1, ttl_ms)
+        if lease.in_value:
+            args = [channel, lease.holder, data, px, always, message]
+            [filled] = await self._calls.call((self._fill_in_value, [value_key], args))
+            return int(filled) == 1
+        args = [lease.holder, data, px, channel, message, always]
+        return int(await self._calls.call((self._fill, [value_key, lease.key], args))) == 1
 
     async def _run_batch(self, calls: Sequence[ScriptCall]) -> list[Any]:
         """Run script calls in one pipeline through the breaker; return their replies.
@@ -185,22 +294,22 @@ class LeaseManager:
 
         async def run(reloaded: bool) -> list[Any]:
             async with client.pipeline(transaction=False) as pipe:
-                for script, keys, args in calls:
-                    if isinstance(client, RedisCluster):
-                        pipe.eval(script.script, len(keys), *keys, *args)
-                    else:
-                        pipe.evalsha(script.sha, len(keys), *keys, *args)
+                places = self._queue(pipe, calls)
                 replies = list(await pipe.execute(raise_on_error=False))
             forgotten = any(isinstance(reply, NoScriptError) for reply in replies)
             if forgotten and not reloaded:
                 return replies  # loaded below, then sent again
+            for (script, _, _), (at, _) in zip(calls, places, strict=True):
+                if script is _SET_NX_GET and _refused(replies[at]):
+                    replies[at] = _REFUSED  # not a failure: the caller goes by script instead
             for reply in replies:
                 if isinstance(reply, Exception):
                     raise reply  # inside the breaker: counted, and made a BackendError
-            return replies
+            return [replies[at] if part is None else [replies[at][part]] for at, part in places]
 
         async def load_scripts() -> None:
-            for script in {script.sha: script for script, _, _ in calls}.values():
+            scripts = [script for script, _, _ in calls if script is not _SET_NX_GET]
+            for script in {script.sha: script for script in scripts}.values():
                 await client.script_load(script.script)
 
         replies = await self._breaker.call(lambda: run(False))
@@ -208,6 +317,43 @@ class LeaseManager:
             await self._breaker.call(load_scripts)
             replies = await self._breaker.call(lambda: run(True))
         return replies
+
+    def _queue(self, pipe: Any, calls: Sequence[ScriptCall]) -> list[tuple[int, int | None]]:
+        """Queue ``calls`` on ``pipe``; return where each one's reply will be:
+        ``(reply index, None)``, or ``(reply index, position)`` for a fill merged
+        with others of the batch into one script call (not on a Cluster, whose
+        keys may lie in any slot)."""
+        merge = not isinstance(self._client, RedisCluster)
+        commands: list[list[ScriptCall]] = []  # each: one call, or fills merged into one
+        places: list[tuple[int, int | None]] = []
+        open_fills: dict[str, tuple[int, int]] = {}  # channel -> (command, bytes so far)
+        for call in calls:
+            script, _, args = call
+            if merge and script is self._fill_in_value:
+                channel, size = args[0], len(args[2])
+                group = open_fills.get(channel)
+                if group is not None and group[1] + size <= MERGED_FILL_BYTES:
+                    places.append((group[0], len(commands[group[0]])))
+                    commands[group[0]].append(call)
+                    open_fills[channel] = (group[0], group[1] + size)
+                    continue
+                open_fills[channel] = (len(commands), size)
+                places.append((len(commands), 0))
+            else:
+                places.append((len(commands), None))
+            commands.append([call])
+        for command in commands:
+            script, keys, args = command[0]
+            if len(command) > 1:
+                keys = [key for _, call_keys, _ in command for key in call_keys]
+                args = [args[0]] + [arg for _, _, call_args in command for arg in call_args[1:]]
+            if script is _SET_NX_GET:
+                pipe.set(keys[0], args[0], nx=True, px=args[1], get=True)
+            elif merge:
+                pipe.evalsha(script.sha, len(keys), *keys, *args)
+            else:
+                pipe.eval(script.script, len(keys), *keys, *args)
+        return places
 
     async def write_many(
         self, entries: list[tuple[str, str, bytes, int]], channel: str, message: bytes

@@ -1,13 +1,16 @@
 """Loads: one loader run in the whole fleet per missing key, and background refreshes.
 
-On an L2 miss a worker takes the key's lease with a script that first looks
-at the value again, so a fill that landed since the miss is served, not
-loaded twice. The leaseholder loads, fills L2 through a script that checks
-it still holds the lease, and announces ``filled`` on the bus when someone
-waits. Workers that did not get the lease wait for that message (not
-polling), then read L2; each wait is bounded by the lease's remaining time,
-so when the holder dies its short lease expires and one waiter takes over,
-and by ``lease_wait`` overall, after which the waiter loads itself.
+On an L2 miss a worker takes the key's lease by parking a marker in the
+value key (``SET NX GET``): when that fails it gets what is there instead, so
+a fill that landed since the miss is served, not loaded twice. The
+leaseholder loads, fills L2 through a script that writes only while its
+marker is still there, and announces ``filled`` on the bus when someone
+waits (see ``lease``). Workers that did not get the lease wait for that
+message (not polling), then read L2; each wait is bounded by the lease's
+remaining time, so when the holder dies its short lease expires and one
+waiter takes over, and by ``lease_wait`` overall, after which the waiter
+loads itself. A background refresh leaves the value it replaces in place and
+takes the entry's separate lease key instead.
 
 A lease never strands anyone: a failed load or fill, a cancelled caller, and
 a lease reply lost on the way back all release it (only if it still holds
@@ -35,7 +38,7 @@ from aiotoolcache.coherence import Coherence
 from aiotoolcache.errors import BackendError, CachedLoaderError
 from aiotoolcache.fills import Fill
 from aiotoolcache.keys import KeyRef
-from aiotoolcache.lease import LeaseManager
+from aiotoolcache.lease import Lease, LeaseManager
 from aiotoolcache.tier import SharedTier
 
 if TYPE_CHECKING:
@@ -90,17 +93,17 @@ class LoadCoordinator:
         With ``wait=False`` (background refresh) a lease held elsewhere means
         someone is already refreshing: return None without loading.
         """
-        token: str | None = None
+        lease: Lease | None = None
         # After a failed backend call, skip the lease and keep the value in L1 and
         # the fallback only, so a sick Redis costs a caller at most one time budget.
         leased = self.leases is not None and not self._breaker.failing
         if leased:
-            token, found = await self._acquire_or_wait(layer, ref, fill, wait, replaces)
+            lease, found = await self._acquire_or_wait(layer, ref, fill, wait, replaces)
             if found is not MISSING:
                 return cast(T, found)
-            if token is None and not wait:
+            if lease is None and not wait:
                 return None
-        renewal = self._start_renewal(ref, token)
+        renewal = self._start_renewal(lease)
         try:
             value, elapsed = await layer.run_loader(loader)
         except Exception as exc:
@@ -109,68 +112,74 @@ class LoadCoordinator:
             if negative_ttl is not None and replaces is None:
                 if not isinstance(exc, CachedLoaderError):
                     failure = CachedLoaderError(type(exc).__qualname__, str(exc))
-                    await self._store(layer, ref, fill, token, failure, negative_ttl, 0.0)
+                    await self._store(layer, ref, fill, lease, failure, negative_ttl, 0.0)
                     raise
-            if token is not None:
-                await self._release(ref, token)  # waiters elsewhere retry at once
+            if lease is not None:
+                await self._release(ref, lease)  # waiters elsewhere retry at once
             raise
         except BaseException:
-            if token is not None:
+            if lease is not None:
                 # Cancelled: release without delaying the cancellation.
-                self._in_background(self._release(ref, token))
+                self._in_background(self._release(ref, lease))
             raise
         finally:
             if renewal is not None:
                 renewal.cancel()
         if should_cache is not None and not should_cache(value):
             layer.counters.skipped_writes += 1
-            if token is not None:
-                await self._release(ref, token)
+            if lease is not None:
+                await self._release(ref, lease)
         else:
-            await self._store(layer, ref, fill, token, value, ttl, elapsed, refresh=not wait)
+            await self._store(layer, ref, fill, lease, value, ttl, elapsed, refresh=not wait)
         return value
 
     async def _acquire_or_wait(
         self, layer: Layer, ref: KeyRef, fill: Fill, wait: bool, replaces: Envelope | None
-    ) -> tuple[str | None, Any]:
-        """Return ``(token, MISSING)`` with the lease, ``(None, value)`` when filled elsewhere.
+    ) -> tuple[Lease | None, Any]:
+        """Return ``(lease, MISSING)`` with the lease, ``(None, value)`` when filled elsewhere.
 
         ``(None, MISSING)`` means: load without a lease (backend failure, or
         waited ``lease_wait`` in vain), or, when not waiting, someone else loads.
+        A miss parks its lease in the value key; a refresh, whose value is still
+        served, takes the entry's separate lease key.
         """
         assert self.leases is not None
         bus = self._coherence.bus
         deadline = time.monotonic() + self.lease_wait
         waited = False
+        unusable: bytes | None = None  # a value found in place that this worker cannot serve
         while True:
             token = LeaseManager.new_token()
-            data: bytes | None = None
+            if replaces is None:
+                lease = Lease.for_miss(ref.value_key, token)
+            else:
+                lease = Lease.for_refresh(ref.lease_key, token)
             try:
-                if replaces is None:
-                    holder_ms, data = await self.leases.acquire_unless_filled(
-                        ref.value_key, ref.lease_key, token, self.lease_ms
-                    )
-                    if data is not None:
-                        value = self._filled(layer, ref, fill, data)
-                        if value is not MISSING:
-                            return None, value
-                if replaces is not None or data is not None:
-                    # A refresh (the value it replaces is there), or a value we cannot use.
-                    holder_ms = await self.leases.acquire(ref.lease_key, token, self.lease_ms)
+                holder_ms, data = await self.leases.acquire(
+                    lease, self.lease_ms, replacing=unusable
+                )
             except BackendError:
                 layer.counters.backend_errors += 1
                 # The lease may have landed with only its reply lost: give it back.
-                self._in_background(self._release(ref, token))
+                self._in_background(self._release(ref, lease))
                 return None, MISSING  # fail-open: load without a lease
+            if data is not None:
+                value = self._filled(layer, ref, fill, data)
+                if value is not MISSING:
+                    return None, value
+                if time.monotonic() >= deadline:
+                    return None, MISSING
+                unusable = data  # corrupt, foreign or of invalidated tags: take its place
+                continue
             if holder_ms == -1:
                 if waited:
                     layer.counters.lease_takeovers += 1
                 if replaces is not None and await self._refreshed_elsewhere(
                     layer, ref, fill, replaces
                 ):
-                    self._in_background(self._release(ref, token))
+                    self._in_background(self._release(ref, lease))
                     return None, MISSING
-                return token, MISSING
+                return lease, MISSING
             if not wait:
                 return None, MISSING
             waited = True
@@ -219,25 +228,25 @@ class LoadCoordinator:
             layer.keep_in_l1(ref, value, envelope, fill)
         return True
 
-    def _start_renewal(self, ref: KeyRef, token: str | None) -> asyncio.Task[None] | None:
-        if token is None or self.leases is None:
+    def _start_renewal(self, lease: Lease | None) -> asyncio.Task[None] | None:
+        if lease is None or self.leases is None:
             return None
-        return asyncio.create_task(self._renew(ref, token))
+        return asyncio.create_task(self._renew(lease))
 
-    async def _renew(self, ref: KeyRef, token: str) -> None:
+    async def _renew(self, lease: Lease) -> None:
         assert self.leases is not None
         while True:
             await asyncio.sleep(self.lease_ms / 3000)
             with contextlib.suppress(BackendError):
-                if not await self.leases.extend(ref.lease_key, token, self.lease_ms):
+                if not await self.leases.extend(lease, self.lease_ms):
                     return  # revoked by a delete or write: nothing left to extend
 
-    async def _release(self, ref: KeyRef, token: str) -> None:
+    async def _release(self, ref: KeyRef, lease: Lease) -> None:
         """Give the lease back if it is still ours, waking whoever waits for it."""
         assert self.leases is not None
         message = self._coherence.bus.encode({"op": "filled", "l": ref.layer, "k": [ref.value_key]})
         with contextlib.suppress(BackendError):
-            await self.leases.release(ref.lease_key, token, self._tier.channel, message)
+            await self.leases.release(lease, self._tier.channel, message)
         self._coherence.bus.wake(ref.value_key)
 
     async def _store(
@@ -245,7 +254,7 @@ class LoadCoordinator:
         layer: Layer,
         ref: KeyRef,
         fill: Fill,
-        token: str | None,
+        lease: Lease | None,
         value: Any,
         ttl: float | None,
         elapsed: float,
@@ -254,8 +263,8 @@ class LoadCoordinator:
     ) -> None:
         sealed = layer.seal(ref, value, ttl, fill.tag_generations, elapsed)
         if sealed is None or not self._coherence.admits(fill):
-            if token is not None:
-                self._in_background(self._release(ref, token))
+            if lease is not None:
+                self._in_background(self._release(ref, lease))
             return
         envelope, data, ttl_ms = sealed
         entry = (ref, data, ttl_ms)
@@ -264,7 +273,7 @@ class LoadCoordinator:
             # once, so the check above is the fence.
             await self._tier.write(layer, [entry], announce=False)
             stored = True
-        elif token is None:
+        elif lease is None:
             # Unleased: the backend failed, or the holder is slow. A plain write could
             # overwrite a delete issued meanwhile, so L2 is left to the leaseholder.
             if self._breaker.failing:
@@ -272,9 +281,9 @@ class LoadCoordinator:
             await self._tier.write_fallback(layer, [entry])
             stored = True
         else:
-            outcome = await self._tier.fill(layer, entry, token, always_announce=refresh)
+            outcome = await self._tier.fill(layer, entry, lease, always_announce=refresh)
             if outcome is None:  # the backend failed: the fill may not have run
-                self._in_background(self._release(ref, token))
+                self._in_background(self._release(ref, lease))
             self._coherence.bus.wake(ref.value_key)
             stored = outcome is not False
         if stored:

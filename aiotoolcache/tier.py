@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 from aiotoolcache.coherence import Coherence
 from aiotoolcache.errors import BackendError
 from aiotoolcache.keys import KeyRef
-from aiotoolcache.lease import LeaseManager
+from aiotoolcache.lease import Lease, LeaseManager
 from aiotoolcache.outbox import InvalidationOutbox
 from aiotoolcache.stores.base import Store
 from aiotoolcache.stores.redis import RedisStore
@@ -145,7 +145,7 @@ class SharedTier:
             await self.write_fallback(layer, entries)
 
     async def fill(
-        self, layer: Layer, entry: Entry, token: str, *, always_announce: bool = False
+        self, layer: Layer, entry: Entry, lease: Lease, *, always_announce: bool = False
     ) -> bool | None:
         """Store a leased load's value: True when stored, False when its lease was revoked
         meanwhile, None when the backend failed (the value went to the fallback only)."""
@@ -155,8 +155,7 @@ class SharedTier:
         try:
             filled = await self.leases.fill(
                 ref.value_key,
-                ref.lease_key,
-                token,
+                lease,
                 data,
                 ttl_ms,
                 self.channel,

@@ -326,6 +326,23 @@ async def test_inspect_a_signed_entry_needs_the_secret(redis_url: str) -> None:
     assert with_secret["readable"] and with_secret["served"]
 
 
+async def test_inspect_an_entry_being_loaded(redis_url: str, cache: atc.ToolCache) -> None:
+    started, done = asyncio.Event(), asyncio.Event()
+
+    async def slow() -> str:
+        started.set()
+        await done.wait()
+        return "v"
+
+    loading = asyncio.create_task(cache.results.get_or_load("k", slow))
+    await started.wait()
+    base = ("inspect", "--url", redis_url, "--namespace", "test", "--layer", "results")
+    report = json.loads((await arun_cli(*base, "--json", "--raw", "k")).stdout)
+    done.set()
+    assert await loading == "v"
+    assert report["loading_elsewhere"] and not report["exists"]  # its lease, not a value
+
+
 def test_inspect_needs_a_layer_for_a_plain_key(redis_url: str) -> None:
     result = run_cli("inspect", "--url", redis_url, "some-key")
     assert_one_line_error(result, "--layer is required")

@@ -14,6 +14,7 @@ import pytest
 
 import aiotoolcache as atc
 from aiotoolcache.invalidation import RedisBus, encode_message
+from aiotoolcache.lease import Lease, is_marker
 from tests.servers import RedisServer
 from tests.workers import eventually
 
@@ -196,11 +197,13 @@ async def test_a_cancelled_caller_releases_its_lease(
     cache: atc.ToolCache, redis_server: RedisServer
 ) -> None:
     task = asyncio.create_task(cache.results.get_or_load("k", constant("v", delay=5)))
-    await eventually(lambda: keys(redis_server, "test:results:*:lease") != [])
-    task.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await task
-    await eventually(lambda: keys(redis_server, "test:results:*:lease") == [], within=2)
+    value_key = cache.results.ref("k").value_key
+    with redis_server.client() as plain:
+        await eventually(lambda: is_marker(plain.get(value_key) or b""))  # the lease is held
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await eventually(lambda: not plain.exists(value_key), within=2)
 
 
 async def test_a_fill_that_landed_before_the_lease_is_not_loaded_again(
@@ -209,10 +212,9 @@ async def test_a_fill_that_landed_before_the_lease_is_not_loaded_again(
     await other_worker.results.set("k", "filled")
     ref = cache.results.ref("k")
     assert cache.loads.leases is not None
-    holder, data = await cache.loads.leases.acquire_unless_filled(
-        ref.value_key, ref.lease_key, "token", 3000
-    )
+    holder, data = await cache.loads.leases.acquire(Lease.for_miss(ref.value_key, "token"), 3000)
     assert holder == -2 and data is not None  # the value, not a lease
+    assert cache.results.open_raw(ref, data) is not None  # left in place, untouched
 
 
 async def test_an_unleased_load_never_overwrites_a_delete(

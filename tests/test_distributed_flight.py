@@ -16,6 +16,7 @@ import pytest
 from redis.asyncio import Redis
 
 import aiotoolcache as atc
+from aiotoolcache.lease import is_marker
 from tests.servers import RedisServer
 from tests.workers import Link, eventually, run_workers
 
@@ -235,20 +236,20 @@ async def test_cancelling_every_waiter_cancels_the_load_and_frees_the_lease(
             raise
         return "never"
 
-    lease_key = cache.results.ref("k").lease_key
+    value_key = cache.results.ref("k").value_key
     async with asyncio.timeout(10):
         callers = [
             asyncio.create_task(cache.results.get_or_load("k", endless_load)) for _ in range(3)
         ]
         await started.wait()
         with redis_server.client() as plain:
-            assert plain.exists(lease_key)
+            assert is_marker(plain.get(value_key) or b"")  # the lease, held in the value key
         for caller in callers:
             caller.cancel()
         await asyncio.gather(*callers, return_exceptions=True)
         await cancelled.wait()
         with redis_server.client() as plain:
-            await eventually(lambda: not plain.exists(lease_key))
+            await eventually(lambda: not plain.exists(value_key))
 
 
 async def test_released_lease_wakes_a_remote_waiter_to_take_over(

@@ -233,6 +233,23 @@ async def test_100_concurrent_get_or_load_run_one_load(workers: Workers) -> None
     assert calls[0] == 1
 
 
+async def test_a_cold_batch_of_keys_loads_each_once_and_fills_l2(workers: Workers) -> None:
+    """Leases and fills of many keys in one loop tick: on a Cluster they span every slot."""
+    first, second = workers
+    loaders = [loader_of(f"v{i}", delay=0.05) for i in range(60)]
+    values = await asyncio.gather(
+        *(
+            worker.results.get_or_load(("k", i), load)
+            for i, (_, load) in enumerate(loaders)
+            for worker in (first, second)
+        )
+    )
+    assert values == [f"v{i}" for i in range(60) for _ in range(2)]
+    assert [calls[0] for calls, _ in loaders] == [1] * 60
+    first.l1.clear()
+    assert await first.results.get_many([("k", i) for i in range(60)]) == values[::2]
+
+
 # -- many slots ---------------------------------------------------------------------------
 
 

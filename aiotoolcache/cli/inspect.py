@@ -103,6 +103,7 @@ async def cmd_inspect(args: argparse.Namespace, out: IO[str]) -> int:
     """Run ``aiotoolcache inspect``; return the exit status (3: nothing served)."""
     from aiotoolcache.codec import CorruptValue
     from aiotoolcache.invalidation import RedisBus
+    from aiotoolcache.lease import is_marker
 
     parts = [parse_key_part(part, args.raw) for part in args.keyparts]
     key, layer_name, label = resolve_key(parts, args.layer, args.label)
@@ -125,6 +126,8 @@ async def cmd_inspect(args: argparse.Namespace, out: IO[str]) -> int:
             return data, int(ttl), int(lease)
 
         data, ttl_ms, lease_ms = await call(cache, read)
+        if data is not None and is_marker(data):  # a miss's lease, parked in the value key
+            data, lease_ms = None, max(ttl_ms, 1)
     except BackendError as exc:
         raise CLIError(f"cannot read the entry: {one_line(exc)}", kind=type(exc).__name__) from None
     finally:
