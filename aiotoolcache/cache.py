@@ -160,7 +160,9 @@ class Layer:
             return cast(T, self._served(entry.value))
         tag_list = sorted(set(tags)) if tags else None
         if not coherence.bus.hearing:
-            return cast(T, self._served(await self._load_deaf(ref, loader, ttl)))
+            if not await coherence.bus.regain():
+                return cast(T, self._served(await self._load_deaf(ref, loader, ttl)))
+            ref = self.ref(ref)  # the generations may have moved while it waited
         flight = coherence.flight
         if not flight.in_flight(ref.value_key):
             # Concurrent hits share one batched MGET; only a miss pays for a flight task.
@@ -229,7 +231,9 @@ class Layer:
         if directive is not None:
             return await control.directed_get_many(self, directive, keys, default, partition, label)
         coherence = self._coherence
-        if not (coherence.ready or await self._start_up()) or not coherence.bus.hearing:
+        if not (coherence.ready or await self._start_up()) or not (
+            coherence.bus.hearing or await coherence.bus.regain()
+        ):
             # Generations unknown, or deaf: nothing cached can be vouched for.
             self.counters.misses += len(keys)
             return [default] * len(keys)
@@ -338,8 +342,12 @@ class Layer:
         """Return ``(value, envelope, from_l1)`` of ``ref``'s entry, ``(MISSING, None, False)``
         when there is none that may be served; never loads, refreshes or counts."""
         coherence = self._coherence
-        if not (coherence.ready or await self._start_up()) or not coherence.bus.hearing:
+        if not (coherence.ready or await self._start_up()):
             return MISSING, None, False
+        if not coherence.bus.hearing:
+            if not await coherence.bus.regain():
+                return MISSING, None, False
+            ref = self.ref(ref)  # the generations may have moved while it waited
         entry = coherence.l1_entry(ref.value_key) if self.config.l1 else None
         if entry is not None:
             return entry.value, entry.envelope, True
@@ -507,8 +515,9 @@ class Layer:
             coherence.end(fill)
 
     async def _load_deaf(self, ref: KeyRef, loader: Loader[T], ttl: float | None) -> Any:
-        """Serve ``ref`` while the bus is deaf: from the fallback store if one is configured
-        (availability over consistency, by choice), else from the loader, uncached.
+        """Serve ``ref`` while the bus is deaf (disconnected, or its pings unanswered): from
+        the fallback store if one is configured (availability over consistency, by
+        choice), else from the loader, uncached.
 
         The generations may be behind while deaf, so L1 and L2 could both answer
         for an entry invalidated meanwhile; neither is read nor filled.

@@ -9,9 +9,19 @@ into keys (layer, namespace) or checked against each entry (tags).
 
 Pub/sub loses what is published while a subscriber is away, so on every
 disconnect and reconnect the bus tells its owner to flush L1, and reloads
-the generations before it reports itself connected again. While it is
-disconnected, or has heard nothing from Redis for two heartbeats, it is not
-``hearing`` and L1 is not served.
+the generations before it reports itself connected again.
+
+A live connection proves nothing by itself: a stalled one looks the same
+until a timeout. So the subscriber proves that it hears. It sends a PING
+every ``max_staleness / 3`` on its own connection, noting the time ``t0``
+just before sending; Redis answers in order on one connection, so once the
+answer is read, every message published before ``t0`` has been read and
+applied. The bus is ``hearing`` (L1 may be served) only until ``t0 +
+max_staleness`` of the last answered ping. A message that arrives proves
+nothing of the kind: when Redis sent it is unknown in this worker's clock.
+A busy event loop only makes the proof older (``t0`` is taken before the
+send, the answer is read after the messages before it), so it errs towards
+not trusting L1, never towards serving what was invalidated.
 
 Generations are never reused. A bump writes ``max(stored + 1, local + 1,
 now in ms)``, so even after Redis lost the hash (FLUSHALL, eviction, a
@@ -34,6 +44,7 @@ import hmac
 import logging
 import time
 import uuid
+from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from hashlib import blake2b
 from typing import Any
@@ -109,6 +120,11 @@ def sane_generation(value: Any, local: int) -> bool:
 
 # Heartbeats between two checks that the generations hash is still whole.
 _GENERATION_CHECKS = 5
+# How long L1 stays trusted after the last proof that the subscriber hears (seconds):
+# below the 100 ms the consistency guarantee promises, with room for a late ping.
+DEFAULT_MAX_STALENESS = 0.08
+# Pings in flight at most: a stalled connection is found by the oldest one anyway.
+_MAX_PINGS = 32
 
 # KEYS: hash. ARGV: field, now in ms, the caller's value, TTL in ms. Never reuses a value.
 _BUMP = """
@@ -169,6 +185,16 @@ class Bus:
     def hearing(self) -> bool:
         """True while every invalidation reaches this worker (always, in process)."""
         return time.monotonic() < self.deaf_after
+
+    async def regain(self) -> bool:
+        """Wait briefly for proof that every message published before this call was applied.
+
+        True when it came (keys built from now on use current generations, so
+        L2 may be read; L1 only while ``hearing``); False when the subscriber
+        is disconnected or its pings go unanswered (nothing cached can be
+        vouched for).
+        """
+        return self.hearing
 
     async def start(self, wait: float = 2.0) -> None:
         return None
@@ -254,6 +280,7 @@ class RedisBus(Bus):
         on_reset: Callable[[], None],
         *,
         health_interval: float = 1.0,
+        max_staleness: float = DEFAULT_MAX_STALENESS,
         mac_keys: tuple[bytes, ...] = (),
         generations_ttl_ms: int = 8 * 24 * 3600 * 1000,
     ) -> None:
@@ -264,11 +291,20 @@ class RedisBus(Bus):
         self.generations_key = f"{namespace}:generations"
         self.generations_ttl_ms = generations_ttl_ms
         self.health_interval = health_interval
+        self.max_staleness = max_staleness
+        self._ping_every = max_staleness / 3
         self.reconnects = 0
         self.data_losses = 0  # times the generations hash was found missing or behind
         self._known = False
         self._attempts = 0  # subscriptions tried, successful or not
-        self._heard_at = float("-inf")
+        # Pings sent and not yet answered, oldest first: (number, time.monotonic() before send).
+        self._pings: deque[tuple[int, float]] = deque()
+        self._pinged = 0  # the number of the last ping sent
+        self._proven_at = float("-inf")  # t0 of the last answered ping
+        # Set by the subscriber when, with nothing left to read, a ping has waited longer
+        # than health_interval: reads stop waiting for proof. Cleared by the next answer.
+        self._stalled = False
+        self._regaining: list[tuple[float, asyncio.Future[bool]]] = []
         self.deaf_after = float("-inf")
         self._bump = client.register_script(_BUMP)
         self._merge = client.register_script(_MERGE)
@@ -288,8 +324,41 @@ class RedisBus(Bus):
     def known(self) -> bool:
         return self._known
 
-    def _heard(self, now: float) -> None:
-        self._heard_at = now
+    def _proven(self, t0: float) -> None:
+        """Everything published before ``t0`` has been applied: trust L1 until t0 + bound."""
+        if t0 > self._proven_at:
+            self._proven_at = t0
+            self.deaf_after = t0 + self.max_staleness
+        if self._regaining:
+            waiting = self._regaining
+            self._regaining = [(since, f) for since, f in waiting if since > t0]
+            for since, future in waiting:
+                if since <= t0 and not future.done():
+                    future.set_result(True)
+
+    def _give_up_regaining(self) -> None:
+        waiting, self._regaining = self._regaining, []
+        for _since, future in waiting:
+            if not future.done():
+                future.set_result(False)
+
+    async def regain(self) -> bool:
+        if self.hearing:
+            return True
+        if not self._connected.is_set() or self._stalled or self._closing:
+            return False
+        since = time.monotonic()
+        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._regaining.append((since, future))
+        try:
+            async with asyncio.timeout(self.health_interval):
+                return await future
+        except TimeoutError:
+            return False
+        finally:
+            if not future.done():
+                future.cancel()
+            self._regaining = [(s, f) for s, f in self._regaining if f is not future]
 
     async def start(self, wait: float = 2.0) -> None:
         """Start the subscriber; wait (at most ``wait``) for its first attempt to end.
@@ -405,6 +474,9 @@ class RedisBus(Bus):
 
     async def _subscribe(self, pubsub: PubSub) -> None:
         self._attempts += 1
+        # What was published before the SUBSCRIBE reached Redis is lost, but L1 is empty
+        # or flushed below and the generations are reloaded after it: proof up to here.
+        subscribing_at = time.monotonic()
         async with asyncio.timeout(max(2.0, self.health_interval * 2)):
             await pubsub.subscribe(self.channel)
             assert pubsub.connection is not None
@@ -423,38 +495,63 @@ class RedisBus(Bus):
             # loads in flight then belong to this start, not to a lost past.
             self.reset()
             log.warning("invalidation subscriber reconnected; L1 flushed")
-        self._heard(time.monotonic())
+        self._pings.clear()
+        self._stalled = False
         self._connected.set()
         self._attempted.set()
-        # Deaf again only when the subscriber itself finds the connection broken or
-        # silent (a ping unanswered for two heartbeats, judged after reading what
-        # arrived): a busy event loop delays that judgement, it never fakes it.
-        self.deaf_after = float("inf")
+        self._proven(subscribing_at)
 
     async def _listen(self, pubsub: PubSub) -> None:
-        pinged = False
         next_check = time.monotonic() + _GENERATION_CHECKS * self.health_interval
+        last_ping = float("-inf")
         while not self._closing:
-            reply = await pubsub.get_message(timeout=self.health_interval / 2)
+            now = time.monotonic()
+            if len(self._pings) < _MAX_PINGS and (
+                now - last_ping >= self._ping_every
+                or (self._regaining and last_ping < max(since for since, _ in self._regaining))
+            ):
+                # t0 is taken before the send: whatever Redis published before it comes
+                # ahead of the answer on this connection.
+                last_ping = now
+                self._pinged += 1
+                self._pings.append((self._pinged, now))
+                await pubsub.ping(str(self._pinged))
+            reply = await pubsub.get_message(timeout=self._ping_every / 2)
             if self._reconnected_underneath:
                 raise ConnectionError("subscriber connection was re-established")
-            now = time.monotonic()
             if reply is not None:
-                self._heard(now)
-                pinged = False
-                if reply.get("type") == "message":
+                kind = reply.get("type")
+                if kind == "message":
                     self._receive(reply.get("data"))
+                elif kind == "pong":
+                    self._answered(reply.get("data"))
                 continue
-            if pinged and now - self._heard_at > 2 * self.health_interval:
+            # Judged only with nothing left to read: a busy loop delays it, never fakes it.
+            now = time.monotonic()
+            waited = now - self._pings[0][1] if self._pings else 0.0
+            if waited > 2 * self.health_interval:
                 raise ConnectionError("subscriber connection stopped answering")
-            if not pinged and now - self._heard_at >= self.health_interval / 2:
-                await pubsub.ping()
-                pinged = True
+            if waited > self.health_interval and not self._stalled:
+                self._stalled = True
+                self._give_up_regaining()
             if now >= next_check:
                 # Redis may lose the hash without dropping us (FLUSHALL, eviction).
                 next_check = now + _GENERATION_CHECKS * self.health_interval
                 with contextlib.suppress(Exception):
                     await self.load_generations()
+
+    def _answered(self, data: Any) -> None:
+        """A ping was answered: it and every earlier one prove hearing up to their send time."""
+        try:
+            number = int(data)
+        except (TypeError, ValueError):
+            return  # not one of ours
+        proven = None
+        while self._pings and self._pings[0][0] <= number:
+            proven = self._pings.popleft()[1]
+        if proven is not None:
+            self._stalled = False
+            self._proven(proven)
 
     async def _connection_remade(self, _connection: Any) -> None:
         self._reconnected_underneath = True
@@ -475,6 +572,9 @@ class RedisBus(Bus):
         was_connected = self._connected.is_set()
         self._connected.clear()
         self.deaf_after = float("-inf")
+        self._proven_at = float("-inf")
+        self._pings.clear()
+        self._give_up_regaining()
         if was_connected:
             self.reconnects += 1
             log.warning("invalidation subscriber lost its connection (%s); L1 flushed", exc)
