@@ -110,6 +110,18 @@ class Layer:
             return KeyRef.build(self.namespace, self.name, scope, key.label, key.digest)
         return KeyRef.build(self.namespace, self.name, scope, _label(label), digest(key, partition))
 
+    def shadows(self, refs: Sequence[KeyRef]) -> list[KeyRef]:
+        """The entries of ``refs`` under the generations Redis holds, when this worker's run
+        ahead of them (an invalidation of the layer or namespace that has not reached Redis
+        yet): the other workers still read those, so a write or delete must reach them too."""
+        confirmed = self._coherence.bus.confirmed
+        scope = f"g{confirmed.get('ns', 0)}.{confirmed.get(self._layer_field, 0)}"
+        return [
+            KeyRef.build(self.namespace, self.name, scope, ref.label, ref.digest)
+            for ref in refs
+            if ref.generation != scope
+        ]
+
     # -- public API -----------------------------------------------------------------
     async def get_or_load(
         self,
@@ -323,6 +335,9 @@ class Layer:
         finally:
             for fill in fills:
                 coherence.end(fill)
+        shadows = self.shadows([ref for ref, *_ in entries])
+        if shadows:
+            await self._tier.delete(self, shadows)  # the old value the others still read
 
     async def delete(
         self, key: Any, *, partition: str | None = None, label: str | None = None
@@ -330,7 +345,8 @@ class Layer:
         """Remove ``key`` from L2 and from every worker's L1, and revoke loads in flight."""
         if not self._coherence.ready:
             await self._start_up()
-        await self._tier.delete(self, [self.ref(key, partition, label)])
+        ref = self.ref(key, partition, label)
+        await self._tier.delete(self, [ref, *self.shadows([ref])])
 
     async def _start_up(self) -> bool:
         """Start the cache if it is not (raises CacheClosed after aclose); True once the

@@ -160,6 +160,10 @@ class Bus:
     ) -> None:
         self.origin = uuid.uuid4().hex[:16]
         self.generations: dict[str, int] = {}
+        # The generations Redis is known to hold. ``generations`` runs ahead of them
+        # after an invalidation that could not reach Redis yet (applied here at once,
+        # marked ``"u"``): until it lands, the other workers still use these.
+        self.confirmed: dict[str, int] = {}
         self.mac_keys = mac_keys
         self.rejected = 0  # messages dropped: unsigned, forged, or an insane generation
         self._handler = handler
@@ -235,6 +239,8 @@ class Bus:
             # Generations only grow; a late or duplicate message never undoes a bump.
             if value > local:
                 self.generations[field] = value
+            if not message.get("u") and value > self.confirmed.get(field, 0):
+                self.confirmed[field] = value
         elif op == "filled":
             for key in message.get("k") or ():
                 self.wake(key)
@@ -416,6 +422,7 @@ class RedisBus(Bus):
             merged[name] = max(seen, merged.get(name, 0))
         self.generations = merged
         self._known = True
+        self._confirm(stored)
         if lost:
             # Redis forgot bumps we heard of: write them back so new workers see them, and
             # bump the namespace so no entry written before the loss is reachable.
@@ -429,10 +436,16 @@ class RedisBus(Bus):
             for field in lost:
                 args += [field, merged[field]]
             await self.breaker.call(lambda: self._merge(keys=[self.generations_key], args=args))
+            self._confirm(merged)
             await self.bump("ns")
         elif merged:
             ttl = self.generations_ttl_ms
             await self.breaker.call(lambda: self.client.pexpire(self.generations_key, ttl))
+
+    def _confirm(self, stored: dict[str, int]) -> None:
+        for name, value in stored.items():
+            if value > self.confirmed.get(name, 0):
+                self.confirmed[name] = value
 
     # -- the subscriber --------------------------------------------------------
     async def _run(self) -> None:

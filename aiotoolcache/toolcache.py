@@ -402,9 +402,10 @@ class ToolCache:
                 error = self.tier.backend_error(exc)
                 if self.outbox is not None:  # sent again until Redis takes it
                     self.outbox.bump(field)
-                # Keep this worker consistent even when the others cannot be told yet.
+                # Keep this worker consistent even when the others cannot be told yet
+                # ("u": not in Redis, so the others still use the generation before it).
                 bumped = max(bus.generation(field) + 1, now_ms())
-                bus.apply({"o": bus.origin, "op": "gen", "f": field, "g": bumped})
+                bus.apply({"o": bus.origin, "op": "gen", "f": field, "g": bumped, "u": 1})
                 self.tier.failed(self._layers.get(layer or ""), error)
 
     async def invalidate_server(self, server_id: str) -> None:

@@ -182,6 +182,29 @@ async def test_using_a_closed_cache_raises() -> None:
         await cache.results.get_or_load("k", constant(1))
 
 
+@pytest.mark.parametrize("change", ["set", "delete"])
+async def test_a_change_made_while_an_invalidation_waits_reaches_what_the_others_read(
+    cache: atc.ToolCache, other_worker: atc.ToolCache, redis_server: RedisServer, change: str
+) -> None:
+    await cache.results.set("k", "old")
+    assert await other_worker.results.get_or_load("k", constant("unused")) == "old"
+    held = other_worker.results.ref("k").value_key
+    with redis_server.client() as client:
+        client.delete("test:generations")
+        client.set("test:generations", "not a hash")  # every bump fails, entries do not
+    await cache.invalidate(layer="results")  # applied here at once, waits in the outbox
+    assert cache.outbox is not None and cache.outbox.pending
+    # The other worker still reads the layer under the generation Redis holds.
+    if change == "set":
+        await cache.results.set("k", "new")
+    else:
+        await cache.results.delete("k")
+    await eventually(lambda: other_worker.l1.get(held) is None, within=2)
+    assert await other_worker.results.get_or_load("k", constant("new")) == "new"
+    with redis_server.client() as client:
+        client.delete("test:generations")
+
+
 # -- leases and fences ----------------------------------------------------------------------
 
 
