@@ -310,7 +310,10 @@ class RedisBus(Bus):
         # Set by the subscriber when, with nothing left to read, a ping has waited longer
         # than health_interval: reads stop waiting for proof. Cleared by the next answer.
         self._stalled = False
-        self._regaining: list[tuple[float, asyncio.Future[bool]]] = []
+        # Readers waiting for proof share one future, resolved at every proof or give-up;
+        # the subscriber pings at once when one waits since after its last ping.
+        self._proof: asyncio.Future[None] | None = None
+        self._wanted = float("-inf")
         self.deaf_after = float("-inf")
         self._bump = client.register_script(_BUMP)
         self._merge = client.register_script(_MERGE)
@@ -335,36 +338,30 @@ class RedisBus(Bus):
         if t0 > self._proven_at:
             self._proven_at = t0
             self.deaf_after = t0 + self.max_staleness
-        if self._regaining:
-            waiting = self._regaining
-            self._regaining = [(since, f) for since, f in waiting if since > t0]
-            for since, future in waiting:
-                if since <= t0 and not future.done():
-                    future.set_result(True)
+        self._wake_regaining()
 
-    def _give_up_regaining(self) -> None:
-        waiting, self._regaining = self._regaining, []
-        for _since, future in waiting:
-            if not future.done():
-                future.set_result(False)
+    def _wake_regaining(self) -> None:
+        """Let every reader waiting for proof look again (proven, stalled or disconnected)."""
+        proof, self._proof = self._proof, None
+        if proof is not None and not proof.done():
+            proof.set_result(None)
 
     async def regain(self) -> bool:
         if self.hearing:
             return True
-        if not self._connected.is_set() or self._stalled or self._closing:
-            return False
         since = time.monotonic()
-        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-        self._regaining.append((since, future))
+        self._wanted = since
         try:
             async with asyncio.timeout(self.health_interval):
-                return await future
+                while self._proven_at < since:
+                    if not self._connected.is_set() or self._stalled or self._closing:
+                        return False
+                    if self._proof is None:
+                        self._proof = asyncio.get_running_loop().create_future()
+                    await asyncio.shield(self._proof)  # shared: one reader leaving keeps it
         except TimeoutError:
             return False
-        finally:
-            if not future.done():
-                future.cancel()
-            self._regaining = [(s, f) for s, f in self._regaining if f is not future]
+        return True
 
     async def start(self, wait: float = 2.0) -> None:
         """Start the subscriber; wait (at most ``wait``) for its first attempt to end.
@@ -520,8 +517,7 @@ class RedisBus(Bus):
         while not self._closing:
             now = time.monotonic()
             if len(self._pings) < _MAX_PINGS and (
-                now - last_ping >= self._ping_every
-                or (self._regaining and last_ping < max(since for since, _ in self._regaining))
+                now - last_ping >= self._ping_every or self._wanted > last_ping
             ):
                 # t0 is taken before the send: whatever Redis published before it comes
                 # ahead of the answer on this connection.
@@ -529,7 +525,10 @@ class RedisBus(Bus):
                 self._pinged += 1
                 self._pings.append((self._pinged, now))
                 await pubsub.ping(str(self._pinged))
-            reply = await pubsub.get_message(timeout=self._ping_every / 2)
+            # Wake for what arrives, or when the next ping is due (a reader waiting for proof
+            # has its ping sent then: at most one interval later).
+            wait = max(0.001, last_ping + self._ping_every - time.monotonic())
+            reply = await pubsub.get_message(timeout=wait)
             if self._reconnected_underneath:
                 raise ConnectionError("subscriber connection was re-established")
             if reply is not None:
@@ -546,7 +545,7 @@ class RedisBus(Bus):
                 raise ConnectionError("subscriber connection stopped answering")
             if waited > self.health_interval and not self._stalled:
                 self._stalled = True
-                self._give_up_regaining()
+                self._wake_regaining()
             if now >= next_check:
                 # Redis may lose the hash without dropping us (FLUSHALL, eviction).
                 next_check = now + _GENERATION_CHECKS * self.health_interval
@@ -587,7 +586,7 @@ class RedisBus(Bus):
         self.deaf_after = float("-inf")
         self._proven_at = float("-inf")
         self._pings.clear()
-        self._give_up_regaining()
+        self._wake_regaining()
         if was_connected:
             self.reconnects += 1
             log.warning("invalidation subscriber lost its connection (%s); L1 flushed", exc)
