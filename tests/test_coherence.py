@@ -367,7 +367,7 @@ async def test_a_deaf_worker_does_not_serve_l1(
     with redis_server.client() as client:
         client.client_kill_filter(_type="pubsub")
     await eventually(lambda: not cache.bus.hearing, within=3)
-    # While deaf, L1 is not trusted: the value comes from L2.
+    # Disconnected, then resubscribed with L1 dropped: the value comes from the loader or L2.
     before = cache.stats()["results"].l1_hits
     assert await cache.results.get_or_load("k", load) == "v"
     assert cache.stats()["results"].l1_hits == before
