@@ -110,7 +110,7 @@ class Layer:
             return KeyRef.build(self.namespace, self.name, scope, key.label, key.digest)
         return KeyRef.build(self.namespace, self.name, scope, _label(label), digest(key, partition))
 
-    def shadows(self, refs: Sequence[KeyRef]) -> list[KeyRef]:
+    def _shadows(self, refs: Sequence[KeyRef]) -> list[KeyRef]:
         """The entries of ``refs`` under the generations Redis holds, when this worker's run
         ahead of them (an invalidation of the layer or namespace that has not reached Redis
         yet): the other workers still read those, so a write or delete must reach them too."""
@@ -335,7 +335,7 @@ class Layer:
         finally:
             for fill in fills:
                 coherence.end(fill)
-        shadows = self.shadows([ref for ref, *_ in entries])
+        shadows = self._shadows([ref for ref, *_ in entries])
         if shadows:
             await self._tier.delete(self, shadows)  # the old value the others still read
 
@@ -346,7 +346,7 @@ class Layer:
         if not self._coherence.ready:
             await self._start_up()
         ref = self.ref(key, partition, label)
-        await self._tier.delete(self, [ref, *self.shadows([ref])])
+        await self._tier.delete(self, [ref, *self._shadows([ref])])
 
     async def _start_up(self) -> bool:
         """Start the cache if it is not (raises CacheClosed after aclose); True once the
