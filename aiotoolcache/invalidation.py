@@ -347,20 +347,19 @@ class RedisBus(Bus):
             proof.set_result(None)
 
     async def regain(self) -> bool:
+        # No timer of its own: a busy event loop would make it expire while the answer
+        # waits unread. The subscriber ends the wait: a proof, or its own verdict, reached
+        # after reading what arrived, that the connection is stalled or gone.
         if self.hearing:
             return True
         since = time.monotonic()
         self._wanted = since
-        try:
-            async with asyncio.timeout(self.health_interval):
-                while self._proven_at < since:
-                    if not self._connected.is_set() or self._stalled or self._closing:
-                        return False
-                    if self._proof is None:
-                        self._proof = asyncio.get_running_loop().create_future()
-                    await asyncio.shield(self._proof)  # shared: one reader leaving keeps it
-        except TimeoutError:
-            return False
+        while self._proven_at < since:
+            if not self._connected.is_set() or self._stalled or self._closing:
+                return False
+            if self._proof is None:
+                self._proof = asyncio.get_running_loop().create_future()
+            await asyncio.shield(self._proof)  # shared: one reader leaving keeps it
         return True
 
     async def start(self, wait: float = 2.0) -> None:
@@ -375,12 +374,14 @@ class RedisBus(Bus):
 
     def stop(self) -> None:
         self._closing = True
+        self._wake_regaining()
         if self._task is not None:
             self._task.cancel()
         super().stop()
 
     async def aclose(self) -> None:
         self._closing = True
+        self._wake_regaining()
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -458,6 +459,8 @@ class RedisBus(Bus):
                     return
                 # Cancelled from outside: the event loop is shutting down with the cache
                 # still open. Release its sockets now rather than leak them.
+                self._closing = True
+                self._wake_regaining()
                 if self.on_abandon is not None:
                     self.on_abandon()
                 raise
