@@ -130,6 +130,18 @@ class Layer:
             return KeyRef.build(self.namespace, self.name, scope, key.label, key.digest)
         return KeyRef.build(self.namespace, self.name, scope, _label(label), digest(key, partition))
 
+    def _shadows(self, refs: Sequence[KeyRef]) -> list[KeyRef]:
+        """The entries of ``refs`` under the generations Redis holds, when this worker's run
+        ahead of them (an invalidation of the layer or namespace that has not reached Redis
+        yet): the other workers still read those, so a write or delete must reach them too."""
+        confirmed = self._coherence.bus.confirmed
+        scope = f"g{confirmed.get('ns', 0)}.{confirmed.get(self._layer_field, 0)}"
+        return [
+            KeyRef.build(self.namespace, self.name, scope, ref.label, ref.digest)
+            for ref in refs
+            if ref.generation != scope
+        ]
+
     # -- public API -----------------------------------------------------------------
     async def get_or_load(
         self,
@@ -186,7 +198,9 @@ class Layer:
             return cast(T, self._served(value))
         tag_list = sorted(set(tags)) if tags else None
         if not coherence.bus.hearing:
-            return cast(T, self._served(await self._load_deaf(ref, loader, ttl)))
+            if not await coherence.bus.regain():
+                return cast(T, self._served(await self._load_deaf(ref, loader, ttl)))
+            ref = self.ref(ref)  # the generations may have moved while it waited
         flight = coherence.flight
         if not flight.in_flight(ref.value_key):
             # Concurrent hits share one batched MGET; only a miss pays for a flight task.
@@ -259,7 +273,9 @@ class Layer:
         if directive is not None:
             return await control.directed_get_many(self, directive, keys, default, partition, label)
         coherence = self._coherence
-        if not (coherence.ready or await self._start_up()) or not coherence.bus.hearing:
+        if not (coherence.ready or await self._start_up()) or not (
+            coherence.bus.hearing or await coherence.bus.regain()
+        ):
             # Generations unknown, or deaf: nothing cached can be vouched for.
             self.counters.misses += len(keys)
             return [default] * len(keys)
@@ -349,6 +365,9 @@ class Layer:
         finally:
             for fill in fills:
                 coherence.end(fill)
+        shadows = self._shadows([ref for ref, *_ in entries])
+        if shadows:
+            await self._tier.delete(self, shadows)  # the old value the others still read
 
     async def delete(
         self, key: Any, *, partition: str | None = None, label: str | None = None
@@ -356,7 +375,8 @@ class Layer:
         """Remove ``key`` from L2 and from every worker's L1, and revoke loads in flight."""
         if not self._coherence.ready:
             await self._start_up()
-        await self._tier.delete(self, [self.ref(key, partition, label)])
+        ref = self.ref(key, partition, label)
+        await self._tier.delete(self, [ref, *self._shadows([ref])])
 
     async def _start_up(self) -> bool:
         """Start the cache if it is not (raises CacheClosed after aclose); True once the
@@ -368,8 +388,12 @@ class Layer:
         """Return ``(value, envelope, from_l1)`` of ``ref``'s entry, ``(MISSING, None, False)``
         when there is none that may be served; never loads, refreshes or counts."""
         coherence = self._coherence
-        if not (coherence.ready or await self._start_up()) or not coherence.bus.hearing:
+        if not (coherence.ready or await self._start_up()):
             return MISSING, None, False
+        if not coherence.bus.hearing:
+            if not await coherence.bus.regain():
+                return MISSING, None, False
+            ref = self.ref(ref)  # the generations may have moved while it waited
         entry = coherence.l1_entry(ref.value_key) if self.config.l1 else None
         if entry is not None:
             return entry.value, entry.envelope, True
@@ -526,8 +550,9 @@ class Layer:
             coherence.end(fill)
 
     async def _load_deaf(self, ref: KeyRef, loader: Loader[T], ttl: float | None) -> Any:
-        """Serve ``ref`` while the bus is deaf: from the fallback store if one is configured
-        (availability over consistency, by choice), else from the loader, uncached.
+        """Serve ``ref`` while the bus is deaf (disconnected, or its pings unanswered): from
+        the fallback store if one is configured (availability over consistency, by
+        choice), else from the loader, uncached.
 
         The generations may be behind while deaf, so L1 and L2 could both answer
         for an entry invalidated meanwhile; neither is read nor filled.

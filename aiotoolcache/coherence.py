@@ -8,9 +8,12 @@ only place that checks them:
 - the generations are known (loaded from Redis at least once), because every
   key embeds them: a key built before they are known may name an entry that
   was invalidated long ago;
-- the bus hears: while the subscriber is deaf (disconnected, or silent for
-  longer than its heartbeat window), invalidations may be missed, so L1 is
-  not served at all and reads go to L2;
+- the bus hears: L1 is served only while the subscriber has proven, by a
+  ping answered on its own connection, that it has applied every message
+  published up to ``max_staleness`` ago (see ``invalidation``). Past that,
+  L1 is kept but not served; a read first waits briefly for a fresh proof
+  (then goes to L2 with current generations) and otherwise serves nothing
+  cached at all (its generations may be behind);
 - no invalidation of the entry arrived while its read or load was in flight
   (a revoked ``Fill`` is never stored).
 
@@ -159,17 +162,17 @@ class Coherence:
         if entry is None:
             return None
         now = time.monotonic()
-        if (
-            entry.expires_at <= now
-            or now >= self.bus.deaf_after
-            or (entry.envelope.tag_generations and not self.current(entry.envelope))
+        if now >= self.bus.deaf_after:
+            return None  # not proven to hear lately: kept, the next proof vouches for it again
+        if entry.expires_at <= now or (
+            entry.envelope.tag_generations and not self.current(entry.envelope)
         ):
             self.l1.pop(value_key)
             return None
         return entry
 
     def keep(self, value_key: str, entry: L1Entry, fill: Fill | None) -> None:
-        """Put ``entry`` in L1 if the rule admits it and the bus hears."""
+        """Put ``entry`` in L1 if the rule admits it and the bus has proven lately that it hears."""
         if self.admits(fill) and self.bus.hearing:
             self.l1.put(value_key, entry, entry.size)
 

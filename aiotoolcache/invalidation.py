@@ -9,9 +9,19 @@ into keys (layer, namespace) or checked against each entry (tags).
 
 Pub/sub loses what is published while a subscriber is away, so on every
 disconnect and reconnect the bus tells its owner to flush L1, and reloads
-the generations before it reports itself connected again. While it is
-disconnected, or has heard nothing from Redis for two heartbeats, it is not
-``hearing`` and L1 is not served.
+the generations before it reports itself connected again.
+
+A live connection proves nothing by itself: a stalled one looks the same
+until a timeout. So the subscriber proves that it hears. It sends a PING
+every ``max_staleness / 3`` on its own connection, noting the time ``t0``
+just before sending; Redis answers in order on one connection, so once the
+answer is read, every message published before ``t0`` has been read and
+applied. The bus is ``hearing`` (L1 may be served) only until ``t0 +
+max_staleness`` of the last answered ping. A message that arrives proves
+nothing of the kind: when Redis sent it is unknown in this worker's clock.
+A busy event loop only makes the proof older (``t0`` is taken before the
+send, the answer is read after the messages before it), so it errs towards
+not trusting L1, never towards serving what was invalidated.
 
 Generations are never reused. A bump writes ``max(stored + 1, local + 1,
 now in ms)``, so even after Redis lost the hash (FLUSHALL, eviction, a
@@ -35,6 +45,7 @@ import itertools
 import logging
 import time
 import uuid
+from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from hashlib import blake2b
 from typing import Any
@@ -111,6 +122,11 @@ def sane_generation(value: Any, local: int) -> bool:
 
 # Heartbeats between two checks that the generations hash is still whole.
 _GENERATION_CHECKS = 5
+# How long L1 stays trusted after the last proof that the subscriber hears (seconds):
+# below the 100 ms the consistency guarantee promises, with room for a late ping.
+DEFAULT_MAX_STALENESS = 0.08
+# Pings in flight at most: a stalled connection is found by the oldest one anyway.
+_MAX_PINGS = 32
 
 # KEYS: hash. ARGV: field, now in ms, the caller's value, TTL in ms. Never reuses a value.
 _BUMP = """
@@ -149,6 +165,10 @@ class Bus:
         # Changes with ``generations`` (never the same number twice, across buses too):
         # a key named under another version may name an invalidated entry.
         self.version = next(_VERSIONS)
+        # The generations Redis is known to hold. ``generations`` runs ahead of them
+        # after an invalidation that could not reach Redis yet (applied here at once,
+        # marked ``"u"``): until it lands, the other workers still use these.
+        self.confirmed: dict[str, int] = {}
         self.mac_keys = mac_keys
         self.rejected = 0  # messages dropped: unsigned, forged, or an insane generation
         self._handler = handler
@@ -174,6 +194,16 @@ class Bus:
     def hearing(self) -> bool:
         """True while every invalidation reaches this worker (always, in process)."""
         return time.monotonic() < self.deaf_after
+
+    async def regain(self) -> bool:
+        """Wait briefly for proof that every message published before this call was applied.
+
+        True when it came (keys built from now on use current generations, so
+        L2 may be read; L1 only while ``hearing``); False when the subscriber
+        is disconnected or its pings go unanswered (nothing cached can be
+        vouched for).
+        """
+        return self.hearing
 
     async def start(self, wait: float = 2.0) -> None:
         return None
@@ -215,6 +245,8 @@ class Bus:
             if value > local:
                 self.generations[field] = value
                 self.version = next(_VERSIONS)
+            if not message.get("u") and value > self.confirmed.get(field, 0):
+                self.confirmed[field] = value
         elif op == "filled":
             for key in message.get("k") or ():
                 self.wake(key)
@@ -260,6 +292,7 @@ class RedisBus(Bus):
         on_reset: Callable[[], None],
         *,
         health_interval: float = 1.0,
+        max_staleness: float = DEFAULT_MAX_STALENESS,
         mac_keys: tuple[bytes, ...] = (),
         generations_ttl_ms: int = 8 * 24 * 3600 * 1000,
     ) -> None:
@@ -270,11 +303,23 @@ class RedisBus(Bus):
         self.generations_key = f"{namespace}:generations"
         self.generations_ttl_ms = generations_ttl_ms
         self.health_interval = health_interval
+        self.max_staleness = max_staleness
+        self._ping_every = max_staleness / 3
         self.reconnects = 0
         self.data_losses = 0  # times the generations hash was found missing or behind
         self._known = False
         self._attempts = 0  # subscriptions tried, successful or not
-        self._heard_at = float("-inf")
+        # Pings sent and not yet answered, oldest first: (number, time.monotonic() before send).
+        self._pings: deque[tuple[int, float]] = deque()
+        self._pinged = 0  # the number of the last ping sent
+        self._proven_at = float("-inf")  # t0 of the last answered ping
+        # Set by the subscriber when, with nothing left to read, a ping has waited longer
+        # than health_interval: reads stop waiting for proof. Cleared by the next answer.
+        self._stalled = False
+        # Readers waiting for proof share one future, resolved at every proof or give-up;
+        # the subscriber pings at once when one waits since after its last ping.
+        self._proof: asyncio.Future[None] | None = None
+        self._wanted = float("-inf")
         self.deaf_after = float("-inf")
         self._bump = client.register_script(_BUMP)
         self._merge = client.register_script(_MERGE)
@@ -294,8 +339,34 @@ class RedisBus(Bus):
     def known(self) -> bool:
         return self._known
 
-    def _heard(self, now: float) -> None:
-        self._heard_at = now
+    def _proven(self, t0: float) -> None:
+        """Everything published before ``t0`` has been applied: trust L1 until t0 + bound."""
+        if t0 > self._proven_at:
+            self._proven_at = t0
+            self.deaf_after = t0 + self.max_staleness
+        self._wake_regaining()
+
+    def _wake_regaining(self) -> None:
+        """Let every reader waiting for proof look again (proven, stalled or disconnected)."""
+        proof, self._proof = self._proof, None
+        if proof is not None and not proof.done():
+            proof.set_result(None)
+
+    async def regain(self) -> bool:
+        # No timer of its own: a busy event loop would make it expire while the answer
+        # waits unread. The subscriber ends the wait: a proof, or its own verdict, reached
+        # after reading what arrived, that the connection is stalled or gone.
+        if self.hearing:
+            return True
+        since = time.monotonic()
+        self._wanted = since
+        while self._proven_at < since:
+            if not self._connected.is_set() or self._stalled or self._closing:
+                return False
+            if self._proof is None:
+                self._proof = asyncio.get_running_loop().create_future()
+            await asyncio.shield(self._proof)  # shared: one reader leaving keeps it
+        return True
 
     async def start(self, wait: float = 2.0) -> None:
         """Start the subscriber; wait (at most ``wait``) for its first attempt to end.
@@ -309,12 +380,14 @@ class RedisBus(Bus):
 
     def stop(self) -> None:
         self._closing = True
+        self._wake_regaining()
         if self._task is not None:
             self._task.cancel()
         super().stop()
 
     async def aclose(self) -> None:
         self._closing = True
+        self._wake_regaining()
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -355,6 +428,7 @@ class RedisBus(Bus):
             self.generations = merged
             self.version = next(_VERSIONS)
         self._known = True
+        self._confirm(stored)
         if lost:
             # Redis forgot bumps we heard of: write them back so new workers see them, and
             # bump the namespace so no entry written before the loss is reachable.
@@ -368,10 +442,16 @@ class RedisBus(Bus):
             for field in lost:
                 args += [field, merged[field]]
             await self.breaker.call(lambda: self._merge(keys=[self.generations_key], args=args))
+            self._confirm(merged)
             await self.bump("ns")
         elif merged:
             ttl = self.generations_ttl_ms
             await self.breaker.call(lambda: self.client.pexpire(self.generations_key, ttl))
+
+    def _confirm(self, stored: dict[str, int]) -> None:
+        for name, value in stored.items():
+            if value > self.confirmed.get(name, 0):
+                self.confirmed[name] = value
 
     # -- the subscriber --------------------------------------------------------
     async def _run(self) -> None:
@@ -387,6 +467,8 @@ class RedisBus(Bus):
                     return
                 # Cancelled from outside: the event loop is shutting down with the cache
                 # still open. Release its sockets now rather than leak them.
+                self._closing = True
+                self._wake_regaining()
                 if self.on_abandon is not None:
                     self.on_abandon()
                 raise
@@ -413,6 +495,9 @@ class RedisBus(Bus):
 
     async def _subscribe(self, pubsub: PubSub) -> None:
         self._attempts += 1
+        # What was published before the SUBSCRIBE reached Redis is lost, but L1 is empty
+        # or flushed below and the generations are reloaded after it: proof up to here.
+        subscribing_at = time.monotonic()
         async with asyncio.timeout(max(2.0, self.health_interval * 2)):
             await pubsub.subscribe(self.channel)
             assert pubsub.connection is not None
@@ -431,38 +516,65 @@ class RedisBus(Bus):
             # loads in flight then belong to this start, not to a lost past.
             self.reset()
             log.warning("invalidation subscriber reconnected; L1 flushed")
-        self._heard(time.monotonic())
+        self._pings.clear()
+        self._stalled = False
         self._connected.set()
         self._attempted.set()
-        # Deaf again only when the subscriber itself finds the connection broken or
-        # silent (a ping unanswered for two heartbeats, judged after reading what
-        # arrived): a busy event loop delays that judgement, it never fakes it.
-        self.deaf_after = float("inf")
+        self._proven(subscribing_at)
 
     async def _listen(self, pubsub: PubSub) -> None:
-        pinged = False
         next_check = time.monotonic() + _GENERATION_CHECKS * self.health_interval
+        last_ping = float("-inf")
         while not self._closing:
-            reply = await pubsub.get_message(timeout=self.health_interval / 2)
+            now = time.monotonic()
+            if len(self._pings) < _MAX_PINGS and (
+                now - last_ping >= self._ping_every or self._wanted > last_ping
+            ):
+                # t0 is taken before the send: whatever Redis published before it comes
+                # ahead of the answer on this connection.
+                last_ping = now
+                self._pinged += 1
+                self._pings.append((self._pinged, now))
+                await pubsub.ping(str(self._pinged))
+            # Wake for what arrives, or when the next ping is due (a reader waiting for proof
+            # has its ping sent then: at most one interval later).
+            wait = max(0.001, last_ping + self._ping_every - time.monotonic())
+            reply = await pubsub.get_message(timeout=wait)
             if self._reconnected_underneath:
                 raise ConnectionError("subscriber connection was re-established")
-            now = time.monotonic()
             if reply is not None:
-                self._heard(now)
-                pinged = False
-                if reply.get("type") == "message":
+                kind = reply.get("type")
+                if kind == "message":
                     self._receive(reply.get("data"))
+                elif kind == "pong":
+                    self._answered(reply.get("data"))
                 continue
-            if pinged and now - self._heard_at > 2 * self.health_interval:
+            # Judged only with nothing left to read: a busy loop delays it, never fakes it.
+            now = time.monotonic()
+            waited = now - self._pings[0][1] if self._pings else 0.0
+            if waited > 2 * self.health_interval:
                 raise ConnectionError("subscriber connection stopped answering")
-            if not pinged and now - self._heard_at >= self.health_interval / 2:
-                await pubsub.ping()
-                pinged = True
+            if waited > self.health_interval and not self._stalled:
+                self._stalled = True
+                self._wake_regaining()
             if now >= next_check:
                 # Redis may lose the hash without dropping us (FLUSHALL, eviction).
                 next_check = now + _GENERATION_CHECKS * self.health_interval
                 with contextlib.suppress(Exception):
                     await self.load_generations()
+
+    def _answered(self, data: Any) -> None:
+        """A ping was answered: it and every earlier one prove hearing up to their send time."""
+        try:
+            number = int(data)
+        except (TypeError, ValueError):
+            return  # not one of ours
+        proven = None
+        while self._pings and self._pings[0][0] <= number:
+            proven = self._pings.popleft()[1]
+        if proven is not None:
+            self._stalled = False
+            self._proven(proven)
 
     async def _connection_remade(self, _connection: Any) -> None:
         self._reconnected_underneath = True
@@ -483,6 +595,9 @@ class RedisBus(Bus):
         was_connected = self._connected.is_set()
         self._connected.clear()
         self.deaf_after = float("-inf")
+        self._proven_at = float("-inf")
+        self._pings.clear()
+        self._wake_regaining()
         if was_connected:
             self.reconnects += 1
             log.warning("invalidation subscriber lost its connection (%s); L1 flushed", exc)

@@ -94,7 +94,7 @@ class InvalidationOutbox:
         self._deletes.clear()
         self._store.tombstones.clear()
         bus = self._bus
-        bus.apply({"o": bus.origin, "op": "gen", "f": "ns", "g": bus.generation("ns") + 1})
+        bus.apply({"o": bus.origin, "op": "gen", "f": "ns", "g": bus.generation("ns") + 1, "u": 1})
         self._bumps["ns"] = next(self._sequence)
 
     # -- replay ----------------------------------------------------------------------

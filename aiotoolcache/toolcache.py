@@ -31,7 +31,7 @@ from aiotoolcache.errors import CacheClosed, ConfigurationError
 from aiotoolcache.fills import FillRegistry
 from aiotoolcache.flight import SingleFlight
 from aiotoolcache.health import Health, check_health
-from aiotoolcache.invalidation import Bus, RedisBus, bus_keys, now_ms
+from aiotoolcache.invalidation import DEFAULT_MAX_STALENESS, Bus, RedisBus, bus_keys, now_ms
 from aiotoolcache.layers import DEFAULT_LAYERS, LayerConfig
 from aiotoolcache.lease import LeaseManager
 from aiotoolcache.loading import LoadCoordinator
@@ -87,6 +87,7 @@ class ToolCache:
         lease_ms: int = 3_000,
         lease_wait: float = 30.0,
         health_interval: float = 0.25,
+        max_staleness: float = DEFAULT_MAX_STALENESS,
         max_connections: int = 64,
         models: Iterable[type[Any]] = (),
         redis_options: Mapping[str, Any] | None = None,
@@ -100,6 +101,8 @@ class ToolCache:
         redact: Iterable[str] = (),
         tool_policies: ToolPolicies | Mapping[str, ToolPolicy] | None = None,
     ) -> None:
+        if not max_staleness > 0:
+            raise ConfigurationError(f"max_staleness must be above 0 s, got {max_staleness!r}")
         if cassette is not None and url is None and client is None:
             url = "memory://"  # a cassette run needs no backend, whatever the environment says
         settings = Settings.resolve(None if client is not None else url, namespace, secret)
@@ -166,6 +169,7 @@ class ToolCache:
                     apply,
                     reset,
                     health_interval=health_interval,
+                    max_staleness=max_staleness,
                     mac_keys=bus_keys(secrets),
                     generations_ttl_ms=int(longest * 1000),
                 ),
@@ -398,9 +402,10 @@ class ToolCache:
                 error = self.tier.backend_error(exc)
                 if self.outbox is not None:  # sent again until Redis takes it
                     self.outbox.bump(field)
-                # Keep this worker consistent even when the others cannot be told yet.
+                # Keep this worker consistent even when the others cannot be told yet
+                # ("u": not in Redis, so the others still use the generation before it).
                 bumped = max(bus.generation(field) + 1, now_ms())
-                bus.apply({"o": bus.origin, "op": "gen", "f": field, "g": bumped})
+                bus.apply({"o": bus.origin, "op": "gen", "f": field, "g": bumped, "u": 1})
                 self.tier.failed(self._layers.get(layer or ""), error)
 
     async def invalidate_server(self, server_id: str) -> None:

@@ -298,10 +298,19 @@ def main() -> None:
     parser.add_argument(
         "--health-interval",
         type=float,
-        help="the workers' ToolCache(health_interval=...): a deaf worker is found after two",
+        help="the workers' ToolCache(health_interval=...): silence for two drops the subscriber",
+    )
+    parser.add_argument(
+        "--max-staleness",
+        type=float,
+        help="the workers' ToolCache(max_staleness=...): how long L1 is trusted after a ping",
     )
     args = parser.parse_args()
-    options = {} if args.health_interval is None else {"health_interval": args.health_interval}
+    options: dict[str, float] = {}
+    if args.health_interval is not None:
+        options["health_interval"] = args.health_interval
+    if args.max_staleness is not None:
+        options["max_staleness"] = args.max_staleness
     workdir = Path(tempfile.mkdtemp(prefix="atc-chaos-run-"))
     try:
         phases = asyncio.run(run(args.short, workdir, options))

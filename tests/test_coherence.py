@@ -7,7 +7,10 @@ real (FLUSHALL, a killed subscriber connection, a slow lease holder).
 from __future__ import annotations
 
 import asyncio
+import sys
+import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,8 +18,15 @@ import pytest
 import aiotoolcache as atc
 from aiotoolcache.invalidation import RedisBus, encode_message
 from aiotoolcache.lease import Lease, is_marker
+from tests.reply_loss import ReplyLossProxy
 from tests.servers import RedisServer
 from tests.workers import eventually
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from benchmarks.chaos_support import FaultProxy  # noqa: E402
 
 
 def constant(value: Any, delay: float = 0.0) -> Callable[[], Awaitable[Any]]:
@@ -173,6 +183,29 @@ async def test_using_a_closed_cache_raises() -> None:
         await cache.results.get_or_load("k", constant(1))
 
 
+@pytest.mark.parametrize("change", ["set", "delete"])
+async def test_a_change_made_while_an_invalidation_waits_reaches_what_the_others_read(
+    cache: atc.ToolCache, other_worker: atc.ToolCache, redis_server: RedisServer, change: str
+) -> None:
+    await cache.results.set("k", "old")
+    assert await other_worker.results.get_or_load("k", constant("unused")) == "old"
+    held = other_worker.results.ref("k").value_key
+    with redis_server.client() as client:
+        client.delete("test:generations")
+        client.set("test:generations", "not a hash")  # every bump fails, entries do not
+    await cache.invalidate(layer="results")  # applied here at once, waits in the outbox
+    assert cache.outbox is not None and cache.outbox.pending
+    # The other worker still reads the layer under the generation Redis holds.
+    if change == "set":
+        await cache.results.set("k", "new")
+    else:
+        await cache.results.delete("k")
+    await eventually(lambda: other_worker.l1.get(held) is None, within=2)
+    assert await other_worker.results.get_or_load("k", constant("new")) == "new"
+    with redis_server.client() as client:
+        client.delete("test:generations")
+
+
 # -- leases and fences ----------------------------------------------------------------------
 
 
@@ -204,6 +237,33 @@ async def test_a_cancelled_caller_releases_its_lease(
         with pytest.raises(asyncio.CancelledError):
             await task
         await eventually(lambda: not plain.exists(value_key), within=2)
+
+
+async def test_a_lease_reply_lost_on_its_way_back_does_not_stall_the_fleet(
+    redis_server: RedisServer,
+) -> None:
+    proxy = await ReplyLossProxy(redis_server.port).start()
+    options: dict[str, Any] = {"namespace": "lost", "lease_ms": 60_000, "lease_wait": 60}
+    try:
+        async with (
+            atc.ToolCache.from_url(proxy.url, fleet_interval=None, **options) as first,
+            atc.ToolCache.from_url(redis_server.url, **options) as second,
+        ):
+            # A miss first, so the scripts are loaded and the lease call below runs in Redis.
+            await first.results.get_or_load("warm-up", constant("w"))
+            # The next script call is the lease request of "k": it lands, its reply is lost.
+            proxy.lose_reply_to(b"EVALSHA")
+            first_load = Counting("first")
+            assert await first.results.get_or_load("k", first_load) == "first"
+            assert proxy.lost == 1
+            assert first_load.calls == 1  # the lease call failed: loaded without it
+            # The lease lasts a minute: only its release lets the second worker load now.
+            second_load = Counting("second")
+            async with asyncio.timeout(10):
+                assert await second.results.get_or_load("k", second_load) == "second"
+            assert second_load.calls == 1
+    finally:
+        await proxy.close()
 
 
 async def test_a_fill_that_landed_before_the_lease_is_not_loaded_again(
@@ -309,11 +369,72 @@ async def test_a_deaf_worker_does_not_serve_l1(
     with redis_server.client() as client:
         client.client_kill_filter(_type="pubsub")
     await eventually(lambda: not cache.bus.hearing, within=3)
-    # While deaf, L1 is not trusted: the value comes from L2.
+    # Disconnected, then resubscribed with L1 dropped: the value comes from the loader or L2.
     before = cache.stats()["results"].l1_hits
     assert await cache.results.get_or_load("k", load) == "v"
     assert cache.stats()["results"].l1_hits == before
     await eventually(lambda: cache.bus.hearing, within=5)
+
+
+async def test_a_worker_cut_off_from_redis_stops_serving_l1_once_its_proof_is_old(
+    redis_server: RedisServer,
+) -> None:
+    proxy = await FaultProxy(redis_server.port).start()
+    try:
+        async with (
+            atc.ToolCache.from_url(proxy.url, namespace="cut") as reader,
+            atc.ToolCache.from_url(redis_server.url, namespace="cut") as writer,
+        ):
+            await writer.results.set("k", "old")
+            assert await reader.results.get_or_load("k", constant("unused")) == "old"
+            await eventually(lambda: reader.bus.hearing)
+            assert reader.l1.get(reader.results.ref("k").value_key) is not None
+            proxy.partitioned = True  # the reader's connections stall, the writer's do not
+            await writer.results.set("k", "new")  # in Redis; the reader cannot hear it
+            # Past max_staleness (80 ms), long before the connection is given up (0.5 s):
+            # the reader has stopped trusting L1 while it still holds the connection.
+            await asyncio.sleep(0.15)
+            assert not reader.bus.hearing
+            assert reader.bus.connected
+            before = reader.stats()["results"].l1_hits
+            assert await reader.results.get_or_load("k", constant("new")) == "new"
+            assert reader.stats()["results"].l1_hits == before
+            proxy.clear()
+            await eventually(lambda: reader.bus.hearing, within=5)
+    finally:
+        proxy.clear()
+        await proxy.close()
+
+
+async def test_a_busy_event_loop_sends_reads_to_l2_never_to_the_loader(
+    cache: atc.ToolCache,
+) -> None:
+    load = Counting("v")
+    assert await cache.results.get_or_load("k", load) == "v"
+    time.sleep(0.2)  # noqa: ASYNC251 - the loop is blocked: no ping can prove hearing meanwhile
+    assert not cache.bus.hearing
+    assert await cache.results.get_or_load("k", load) == "v"
+    assert load.calls == 1  # the read waited for a fresh proof, then read L2
+    await eventually(lambda: cache.bus.hearing)
+    before = cache.stats()["results"].l1_hits
+    assert await cache.results.get_or_load("k", load) == "v"
+    assert cache.stats()["results"].l1_hits == before + 1
+
+
+async def test_a_burst_that_keeps_the_loop_busy_is_served_from_the_cache(
+    cache: atc.ToolCache,
+) -> None:
+    keys = [("k", i) for i in range(5000)]
+    await cache.results.set_many([(key, i) for i, key in enumerate(keys)])
+    cache.l1.clear()
+
+    async def read(key: Any) -> Any:
+        time.sleep(0.0002)  # noqa: ASYNC251 - work between reads keeps the loop busy
+        return await cache.results.get(key)
+
+    # Over a second of work in one burst: proof of hearing comes late, but it comes.
+    values = await asyncio.gather(*(read(key) for key in keys))
+    assert [i for i, value in enumerate(values) if value != i] == []
 
 
 # -- fail-open ------------------------------------------------------------------------------

@@ -1,0 +1,100 @@
+"""A loopback TCP proxy in front of a real redis-server that loses one chosen reply.
+
+``lose_reply_to(marker)`` arms it: the next request that contains ``marker``
+still reaches Redis (so the command runs), but its reply, and everything
+after it on that connection, never comes back, as on a link that hung after
+the request went out. The client's own timeout must notice. Other
+connections are untouched.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+HOST = "127.0.0.1"
+
+
+class ReplyLossProxy:
+    """ReplyLossProxy forwards loopback connections to one Redis port and loses one reply."""
+
+    def __init__(self, upstream_port: int) -> None:
+        self.upstream_port = upstream_port
+        self.port = 0
+        self.lost = 0  # requests whose reply was lost
+        self._marker: bytes | None = None
+        self._server: asyncio.Server | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> ReplyLossProxy:
+        self._server = await asyncio.start_server(self._serve, HOST, 0)
+        self.port = int(self._server.sockets[0].getsockname()[1])
+        return self
+
+    @property
+    def url(self) -> str:
+        return f"redis://{HOST}:{self.port}/0"
+
+    def lose_reply_to(self, marker: bytes) -> None:
+        """Lose the reply to the next request containing ``marker`` (once)."""
+        self._marker = marker
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._server is not None:
+            await self._server.wait_closed()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._tasks.add(task)
+        streams = [writer]
+        try:
+            up_reader, up_writer = await asyncio.open_connection(HOST, self.upstream_port)
+            streams.append(up_writer)
+            await self._forward(reader, writer, up_reader, up_writer)
+        except OSError:
+            pass
+        finally:
+            for stream in streams:
+                stream.close()
+                with contextlib.suppress(Exception):
+                    await stream.wait_closed()
+            self._tasks.discard(task)
+
+    async def _forward(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        up_reader: asyncio.StreamReader,
+        up_writer: asyncio.StreamWriter,
+    ) -> None:
+        silent = asyncio.Event()
+
+        async def requests() -> None:
+            while data := await reader.read(65536):
+                if self._marker is not None and self._marker in data:
+                    self._marker = None
+                    self.lost += 1
+                    silent.set()  # before forwarding: no byte of its reply gets through
+                up_writer.write(data)
+                await up_writer.drain()
+
+        async def replies() -> None:
+            while data := await up_reader.read(65536):
+                if not silent.is_set():
+                    writer.write(data)
+                    await writer.drain()
+
+        pumps = [asyncio.create_task(requests()), asyncio.create_task(replies())]
+        try:
+            # Either side closing ends the connection on both sides.
+            await asyncio.wait(pumps, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for pump in pumps:
+                pump.cancel()
+            await asyncio.gather(*pumps, return_exceptions=True)
