@@ -455,3 +455,22 @@ async def test_an_unexpected_backend_exception_never_loses_the_result(
     load = Counting("v")
     assert await cache.results.get_or_load("k", load) == "v"
     assert load.calls == 1
+
+
+async def test_a_read_that_waited_for_proof_of_hearing_is_served_from_l1(redis_url: str) -> None:
+    async with atc.ToolCache.from_url(redis_url, namespace="proof-l1") as cache:
+        layer = cache.layer("results")
+        calls = [0]
+
+        async def load() -> str:
+            calls[0] += 1
+            return "v"
+
+        assert await layer.get_or_load("k", load) == "v"
+        hits, l2_hits = layer.counters.l1_hits, layer.counters.l2_hits
+        cache.bus.deaf_after = time.monotonic()  # the last proof has just lapsed
+        assert not cache.bus.hearing
+        assert await layer.get_or_load("k", load) == "v"
+        # The next ping's answer vouched for L1 again: no trip to L2, no load.
+        assert (layer.counters.l1_hits - hits, layer.counters.l2_hits - l2_hits) == (1, 0)
+        assert calls == [1]
