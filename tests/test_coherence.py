@@ -17,7 +17,7 @@ import pytest
 
 import aiotoolcache as atc
 from aiotoolcache.invalidation import RedisBus, encode_message
-from aiotoolcache.lease import Lease, is_marker
+from aiotoolcache.lease import MARKER_PREFIX, Lease, is_marker
 from tests.reply_loss import ReplyLossProxy
 from tests.servers import RedisServer
 from tests.workers import eventually
@@ -251,8 +251,9 @@ async def test_a_lease_reply_lost_on_its_way_back_does_not_stall_the_fleet(
         ):
             # A miss first, so the scripts are loaded and the lease call below runs in Redis.
             await first.results.get_or_load("warm-up", constant("w"))
-            # The next script call is the lease request of "k": it lands, its reply is lost.
-            proxy.lose_reply_to(b"EVALSHA")
+            # The next request carrying a lease marker is the lease request of "k"
+            # (SET … NX GET): it lands, its reply is lost.
+            proxy.lose_reply_to(MARKER_PREFIX.encode())
             first_load = Counting("first")
             assert await first.results.get_or_load("k", first_load) == "first"
             assert proxy.lost == 1
