@@ -415,7 +415,7 @@ async def test_a_busy_event_loop_sends_reads_to_l2_never_to_the_loader(
     time.sleep(0.2)  # noqa: ASYNC251 - the loop is blocked: no ping can prove hearing meanwhile
     assert not cache.bus.hearing
     assert await cache.results.get_or_load("k", load) == "v"
-    assert load.calls == 1  # the read waited for a fresh proof, then read L2
+    assert load.calls == 1  # the read waited for a fresh proof, which vouched for L1
     await eventually(lambda: cache.bus.hearing)
     before = cache.stats()["results"].l1_hits
     assert await cache.results.get_or_load("k", load) == "v"
@@ -436,6 +436,35 @@ async def test_a_burst_that_keeps_the_loop_busy_is_served_from_the_cache(
     # Over a second of work in one burst: proof of hearing comes late, but it comes.
     values = await asyncio.gather(*(read(key) for key in keys))
     assert [i for i, value in enumerate(values) if value != i] == []
+
+
+async def test_reads_that_waited_for_proof_go_on_however_slowly_the_loop_resumes_them(
+    redis_url: str,
+) -> None:
+    async with atc.ToolCache.from_url(redis_url, namespace="slow-resume") as cache:
+        cache.add_layer("l2only", atc.LayerConfig(ttl=60, l1=False))
+        layer = cache.layer("l2only")
+        await layer.set_many([(f"k{i}", i) for i in range(20)])
+        load = Counting("loaded")
+        busy = True
+
+        async def hog() -> None:
+            while busy:
+                time.sleep(0.1)  # noqa: ASYNC251 - every loop iteration outlasts the trust bound
+                await asyncio.sleep(0)
+
+        hogging = asyncio.create_task(hog())
+        try:
+            # Every proof is older than the bound by the time the loop resumes a waiting
+            # read: a read that waited once must go on to L2, not wait for newer proofs.
+            async with asyncio.timeout(60):
+                values = await asyncio.gather(
+                    *(layer.get_or_load(f"k{i}", load) for i in range(20))
+                )
+        finally:
+            busy = False
+            await hogging
+        assert values == list(range(20)) and load.calls == 0
 
 
 # -- fail-open ------------------------------------------------------------------------------
