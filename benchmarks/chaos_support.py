@@ -20,10 +20,11 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
+from typing import Self
 
 import redis
 
-__all__ = ["FaultProxy", "RedisProcess", "free_port"]
+__all__ = ["FaultProxy", "LoopbackProxy", "RedisProcess", "free_port"]
 
 HOST = "127.0.0.1"
 CHUNK = 65536
@@ -125,7 +126,49 @@ class _Link:
         self.silent = False
 
 
-class FaultProxy:
+class LoopbackProxy:
+    """LoopbackProxy listens on 127.0.0.1 and serves each connection with ``_serve``.
+
+    Subclasses decide what happens to the bytes; this class owns the listener
+    and the connection tasks, so ``close`` ends every one of them.
+    """
+
+    def __init__(self, upstream_port: int) -> None:
+        self.upstream_port = upstream_port
+        self.port = 0
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._server: asyncio.Server | None = None
+
+    async def start(self) -> Self:
+        self._server = await asyncio.start_server(self._connection, HOST, 0)
+        self.port = int(self._server.sockets[0].getsockname()[1])
+        return self
+
+    @property
+    def url(self) -> str:
+        return f"redis://{HOST}:{self.port}/0"
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._tasks.add(task)
+        try:
+            await self._serve(reader, writer)
+        finally:
+            self._tasks.discard(task)
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        raise NotImplementedError
+
+
+class FaultProxy(LoopbackProxy):
     """FaultProxy forwards loopback connections to one Redis port, with the faults set on it.
 
     ``latency`` delays every reply chunk by that many seconds (order kept);
@@ -136,27 +179,15 @@ class FaultProxy:
     """
 
     def __init__(self, upstream_port: int, seed: int = 0) -> None:
-        self.upstream_port = upstream_port
+        super().__init__(upstream_port)
         self.latency = 0.0
         self.drop = 0.0
         self._connected = asyncio.Event()
         self._connected.set()
         self.dropped = 0
         self.refused = 0
-        self.port = 0
         self._rng = random.Random(seed)
         self._links: set[_Link] = set()
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._server: asyncio.Server | None = None
-
-    async def start(self) -> FaultProxy:
-        self._server = await asyncio.start_server(self._serve, HOST, 0)
-        self.port = int(self._server.sockets[0].getsockname()[1])
-        return self
-
-    @property
-    def url(self) -> str:
-        return f"redis://{HOST}:{self.port}/0"
 
     @property
     def partitioned(self) -> bool:
@@ -178,23 +209,12 @@ class FaultProxy:
         self.latency = self.drop = 0.0
         self.partitioned = False
 
-    async def close(self) -> None:
-        if self._server is not None:
-            self._server.close()
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self._tasks.add(task)
         try:
             await self._forward(reader, writer)
         except (OSError, asyncio.IncompleteReadError):
             pass
         finally:
-            self._tasks.discard(task)
             writer.close()
 
     async def _forward(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

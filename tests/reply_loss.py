@@ -12,46 +12,27 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
-HOST = "127.0.0.1"
+from benchmarks.chaos_support import HOST, LoopbackProxy
 
 
-class ReplyLossProxy:
+class ReplyLossProxy(LoopbackProxy):
     """ReplyLossProxy forwards loopback connections to one Redis port and loses one reply."""
 
     def __init__(self, upstream_port: int) -> None:
-        self.upstream_port = upstream_port
-        self.port = 0
+        super().__init__(upstream_port)
         self.lost = 0  # requests whose reply was lost
         self._marker: bytes | None = None
-        self._server: asyncio.Server | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
-
-    async def start(self) -> ReplyLossProxy:
-        self._server = await asyncio.start_server(self._serve, HOST, 0)
-        self.port = int(self._server.sockets[0].getsockname()[1])
-        return self
-
-    @property
-    def url(self) -> str:
-        return f"redis://{HOST}:{self.port}/0"
 
     def lose_reply_to(self, marker: bytes) -> None:
         """Lose the reply to the next request containing ``marker`` (once)."""
         self._marker = marker
 
     async def close(self) -> None:
-        if self._server is not None:
-            self._server.close()
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await super().close()
         if self._server is not None:
             await self._server.wait_closed()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self._tasks.add(task)
         streams = [writer]
         try:
             up_reader, up_writer = await asyncio.open_connection(HOST, self.upstream_port)
@@ -64,7 +45,6 @@ class ReplyLossProxy:
                 stream.close()
                 with contextlib.suppress(Exception):
                     await stream.wait_closed()
-            self._tasks.discard(task)
 
     async def _forward(
         self,
