@@ -227,16 +227,50 @@ async def test_a_failed_load_releases_its_lease_and_wakes_the_waiter(
 
 
 async def test_a_cancelled_caller_releases_its_lease(
-    cache: atc.ToolCache, redis_server: RedisServer
+    redis_url: str, redis_server: RedisServer
 ) -> None:
-    task = asyncio.create_task(cache.results.get_or_load("k", constant("v", delay=5)))
-    value_key = cache.results.ref("k").value_key
-    with redis_server.client() as plain:
-        await eventually(lambda: is_marker(plain.get(value_key) or b""))  # the lease is held
-        task.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await task
-        await eventually(lambda: not plain.exists(value_key), within=2)
+    started = asyncio.Event()
+
+    async def load() -> str:
+        started.set()
+        await asyncio.Event().wait()  # never returns: cancelled mid-load
+        return "unreachable"
+
+    # A lease of a minute: the key can only clear by the release, never by expiry.
+    async with atc.ToolCache.from_url(redis_url, namespace="t", lease_ms=60_000) as cache:
+        task = asyncio.create_task(cache.results.get_or_load("k", load))
+        value_key = cache.results.ref("k").value_key
+        await started.wait()
+        with redis_server.client() as plain:
+            assert is_marker(plain.get(value_key) or b"")  # the lease is held
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            await eventually(lambda: not plain.exists(value_key), within=30)
+
+
+async def test_a_caller_cancelled_while_its_lease_request_is_out_releases_the_lease(
+    redis_server: RedisServer,
+) -> None:
+    """Redis took the lease but the reply had not come back when the caller was cancelled."""
+    proxy = await ReplyLossProxy(redis_server.port).start()
+    options: dict[str, Any] = {"namespace": "out", "lease_ms": 60_000, "budget": 60}
+    try:
+        async with atc.ToolCache.from_url(proxy.url, **options) as cache:
+            await cache.results.get_or_load("warm-up", constant("w"))
+            proxy.lose_reply_to(b"\r\nNX\r\n")  # the next lease request: SET value marker NX
+            task = asyncio.create_task(cache.results.get_or_load("k", Counting("v")))
+            value_key = cache.results.ref("k").value_key
+            with redis_server.client() as plain:
+                # The lease is in Redis; its reply never reaches the caller (60 s budget).
+                await eventually(lambda: is_marker(plain.get(value_key) or b""), within=30)
+                assert proxy.lost == 1 and not task.done()
+                task.cancel()
+                with pytest.raises(asyncio.CancelledError):
+                    await task
+                await eventually(lambda: not plain.exists(value_key), within=30)
+    finally:
+        await proxy.close()
 
 
 async def test_a_lease_reply_lost_on_its_way_back_does_not_stall_the_fleet(
