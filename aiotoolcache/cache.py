@@ -188,6 +188,14 @@ class Layer:
         ref = self.ref(key, partition, label)
         config = self.config
         entry = coherence.l1_entry(ref.value_key) if config.l1 else None
+        if entry is None and not coherence.bus.hearing:
+            # L1 is not vouched for right now: wait for the next proof of hearing.
+            if not await coherence.bus.regain():
+                return cast(T, self._served(await self._load_deaf(ref, loader, ttl)))
+            ref = self.ref(ref)  # the generations may have moved while it waited
+            # Every invalidation published before this read began has been applied now,
+            # so L1 may answer it (however long the loop takes to resume this task).
+            entry = coherence.l1_entry(ref.value_key, vouched=True) if config.l1 else None
         if entry is not None:
             self.counters.l1_hits += 1
             if config.beta > 0 or time.time() >= entry.envelope.fresh_until:
@@ -197,10 +205,6 @@ class Layer:
                 return cast(T, value)
             return cast(T, self._served(value))
         tag_list = sorted(set(tags)) if tags else None
-        if not coherence.bus.hearing:
-            if not await coherence.bus.regain():
-                return cast(T, self._served(await self._load_deaf(ref, loader, ttl)))
-            ref = self.ref(ref)  # the generations may have moved while it waited
         flight = coherence.flight
         if not flight.in_flight(ref.value_key):
             # Concurrent hits share one batched MGET; only a miss pays for a flight task.

@@ -156,13 +156,17 @@ class Coherence:
         self.fills.end(fill)
 
     # -- L1 --------------------------------------------------------------------------
-    def l1_entry(self, value_key: str) -> L1Entry | None:
-        """Return the L1 entry of ``value_key`` if it may be served now, else None."""
+    def l1_entry(self, value_key: str, vouched: bool = False) -> L1Entry | None:
+        """Return the L1 entry of ``value_key`` if it may be served now, else None.
+
+        ``vouched``: the caller has seen proof of hearing since its read began
+        (``Bus.regain``), so the bus's current trust does not matter to it.
+        """
         entry = self.l1.get(value_key)
         if entry is None:
             return None
         now = time.monotonic()
-        if now >= self.bus.deaf_after:
+        if now >= self.bus.deaf_after and not vouched:
             return None  # not proven to hear lately: kept, the next proof vouches for it again
         if entry.expires_at <= now or (
             entry.envelope.tag_generations and not self.current(entry.envelope)

@@ -318,7 +318,7 @@ class RedisBus(Bus):
         self._stalled = False
         # Readers waiting for proof share one future, resolved at every proof or give-up;
         # the subscriber pings at once when one waits since after its last ping.
-        self._proof: asyncio.Future[None] | None = None
+        self._regaining: list[asyncio.Future[None]] = []  # readers waiting for proof
         self._wanted = float("-inf")
         self.deaf_after = float("-inf")
         self._bump = client.register_script(_BUMP)
@@ -348,9 +348,10 @@ class RedisBus(Bus):
 
     def _wake_regaining(self) -> None:
         """Let every reader waiting for proof look again (proven, stalled or disconnected)."""
-        proof, self._proof = self._proof, None
-        if proof is not None and not proof.done():
-            proof.set_result(None)
+        waiters, self._regaining = self._regaining, []
+        for waiter in waiters:
+            if not waiter.done():  # a reader cancelled meanwhile left its own future
+                waiter.set_result(None)
 
     async def regain(self) -> bool:
         # No timer of its own: a busy event loop would make it expire while the answer
@@ -363,9 +364,10 @@ class RedisBus(Bus):
         while self._proven_at < since:
             if not self._connected.is_set() or self._stalled or self._closing:
                 return False
-            if self._proof is None:
-                self._proof = asyncio.get_running_loop().create_future()
-            await asyncio.shield(self._proof)  # shared: one reader leaving keeps it
+            # One future per reader: a reader cancelled while it waits affects no other.
+            waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._regaining.append(waiter)
+            await waiter
         return True
 
     async def start(self, wait: float = 2.0) -> None:

@@ -154,7 +154,7 @@ def test_profile_hit_quick_prints_a_table_and_json() -> None:
     for hit in ("l1_hit", "l2_hit"):
         assert data[hit]["whole_us"] > 0
         names = [row["component"] for row in data[hit]["components"]]
-        assert any(name.startswith("key digest") for name in names)
+        assert any(name.startswith("key name") for name in names)
     assert "| component | µs | share |" in run.stdout
 
 

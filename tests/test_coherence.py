@@ -17,7 +17,7 @@ import pytest
 
 import aiotoolcache as atc
 from aiotoolcache.invalidation import RedisBus, encode_message
-from aiotoolcache.lease import Lease, is_marker
+from aiotoolcache.lease import MARKER_PREFIX, Lease, is_marker
 from tests.reply_loss import ReplyLossProxy
 from tests.servers import RedisServer
 from tests.workers import eventually
@@ -298,8 +298,9 @@ async def test_a_lease_reply_lost_on_its_way_back_does_not_stall_the_fleet(
         ):
             # A miss first, so the scripts are loaded and the lease call below runs in Redis.
             await first.results.get_or_load("warm-up", constant("w"))
-            # The next script call is the lease request of "k": it lands, its reply is lost.
-            proxy.lose_reply_to(b"EVALSHA")
+            # The next request carrying a lease marker is the lease request of "k"
+            # (SET … NX GET): it lands, its reply is lost.
+            proxy.lose_reply_to(MARKER_PREFIX.encode())
             first_load = Counting("first")
             assert await first.results.get_or_load("k", first_load) == "first"
             assert proxy.lost == 1
@@ -475,7 +476,7 @@ async def test_a_busy_event_loop_sends_reads_to_l2_never_to_the_loader(
     time.sleep(0.2)  # noqa: ASYNC251 - the loop is blocked: no ping can prove hearing meanwhile
     assert not cache.bus.hearing
     assert await cache.results.get_or_load("k", load) == "v"
-    assert load.calls == 1  # the read waited for a fresh proof, then read L2
+    assert load.calls == 1  # the read waited for a fresh proof, which vouched for L1
     await eventually(lambda: cache.bus.hearing)
     before = cache.stats()["results"].l1_hits
     assert await cache.results.get_or_load("k", load) == "v"
@@ -498,6 +499,35 @@ async def test_a_burst_that_keeps_the_loop_busy_is_served_from_the_cache(
     assert [i for i, value in enumerate(values) if value != i] == []
 
 
+async def test_reads_that_waited_for_proof_go_on_however_slowly_the_loop_resumes_them(
+    redis_url: str,
+) -> None:
+    async with atc.ToolCache.from_url(redis_url, namespace="slow-resume") as cache:
+        cache.add_layer("l2only", atc.LayerConfig(ttl=60, l1=False))
+        layer = cache.layer("l2only")
+        await layer.set_many([(f"k{i}", i) for i in range(20)])
+        load = Counting("loaded")
+        busy = True
+
+        async def hog() -> None:
+            while busy:
+                time.sleep(0.1)  # noqa: ASYNC251 - every loop iteration outlasts the trust bound
+                await asyncio.sleep(0)
+
+        hogging = asyncio.create_task(hog())
+        try:
+            # Every proof is older than the bound by the time the loop resumes a waiting
+            # read: a read that waited once must go on to L2, not wait for newer proofs.
+            async with asyncio.timeout(60):
+                values = await asyncio.gather(
+                    *(layer.get_or_load(f"k{i}", load) for i in range(20))
+                )
+        finally:
+            busy = False
+            await hogging
+        assert values == list(range(20)) and load.calls == 0
+
+
 # -- fail-open ------------------------------------------------------------------------------
 
 
@@ -516,3 +546,22 @@ async def test_an_unexpected_backend_exception_never_loses_the_result(
     load = Counting("v")
     assert await cache.results.get_or_load("k", load) == "v"
     assert load.calls == 1
+
+
+async def test_a_read_that_waited_for_proof_of_hearing_is_served_from_l1(redis_url: str) -> None:
+    async with atc.ToolCache.from_url(redis_url, namespace="proof-l1") as cache:
+        layer = cache.layer("results")
+        calls = [0]
+
+        async def load() -> str:
+            calls[0] += 1
+            return "v"
+
+        assert await layer.get_or_load("k", load) == "v"
+        hits, l2_hits = layer.counters.l1_hits, layer.counters.l2_hits
+        cache.bus.deaf_after = time.monotonic()  # the last proof has just lapsed
+        assert not cache.bus.hearing
+        assert await layer.get_or_load("k", load) == "v"
+        # The next ping's answer vouched for L1 again: no trip to L2, no load.
+        assert (layer.counters.l1_hits - hits, layer.counters.l2_hits - l2_hits) == (1, 0)
+        assert calls == [1]
