@@ -271,7 +271,7 @@ async def test_a_caller_cancelled_while_its_lease_request_is_out_releases_the_le
     try:
         async with atc.ToolCache.from_url(proxy.url, **options) as cache:
             await cache.results.get_or_load("warm-up", constant("w"))
-            proxy.lose_reply_to(b"\r\nNX\r\n")  # the next lease request: SET value marker NX
+            proxy.lose_reply_to(MARKER_PREFIX.encode())  # the next lease request: SET … NX GET
             task = asyncio.create_task(cache.results.get_or_load("k", Counting("v")))
             value_key = cache.results.ref("k").value_key
             with redis_server.client() as plain:
