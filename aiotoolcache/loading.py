@@ -103,6 +103,32 @@ class LoadCoordinator:
                 return cast(T, found)
             if lease is None and not wait:
                 return None
+        try:
+            return await self._load_holding(
+                layer, ref, fill, lease, loader, ttl, should_cache, wait, replaces
+            )
+        except BaseException as exc:
+            # A failed load settled its lease on the way out (released, or the failure
+            # stored). Cancelled anywhere past taking it (loading, filling, releasing): give
+            # it back without delaying the caller; the release drops only our own marker, so
+            # it is a no-op when a fill or a release landed first.
+            if lease is not None and not isinstance(exc, Exception):
+                self._in_background(self._release(ref, lease))
+            raise
+
+    async def _load_holding(
+        self,
+        layer: Layer,
+        ref: KeyRef,
+        fill: Fill,
+        lease: Lease | None,
+        loader: Callable[[], Awaitable[T]],
+        ttl: float | None,
+        should_cache: ShouldCache | None,
+        wait: bool,
+        replaces: Envelope | None,
+    ) -> T:
+        """Run ``loader`` (renewing ``lease`` meanwhile), then fill or release; return its value."""
         renewal = self._start_renewal(lease)
         try:
             value, elapsed = await layer.run_loader(loader)
@@ -116,11 +142,6 @@ class LoadCoordinator:
                     raise
             if lease is not None:
                 await self._release(ref, lease)  # waiters elsewhere retry at once
-            raise
-        except BaseException:
-            if lease is not None:
-                # Cancelled: release without delaying the cancellation.
-                self._in_background(self._release(ref, lease))
             raise
         finally:
             if renewal is not None:
@@ -163,6 +184,11 @@ class LoadCoordinator:
                 # The lease may have landed with only its reply lost: give it back.
                 self._in_background(self._release(ref, lease))
                 return None, MISSING  # fail-open: load without a lease
+            except BaseException:
+                # Cancelled while the request was out: it may have landed all the same
+                # (Redis ran it, the reply was still on its way), so give it back too.
+                self._in_background(self._release(ref, lease))
+                raise
             if data is not None:
                 value = self._filled(layer, ref, fill, data)
                 if value is not MISSING:
@@ -174,11 +200,15 @@ class LoadCoordinator:
             if holder_ms == -1:
                 if waited:
                     layer.counters.lease_takeovers += 1
-                if replaces is not None and await self._refreshed_elsewhere(
-                    layer, ref, fill, replaces
-                ):
-                    self._in_background(self._release(ref, lease))
-                    return None, MISSING
+                if replaces is not None:
+                    try:
+                        elsewhere = await self._refreshed_elsewhere(layer, ref, fill, replaces)
+                    except BaseException:
+                        self._in_background(self._release(ref, lease))  # held: give it back
+                        raise
+                    if elsewhere:
+                        self._in_background(self._release(ref, lease))
+                        return None, MISSING
                 return lease, MISSING
             if not wait:
                 return None, MISSING

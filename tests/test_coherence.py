@@ -210,33 +210,80 @@ async def test_a_change_made_while_an_invalidation_waits_reaches_what_the_others
 
 
 async def test_a_failed_load_releases_its_lease_and_wakes_the_waiter(
-    cache: atc.ToolCache, other_worker: atc.ToolCache
+    redis_url: str, redis_server: RedisServer
 ) -> None:
+    started, gate = asyncio.Event(), asyncio.Event()
+
     async def fail() -> Any:
-        await asyncio.sleep(0.1)
+        started.set()
+        await gate.wait()
         raise RuntimeError("tool failed")
 
-    first = asyncio.create_task(cache.results.get_or_load("k", fail))
-    await asyncio.sleep(0.03)  # the first worker holds the lease
-    started = asyncio.get_running_loop().time()
-    value = await other_worker.results.get_or_load("k", constant("v"))
-    assert value == "v"
-    assert asyncio.get_running_loop().time() - started < 2.0  # not the whole lease
-    with pytest.raises(RuntimeError):
-        await first
+    # A lease of a minute: the waiter can only get its turn from the release.
+    options: dict[str, Any] = {"namespace": "t", "lease_ms": 60_000}
+    async with (
+        atc.ToolCache.from_url(redis_url, **options) as holder,
+        atc.ToolCache.from_url(redis_url, **options) as waiter,
+    ):
+        first = asyncio.create_task(holder.results.get_or_load("k", fail))
+        await started.wait()  # the first worker holds the lease
+        second = asyncio.create_task(waiter.results.get_or_load("k", constant("v")))
+        value_key = holder.results.ref("k").value_key
+        with redis_server.client() as plain:  # the waiter marked the holder's marker
+            await eventually(lambda: (plain.get(value_key) or b"").endswith(b"+"), within=30)
+        gate.set()
+        with pytest.raises(RuntimeError):
+            await first
+        async with asyncio.timeout(30):  # far below the lease: woken by the release
+            assert await second == "v"
+        assert waiter.results.counters.lease_takeovers == 1
 
 
 async def test_a_cancelled_caller_releases_its_lease(
-    cache: atc.ToolCache, redis_server: RedisServer
+    redis_url: str, redis_server: RedisServer
 ) -> None:
-    task = asyncio.create_task(cache.results.get_or_load("k", constant("v", delay=5)))
-    value_key = cache.results.ref("k").value_key
-    with redis_server.client() as plain:
-        await eventually(lambda: is_marker(plain.get(value_key) or b""))  # the lease is held
-        task.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await task
-        await eventually(lambda: not plain.exists(value_key), within=2)
+    started = asyncio.Event()
+
+    async def load() -> str:
+        started.set()
+        await asyncio.Event().wait()  # never returns: cancelled mid-load
+        return "unreachable"
+
+    # A lease of a minute: the key can only clear by the release, never by expiry.
+    async with atc.ToolCache.from_url(redis_url, namespace="t", lease_ms=60_000) as cache:
+        task = asyncio.create_task(cache.results.get_or_load("k", load))
+        value_key = cache.results.ref("k").value_key
+        await started.wait()
+        with redis_server.client() as plain:
+            assert is_marker(plain.get(value_key) or b"")  # the lease is held
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            await eventually(lambda: not plain.exists(value_key), within=30)
+
+
+async def test_a_caller_cancelled_while_its_lease_request_is_out_releases_the_lease(
+    redis_server: RedisServer,
+) -> None:
+    """Redis took the lease but the reply had not come back when the caller was cancelled."""
+    proxy = await ReplyLossProxy(redis_server.port).start()
+    options: dict[str, Any] = {"namespace": "out", "lease_ms": 60_000, "budget": 60}
+    try:
+        async with atc.ToolCache.from_url(proxy.url, **options) as cache:
+            await cache.results.get_or_load("warm-up", constant("w"))
+            proxy.lose_reply_to(MARKER_PREFIX.encode())  # the next lease request: SET … NX GET
+            task = asyncio.create_task(cache.results.get_or_load("k", Counting("v")))
+            value_key = cache.results.ref("k").value_key
+            with redis_server.client() as plain:
+                # The lease is in Redis; its reply never reaches the caller (60 s budget).
+                await eventually(lambda: is_marker(plain.get(value_key) or b""), within=30)
+                assert proxy.lost == 1 and not task.done()
+                task.cancel()
+                with pytest.raises(asyncio.CancelledError):
+                    await task
+                await eventually(lambda: not plain.exists(value_key), within=30)
+    finally:
+        await proxy.close()
 
 
 async def test_a_lease_reply_lost_on_its_way_back_does_not_stall_the_fleet(
@@ -281,17 +328,31 @@ async def test_a_fill_that_landed_before_the_lease_is_not_loaded_again(
 async def test_an_unleased_load_never_overwrites_a_delete(
     redis_url: str, redis_server: RedisServer
 ) -> None:
+    def gated(started: asyncio.Event, gate: asyncio.Event) -> Callable[[], Awaitable[str]]:
+        async def load() -> str:
+            started.set()
+            await gate.wait()
+            return "old"
+
+        return load
+
+    holding, holder_gate = asyncio.Event(), asyncio.Event()
+    unleased, impatient_gate = asyncio.Event(), asyncio.Event()
     async with (
         atc.ToolCache.from_url(redis_url, namespace="t") as holder,
         atc.ToolCache.from_url(redis_url, namespace="t", lease_wait=0.05) as impatient,
     ):
-        slow = asyncio.create_task(holder.results.get_or_load("k", constant("old", delay=0.5)))
-        await asyncio.sleep(0.05)
+        slow = asyncio.create_task(holder.results.get_or_load("k", gated(holding, holder_gate)))
+        await holding.wait()  # the holder has the lease
         # Waits 50 ms for the holder, then loads itself, without the lease.
-        loading = asyncio.create_task(impatient.results.get_or_load("k", constant("old", 0.2)))
-        await asyncio.sleep(0.1)
+        loading = asyncio.create_task(
+            impatient.results.get_or_load("k", gated(unleased, impatient_gate))
+        )
+        await unleased.wait()
         await holder.results.delete("k")  # the truth changed while both loaded
+        impatient_gate.set()
         assert await loading == "old"
+        holder_gate.set()
         assert await slow == "old"
         assert keys(redis_server, "t:results:*") == []  # neither load wrote the old value
 

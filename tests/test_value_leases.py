@@ -65,24 +65,49 @@ async def test_a_dead_holders_marker_expires_and_a_waiter_takes_over(
 async def test_a_long_load_keeps_renewing_its_marker(
     redis_url: str, redis_server: RedisServer
 ) -> None:
-    loader = Counting("v", delay=1.6)
-    async with atc.ToolCache.from_url(redis_url, namespace="t", lease_ms=500) as holder:
-        value_key = holder.results.ref("k").value_key
-        loading = asyncio.create_task(holder.results.get_or_load("k", loader))
-        await asyncio.sleep(1.2)  # more than twice the lease
+    started, gate = asyncio.Event(), asyncio.Event()
+
+    async def long_load() -> str:
+        started.set()
+        await gate.wait()
+        return "v"
+
+    async with atc.ToolCache.from_url(redis_url, namespace="t", lease_ms=1000) as holder:
+        ref = holder.results.ref("k")
+        loading = asyncio.create_task(holder.results.get_or_load("k", long_load))
+        await started.wait()
         with redis_server.client() as plain:
-            assert is_marker(plain.get(value_key) or b"")
-        assert await loading == "v"
-        with redis_server.client() as plain:
-            assert holder.results.open_raw(holder.results.ref("k"), plain.get(value_key))
+            renewals, last = 0, plain.pttl(ref.value_key)
+
+            def renewed_three_times() -> bool:
+                nonlocal renewals, last
+                now = plain.pttl(ref.value_key)
+                assert now > 0, "the marker expired: the load was not renewing it"
+                renewals, last = renewals + (now > last), now
+                return renewals >= 3
+
+            # Three renewals span more than a whole lease: without them the marker was gone.
+            await eventually(renewed_three_times, within=30)
+            assert is_marker(plain.get(ref.value_key) or b"")
+            gate.set()
+            assert await loading == "v"
+            assert holder.results.open_raw(ref, plain.get(ref.value_key))
 
 
 async def test_a_write_during_a_load_revokes_its_fill(
     cache: atc.ToolCache, other_worker: atc.ToolCache
 ) -> None:
-    loading = asyncio.create_task(cache.results.get_or_load("k", Counting("old", delay=0.3)))
-    await asyncio.sleep(0.1)
+    started, gate = asyncio.Event(), asyncio.Event()
+
+    async def old_truth() -> str:
+        started.set()
+        await gate.wait()
+        return "old"
+
+    loading = asyncio.create_task(cache.results.get_or_load("k", old_truth))
+    await started.wait()  # loading under the lease
     await other_worker.results.set("k", "new")
+    gate.set()
     assert await loading == "old"  # its caller asked before the write
     async with atc.ToolCache.from_url(cache.url, namespace="test") as third:
         assert await third.results.get("k") == "new"  # the old load did not overwrite it
@@ -160,29 +185,37 @@ async def test_out_of_memory_redis_still_serves_the_loaders_value(own_redis: Red
 
 @pytest.mark.parametrize("outcome", ["fails", "is cancelled"])
 async def test_a_released_marker_wakes_the_waiter_elsewhere(
-    cache: atc.ToolCache, other_worker: atc.ToolCache, redis_server: RedisServer, outcome: str
+    redis_url: str, redis_server: RedisServer, outcome: str
 ) -> None:
-    started = asyncio.Event()
+    started, gate = asyncio.Event(), asyncio.Event()
 
     async def doomed() -> str:
         started.set()
-        await asyncio.sleep(0.2)
+        await gate.wait()
         raise RuntimeError("load failed")
 
-    holding = asyncio.create_task(cache.results.get_or_load("k", doomed))
-    await started.wait()
-    waiter = Counting("v")
-    waiting = asyncio.create_task(other_worker.results.get_or_load("k", waiter))
-    value_key = cache.results.ref("k").value_key
-    with redis_server.client() as plain:  # the waiter marked the holder's marker
-        await eventually(lambda: (plain.get(value_key) or b"").endswith(b"+"))
-    if outcome == "is cancelled":
-        holding.cancel()
-    with pytest.raises((RuntimeError, asyncio.CancelledError)):
-        await holding
-    async with asyncio.timeout(2):  # the lease lasts 3 s: woken, not timed out
-        assert await waiting == "v"
-    assert waiter.calls == 1
+    # A lease of a minute: the waiter can only get its turn from the release.
+    options = {"namespace": "t", "lease_ms": 60_000}
+    async with (
+        atc.ToolCache.from_url(redis_url, **options) as cache,
+        atc.ToolCache.from_url(redis_url, **options) as other_worker,
+    ):
+        holding = asyncio.create_task(cache.results.get_or_load("k", doomed))
+        await started.wait()
+        waiter = Counting("v")
+        waiting = asyncio.create_task(other_worker.results.get_or_load("k", waiter))
+        value_key = cache.results.ref("k").value_key
+        with redis_server.client() as plain:  # the waiter marked the holder's marker
+            await eventually(lambda: (plain.get(value_key) or b"").endswith(b"+"), within=30)
+        if outcome == "is cancelled":
+            holding.cancel()
+        else:
+            gate.set()
+        with pytest.raises((RuntimeError, asyncio.CancelledError)):
+            await holding
+        async with asyncio.timeout(30):  # far below the lease: woken by the release
+            assert await waiting == "v"
+        assert waiter.calls == 1
 
 
 async def test_leases_by_script_as_on_servers_older_than_7(
