@@ -162,6 +162,35 @@ class Layer:
         reach the caller unless the cache is strict. Inside ``cache_control``
         the directive decides what is read, loaded and stored.
         """
+        coherence = self._coherence
+        config = self.config
+        if (
+            coherence.ready
+            and config.l1
+            and self.cassette is None
+            and control.DIRECTIVE.get() is None
+        ):
+            # The L1 hit, in a small frame of its own: everything else is in _get_or_load.
+            ref = self.ref(key, partition, label)
+            entry = coherence.l1_entry(ref.value_key)
+            if entry is not None and entry.plain:
+                self.counters.l1_hits += 1
+                if config.beta > 0 or time.time() >= entry.envelope.fresh_until:
+                    self._maybe_refresh(ref, entry.envelope, loader, ttl, tags, should_cache)
+                hit: T = entry.value  # typed without a call: this is the hottest line
+                return hit
+        return await self._get_or_load(key, loader, ttl, tags, partition, label, should_cache)
+
+    async def _get_or_load(
+        self,
+        key: Any,
+        loader: Loader[T],
+        ttl: float | None,
+        tags: Iterable[str] | None,
+        partition: str | None,
+        label: str | None,
+        should_cache: ShouldCache | None,
+    ) -> T:
         if self.cassette is not None:  # the tape answers, before L1 and L2: see cassette.py
             return await self.cassette.through(self, key, loader, partition)
         directive = control.DIRECTIVE.get()
@@ -200,10 +229,7 @@ class Layer:
             self.counters.l1_hits += 1
             if config.beta > 0 or time.time() >= entry.envelope.fresh_until:
                 self._maybe_refresh(ref, entry.envelope, loader, ttl, tags, should_cache)
-            value = entry.value
-            if entry.plain:  # not a cached failure, and no copy asked for
-                return cast(T, value)
-            return cast(T, self._served(value))
+            return cast(T, self._served(entry.value))
         tag_list = sorted(set(tags)) if tags else None
         flight = coherence.flight
         if not flight.in_flight(ref.value_key):
