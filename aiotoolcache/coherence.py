@@ -97,6 +97,8 @@ class Coherence:
     ) -> None:
         """Use the bus ``bus_factory(apply, reset)`` builds, and keep ``fallback`` coherent too."""
         self.bus = bus_factory(self.apply, self.reset)
+        # Work in flight may fill L1 when it ends: the bus keeps proof of hearing fresh.
+        self.bus.busy = self.fills.__bool__
         self.fallback = fallback
 
     # -- start-up --------------------------------------------------------------------
@@ -166,6 +168,7 @@ class Coherence:
         if entry is None:
             return None
         now = time.monotonic()
+        self.bus.used_at = now  # L1 in use: the bus keeps proof of hearing fresh
         if now >= self.bus.deaf_after and not vouched:
             return None  # not proven to hear lately: kept, the next proof vouches for it again
         if entry.expires_at <= now or (
