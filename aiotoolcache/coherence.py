@@ -152,6 +152,8 @@ class Coherence:
 
     def begin(self, ref: KeyRef, tags: Iterable[str] | None = None) -> Fill:
         """Register a read or load of ``ref`` (with the tag generations seen as it starts)."""
+        if self.bus.idle:
+            self.bus.note_use()  # its value may enter L1 when it ends: keep proof fresh
         return self.fills.begin(ref, self.tag_generations(tags))
 
     def end(self, fill: Fill) -> None:

@@ -24,11 +24,13 @@ messages before it), so it errs towards not trusting L1, never towards
 serving what was invalidated.
 
 Pings cost CPU, so they follow use. While the cache is in use (an L1 entry
-looked up, or a reader waiting for proof, within the last second; or a read,
-load or write in flight) the subscriber pings every ``max_staleness / 3``,
-so trust never lapses; otherwise every ``health_interval / 2``, enough to
-find a dead connection. A reader that finds trust lapsed has a ping sent at
-once, from a short task of its own, not at the subscriber's next wake-up.
+looked up, a reader waiting for proof, or a read, load or write begun,
+within the last second; or one still in flight) the subscriber pings every
+``max_staleness / 3``, so trust never lapses; otherwise every
+``health_interval / 2``, enough to find a dead connection. A reader that
+finds trust lapsed, or work begun while the subscriber sleeps its idle
+interval, has a ping sent at once from a short task (its answer wakes the
+subscriber), not at the subscriber's next wake-up.
 
 Generations are never reused. A bump writes ``max(stored + 1, local + 1,
 now in ms)``, so even after Redis lost the hash (FLUSHALL, eviction, a
@@ -201,6 +203,8 @@ class Bus:
     used_at = float("-inf")
     # True while reads, loads or writes are in flight (they may fill L1 when they end).
     busy: Callable[[], bool] | None = None
+    # True while proof of hearing is kept at the idle cadence only (see note_use).
+    idle = False
     # Called when the event loop cancels the subscriber of a cache nobody closed.
     on_abandon: Callable[[], None] | None = None
 
@@ -208,6 +212,9 @@ class Bus:
     def hearing(self) -> bool:
         """True while every invalidation reaches this worker (always, in process)."""
         return time.monotonic() < self.deaf_after
+
+    def note_use(self) -> None:
+        """The cache is in use from now on: keep proof of hearing fresh (nothing in process)."""
 
     async def regain(self) -> bool:
         """Wait briefly for proof that every message published before this call was applied.
@@ -335,7 +342,7 @@ class RedisBus(Bus):
         self._stalled = False
         # Readers waiting for proof, one future each, resolved at every proof or give-up.
         self._regaining: list[asyncio.Future[None]] = []
-        self._wanted = float("-inf")  # when the latest reader began waiting for proof
+        self._wanted = float("-inf")  # when a ping was last asked for (a reader, note_use)
         self._live: PubSub | None = None  # the subscribed connection, while it is listened on
         self._pinger: asyncio.Task[None] | None = None  # sends the pings readers wait for
         self.deaf_after = float("-inf")
@@ -388,6 +395,13 @@ class RedisBus(Bus):
             self._regaining.append(waiter)
             await waiter
         return True
+
+    def note_use(self) -> None:
+        # The subscriber may sleep for an idle interval: a ping sent now wakes it with its
+        # answer, and it keeps the fast cadence from then on.
+        self.idle = False
+        self._wanted = self.used_at = time.monotonic()
+        self._ping_soon()
 
     def _ping_soon(self) -> None:
         """Have a ping sent now for the readers waiting for proof, not at the next wake-up.
@@ -543,6 +557,7 @@ class RedisBus(Bus):
                 backoff = min(backoff * 2, 0.25)  # healing within a second matters more
             finally:
                 self._live = None  # no more pings on it, from the subscriber or for readers
+                self.idle = False
                 if pubsub.connection is not None:
                     pubsub.connection.deregister_connect_callback(self._connection_remade)
                 with contextlib.suppress(Exception):
@@ -590,7 +605,8 @@ class RedisBus(Bus):
         self._live = pubsub
         while not self._closing:
             now = time.monotonic()
-            every = self._ping_every if self._in_use(now) else self._idle_ping_every
+            self.idle = not self._in_use(now)
+            every = self._idle_ping_every if self.idle else self._ping_every
             if len(self._pings) < _MAX_PINGS and (
                 now - self._last_ping >= every or self._wanted > self._last_ping
             ):

@@ -124,3 +124,15 @@ async def test_a_reader_cancelled_while_it_waits_for_proof_leaves_the_subscriber
         await eventually(lambda: bus.hearing)
         assert pings(own_redis) == 1
         assert bus.reconnects == 0 and bus.connected
+
+
+async def test_work_begun_while_the_subscriber_sleeps_its_idle_interval_wakes_it(
+    own_redis: RedisServer,
+) -> None:
+    # Idle, the subscriber pings every 5 s here; the load outlasts the trust its start had.
+    async with atc.ToolCache.from_url(own_redis.url, namespace="wake", health_interval=10) as cache:
+        await cache.start()
+        await asyncio.sleep(0.03)  # its first ping answered, it sleeps; the proof holds 80 ms
+        assert await cache.results.get_or_load("k", Counting("v", delay=0.3)) == "v"
+        # Proof stayed fresh while it loaded, so its value went into L1 too.
+        assert cache.l1.get(cache.results.ref("k").value_key) is not None
