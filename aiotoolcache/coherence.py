@@ -97,6 +97,8 @@ class Coherence:
     ) -> None:
         """Use the bus ``bus_factory(apply, reset)`` builds, and keep ``fallback`` coherent too."""
         self.bus = bus_factory(self.apply, self.reset)
+        # Work in flight may fill L1 when it ends: the bus keeps proof of hearing fresh.
+        self.bus.busy = self.fills.__bool__
         self.fallback = fallback
 
     # -- start-up --------------------------------------------------------------------
@@ -150,6 +152,8 @@ class Coherence:
 
     def begin(self, ref: KeyRef, tags: Iterable[str] | None = None) -> Fill:
         """Register a read or load of ``ref`` (with the tag generations seen as it starts)."""
+        if self.bus.idle:
+            self.bus.note_use()  # its value may enter L1 when it ends: keep proof fresh
         return self.fills.begin(ref, self.tag_generations(tags))
 
     def end(self, fill: Fill) -> None:
@@ -166,6 +170,7 @@ class Coherence:
         if entry is None:
             return None
         now = time.monotonic()
+        self.bus.used_at = now  # L1 in use: the bus keeps proof of hearing fresh
         if now >= self.bus.deaf_after and not vouched:
             return None  # not proven to hear lately: kept, the next proof vouches for it again
         if entry.expires_at <= now or (

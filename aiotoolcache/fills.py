@@ -40,6 +40,9 @@ class FillRegistry:
     def __len__(self) -> int:
         return sum(len(fills) for fills in self._by_key.values())
 
+    def __bool__(self) -> bool:
+        return bool(self._by_key)  # an entry is deleted with its last fill
+
     def begin(self, ref: KeyRef, tag_generations: dict[str, int] | None = None) -> Fill:
         fill = Fill(ref, tag_generations)
         self._by_key.setdefault(ref.value_key, []).append(fill)

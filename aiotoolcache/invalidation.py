@@ -12,16 +12,25 @@ disconnect and reconnect the bus tells its owner to flush L1, and reloads
 the generations before it reports itself connected again.
 
 A live connection proves nothing by itself: a stalled one looks the same
-until a timeout. So the subscriber proves that it hears. It sends a PING
-every ``max_staleness / 3`` on its own connection, noting the time ``t0``
-just before sending; Redis answers in order on one connection, so once the
-answer is read, every message published before ``t0`` has been read and
-applied. The bus is ``hearing`` (L1 may be served) only until ``t0 +
-max_staleness`` of the last answered ping. A message that arrives proves
-nothing of the kind: when Redis sent it is unknown in this worker's clock.
-A busy event loop only makes the proof older (``t0`` is taken before the
-send, the answer is read after the messages before it), so it errs towards
-not trusting L1, never towards serving what was invalidated.
+until a timeout. So the subscriber proves that it hears. It sends a PING on
+its own connection, noting the time ``t0`` just before sending; Redis
+answers in order on one connection, so once the answer is read, every
+message published before ``t0`` has been read and applied. The bus is
+``hearing`` (L1 may be served) only until ``t0 + max_staleness`` of the last
+answered ping. A message that arrives proves nothing of the kind: when Redis
+sent it is unknown in this worker's clock. A busy event loop only makes the
+proof older (``t0`` is taken before the send, the answer is read after the
+messages before it), so it errs towards not trusting L1, never towards
+serving what was invalidated.
+
+Pings cost CPU, so they follow use. While the cache is in use (an L1 entry
+looked up, a reader waiting for proof, or a read, load or write begun,
+within the last second; or one still in flight) the subscriber pings every
+``max_staleness / 3``, so trust never lapses; otherwise every
+``health_interval / 2``, enough to find a dead connection. A reader that
+finds trust lapsed, or work begun while the subscriber sleeps its idle
+interval, has a ping sent at once from a short task (its answer wakes the
+subscriber), not at the subscriber's next wake-up.
 
 Generations are never reused. A bump writes ``max(stored + 1, local + 1,
 now in ms)``, so even after Redis lost the hash (FLUSHALL, eviction, a
@@ -127,6 +136,8 @@ _GENERATION_CHECKS = 5
 DEFAULT_MAX_STALENESS = 0.08
 # Pings in flight at most: a stalled connection is found by the oldest one anyway.
 _MAX_PINGS = 32
+# The cache counts as in use (pings at the fast cadence) this long after its last use (s).
+IN_USE_FOR = 1.0
 
 # KEYS: hash. ARGV: field, now in ms, the caller's value, TTL in ms. Never reuses a value.
 _BUMP = """
@@ -187,6 +198,13 @@ class Bus:
     # time.monotonic() from which this bus is deaf: +inf while subscribed, -inf after
     # a disconnect (a plain float, so the L1 hit path checks it without a call).
     deaf_after = float("inf")
+    # time.monotonic() of the last L1 lookup that found an entry (set by the hot path with
+    # one store) or of the last wait for proof: the subscriber pings fast while it is recent.
+    used_at = float("-inf")
+    # True while reads, loads or writes are in flight (they may fill L1 when they end).
+    busy: Callable[[], bool] | None = None
+    # True while proof of hearing is kept at the idle cadence only (see note_use).
+    idle = False
     # Called when the event loop cancels the subscriber of a cache nobody closed.
     on_abandon: Callable[[], None] | None = None
 
@@ -194,6 +212,9 @@ class Bus:
     def hearing(self) -> bool:
         """True while every invalidation reaches this worker (always, in process)."""
         return time.monotonic() < self.deaf_after
+
+    def note_use(self) -> None:
+        """The cache is in use from now on: keep proof of hearing fresh (nothing in process)."""
 
     async def regain(self) -> bool:
         """Wait briefly for proof that every message published before this call was applied.
@@ -304,7 +325,9 @@ class RedisBus(Bus):
         self.generations_ttl_ms = generations_ttl_ms
         self.health_interval = health_interval
         self.max_staleness = max_staleness
-        self._ping_every = max_staleness / 3
+        self._ping_every = max_staleness / 3  # while in use: trust never lapses
+        # Otherwise: often enough to find a dead connection, as before the proof rule.
+        self._idle_ping_every = max(self._ping_every, health_interval / 2)
         self.reconnects = 0
         self.data_losses = 0  # times the generations hash was found missing or behind
         self._known = False
@@ -312,14 +335,16 @@ class RedisBus(Bus):
         # Pings sent and not yet answered, oldest first: (number, time.monotonic() before send).
         self._pings: deque[tuple[int, float]] = deque()
         self._pinged = 0  # the number of the last ping sent
+        self._last_ping = float("-inf")  # t0 of the last ping sent, whoever sent it
         self._proven_at = float("-inf")  # t0 of the last answered ping
         # Set by the subscriber when, with nothing left to read, a ping has waited longer
         # than health_interval: reads stop waiting for proof. Cleared by the next answer.
         self._stalled = False
-        # Readers waiting for proof share one future, resolved at every proof or give-up;
-        # the subscriber pings at once when one waits since after its last ping.
-        self._regaining: list[asyncio.Future[None]] = []  # readers waiting for proof
-        self._wanted = float("-inf")
+        # Readers waiting for proof, one future each, resolved at every proof or give-up.
+        self._regaining: list[asyncio.Future[None]] = []
+        self._wanted = float("-inf")  # when a ping was last asked for (a reader, note_use)
+        self._live: PubSub | None = None  # the subscribed connection, while it is listened on
+        self._pinger: asyncio.Task[None] | None = None  # sends the pings readers wait for
         self.deaf_after = float("-inf")
         self._bump = client.register_script(_BUMP)
         self._merge = client.register_script(_MERGE)
@@ -360,7 +385,8 @@ class RedisBus(Bus):
         if self.hearing:
             return True
         since = time.monotonic()
-        self._wanted = since
+        self._wanted = self.used_at = since
+        self._ping_soon()
         while self._proven_at < since:
             if not self._connected.is_set() or self._stalled or self._closing:
                 return False
@@ -369,6 +395,52 @@ class RedisBus(Bus):
             self._regaining.append(waiter)
             await waiter
         return True
+
+    def note_use(self) -> None:
+        # The subscriber may sleep for an idle interval: a ping sent now wakes it with its
+        # answer, and it keeps the fast cadence from then on.
+        self.idle = False
+        self._wanted = self.used_at = time.monotonic()
+        self._ping_soon()
+
+    def _ping_soon(self) -> None:
+        """Have a ping sent now for the readers waiting for proof, not at the next wake-up.
+
+        From a task of its own: redis-py disconnects a connection whose send was
+        cancelled, and a reader may be cancelled at any time.
+        """
+        if self._pinger is None and self._live is not None:
+            self._pinger = asyncio.create_task(self._ping_wanted(self._live))
+
+    async def _ping_wanted(self, pubsub: PubSub) -> None:
+        try:
+            # Writing while the subscriber waits in get_message is safe: a pub/sub command
+            # only writes (its answer comes to the subscriber's read), and on a live
+            # connection redis-py writes without yielding to the loop in between.
+            while (
+                self._live is pubsub
+                and self._wanted > self._last_ping
+                and len(self._pings) < _MAX_PINGS
+            ):
+                await self._ping(pubsub)
+        except Exception as exc:  # the subscriber's own read finds the broken connection
+            log.debug("ping for a waiting reader failed: %r", exc)
+        finally:
+            self._pinger = None
+
+    async def _ping(self, pubsub: PubSub) -> None:
+        """Send the next ping on ``pubsub``, noting its number and the time before sending.
+
+        Numbers and times rise together whoever sends, so an answer proves its own
+        ping's ``t0`` even if the pings reached Redis out of order (then the earlier
+        ones are dropped unproven, which only errs towards not trusting L1).
+        """
+        t0 = time.monotonic()
+        self._pinged += 1
+        number = self._pinged
+        self._pings.append((number, t0))
+        self._last_ping = t0
+        await pubsub.ping(str(number))
 
     async def start(self, wait: float = 2.0) -> None:
         """Start the subscriber; wait (at most ``wait``) for its first attempt to end.
@@ -383,17 +455,19 @@ class RedisBus(Bus):
     def stop(self) -> None:
         self._closing = True
         self._wake_regaining()
-        if self._task is not None:
-            self._task.cancel()
+        for task in (self._task, self._pinger):
+            if task is not None:
+                task.cancel()
         super().stop()
 
     async def aclose(self) -> None:
         self._closing = True
         self._wake_regaining()
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._task
+        for task in (self._pinger, self._task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
         await super().aclose()
 
     async def bump(self, field: str) -> int:
@@ -482,6 +556,8 @@ class RedisBus(Bus):
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 0.25)  # healing within a second matters more
             finally:
+                self._live = None  # no more pings on it, from the subscriber or for readers
+                self.idle = False
                 if pubsub.connection is not None:
                     pubsub.connection.deregister_connect_callback(self._connection_remade)
                 with contextlib.suppress(Exception):
@@ -526,21 +602,27 @@ class RedisBus(Bus):
 
     async def _listen(self, pubsub: PubSub) -> None:
         next_check = time.monotonic() + _GENERATION_CHECKS * self.health_interval
-        last_ping = float("-inf")
+        self._live = pubsub
         while not self._closing:
             now = time.monotonic()
+            self.idle = not self._in_use(now)
+            every = self._idle_ping_every if self.idle else self._ping_every
             if len(self._pings) < _MAX_PINGS and (
-                now - last_ping >= self._ping_every or self._wanted > last_ping
+                now - self._last_ping >= every or self._wanted > self._last_ping
             ):
                 # t0 is taken before the send: whatever Redis published before it comes
                 # ahead of the answer on this connection.
-                last_ping = now
-                self._pinged += 1
-                self._pings.append((self._pinged, now))
-                await pubsub.ping(str(self._pinged))
-            # Wake for what arrives, or when the next ping is due (a reader waiting for proof
-            # has its ping sent then: at most one interval later).
-            wait = max(0.001, last_ping + self._ping_every - time.monotonic())
+                await self._ping(pubsub)
+            # Wake for what arrives, when the next ping is due, or when the oldest ping in
+            # flight has waited long enough for a verdict. A reader waiting for proof does
+            # not wake this loop: its ping is sent by _ping_soon.
+            # (With _MAX_PINGS in flight no ping is due: only the verdict can come.)
+            wake = self._last_ping + every if len(self._pings) < _MAX_PINGS else float("inf")
+            if self._pings:
+                oldest = self._pings[0][1]
+                verdict = 2 if self._stalled else 1
+                wake = min(wake, oldest + verdict * self.health_interval)
+            wait = max(0.001, wake - time.monotonic())
             reply = await pubsub.get_message(timeout=wait)
             if self._reconnected_underneath:
                 raise ConnectionError("subscriber connection was re-established")
@@ -564,6 +646,10 @@ class RedisBus(Bus):
                 next_check = now + _GENERATION_CHECKS * self.health_interval
                 with contextlib.suppress(Exception):
                     await self.load_generations()
+
+    def _in_use(self, now: float) -> bool:
+        """True while proof must stay fresh: L1 used lately, or work in flight may fill it."""
+        return now - self.used_at < IN_USE_FOR or (self.busy is not None and self.busy())
 
     def _answered(self, data: Any) -> None:
         """A ping was answered: it and every earlier one prove hearing up to their send time."""

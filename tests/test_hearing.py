@@ -1,0 +1,138 @@
+"""Proof of hearing on demand: pings follow use, and a reader's ping goes out at once.
+
+Pings are counted where they land, in the ``INFO commandstats`` of a
+redis-server the test alone uses (the subscriber's pings are the only PINGs
+it gets). Counts over a stretch of wall time only ever fall on a slow
+machine, so each bound is checked in the direction a slow machine cannot
+break.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import aiotoolcache as atc
+from aiotoolcache.invalidation import IN_USE_FOR
+from tests.servers import RedisServer
+from tests.workers import eventually
+
+
+def pings(server: RedisServer) -> int:
+    """PINGs the server has answered since its statistics were last reset."""
+    with server.client() as client:
+        stats = client.info("commandstats").get("cmdstat_ping", {})
+        client.config_resetstat()
+    return int(stats.get("calls", 0))
+
+
+class Counting:
+    """Counting is a loader returning ``value`` after ``delay`` that counts its calls."""
+
+    def __init__(self, value: str, delay: float = 0.0) -> None:
+        self.value = value
+        self.delay = delay
+        self.calls = 0
+
+    async def __call__(self) -> str:
+        self.calls += 1
+        await asyncio.sleep(self.delay)
+        return self.value
+
+
+async def test_an_idle_worker_pings_at_the_liveness_cadence_and_fast_again_once_used(
+    own_redis: RedisServer,
+) -> None:
+    # health_interval 0.5 s: idle, a ping every 0.25 s; in use, every 80 / 3 ms.
+    async with atc.ToolCache.from_url(
+        own_redis.url, namespace="idle", health_interval=0.5
+    ) as cache:
+        assert await cache.results.get_or_load("k", Counting("v")) == "v"
+        await asyncio.sleep(IN_USE_FOR + 0.3)  # out of use, and settled into the slow cadence
+        pings(own_redis)
+        await asyncio.sleep(1.0)
+        idle = pings(own_redis)
+        assert 0 < idle <= 8  # at the fast cadence it would be about 37
+
+        began = time.monotonic()
+        while time.monotonic() - began < 1.0:
+            assert await cache.results.get("k") == "v"  # an L1 hit
+            await asyncio.sleep(0.02)
+        used = pings(own_redis)
+        assert used >= 15 * (time.monotonic() - began)  # about 37 a second
+
+
+async def test_a_load_in_flight_keeps_the_fast_cadence_and_fills_l1(own_redis: RedisServer) -> None:
+    async with atc.ToolCache.from_url(
+        own_redis.url, namespace="load", health_interval=0.5
+    ) as cache:
+        counts: list[int] = []
+
+        async def slow_load() -> str:
+            # Out of use by the last lookup's measure: only the load in flight keeps it fast.
+            await asyncio.sleep(IN_USE_FOR + 0.2)
+            pings(own_redis)
+            began = time.monotonic()
+            await asyncio.sleep(1.0)
+            counts.append(pings(own_redis))
+            counts.append(int(15 * (time.monotonic() - began)))
+            return "v"
+
+        assert await cache.results.get_or_load("k", slow_load) == "v"
+        sent, fast = counts
+        assert sent >= fast  # about 37 a second; idle it would be 4
+        # The load ended with proof fresh, so its value went into L1 too.
+        assert cache.l1.get(cache.results.ref("k").value_key) is not None
+
+
+async def test_a_read_after_a_lapse_has_its_ping_sent_at_once(own_redis: RedisServer) -> None:
+    async with atc.ToolCache.from_url(
+        own_redis.url, namespace="lapse", health_interval=60
+    ) as cache:
+        load = Counting("v")
+        assert await cache.results.get_or_load("k", load) == "v"
+        bus = cache.bus
+        # The subscriber's own pings now come every 30 s: only a ping sent for the read
+        # itself can vouch for it in time.
+        bus._ping_every = bus._idle_ping_every = 30.0  # type: ignore[attr-defined]
+        await asyncio.sleep(0.1)  # the subscriber waits for its next ping, 30 s away
+        pings(own_redis)
+        hits = cache.stats()["results"].l1_hits
+        bus.deaf_after = time.monotonic()  # the last proof has just lapsed
+        async with asyncio.timeout(5):
+            assert await cache.results.get_or_load("k", load) == "v"
+        assert pings(own_redis) == 1  # one ping, sent for the read, proved it
+        assert cache.stats()["results"].l1_hits == hits + 1 and load.calls == 1
+
+
+async def test_a_reader_cancelled_while_it_waits_for_proof_leaves_the_subscriber_alone(
+    own_redis: RedisServer,
+) -> None:
+    async with atc.ToolCache.from_url(
+        own_redis.url, namespace="cancel", health_interval=60
+    ) as cache:
+        assert await cache.results.get_or_load("k", Counting("v")) == "v"
+        bus = cache.bus
+        bus._ping_every = bus._idle_ping_every = 30.0  # type: ignore[attr-defined]
+        await asyncio.sleep(0.1)
+        pings(own_redis)
+        bus.deaf_after = time.monotonic()
+        reader = asyncio.create_task(cache.results.get_or_load("k", Counting("unused")))
+        await asyncio.sleep(0)  # it waits for proof now
+        reader.cancel()
+        # Its ping still went out on the same connection, and was answered.
+        await eventually(lambda: bus.hearing)
+        assert pings(own_redis) == 1
+        assert bus.reconnects == 0 and bus.connected
+
+
+async def test_work_begun_while_the_subscriber_sleeps_its_idle_interval_wakes_it(
+    own_redis: RedisServer,
+) -> None:
+    # Idle, the subscriber pings every 5 s here; the load outlasts the trust its start had.
+    async with atc.ToolCache.from_url(own_redis.url, namespace="wake", health_interval=10) as cache:
+        await cache.start()
+        await asyncio.sleep(0.03)  # its first ping answered, it sleeps; the proof holds 80 ms
+        assert await cache.results.get_or_load("k", Counting("v", delay=0.3)) == "v"
+        # Proof stayed fresh while it loaded, so its value went into L1 too.
+        assert cache.l1.get(cache.results.ref("k").value_key) is not None
