@@ -627,15 +627,13 @@ class RedisBus(Bus):
             if self._reconnected_underneath:
                 raise ConnectionError("subscriber connection was re-established")
             if reply is not None:
-                kind = reply.get("type")
-                if kind == "message":
-                    self._receive(reply.get("data"))
-                elif kind == "pong":
-                    self._answered(reply.get("data"))
+                self._handle(reply)
                 continue
             # Judged only with nothing left to read: a busy loop delays it, never fakes it.
             now = time.monotonic()
             waited = now - self._pings[0][1] if self._pings else 0.0
+            if waited > self.health_interval and await self._read_pending(pubsub):
+                continue
             if waited > 2 * self.health_interval:
                 raise ConnectionError("subscriber connection stopped answering")
             if waited > self.health_interval and not self._stalled:
@@ -646,6 +644,27 @@ class RedisBus(Bus):
                 next_check = now + _GENERATION_CHECKS * self.health_interval
                 with contextlib.suppress(Exception):
                     await self.load_generations()
+
+    async def _read_pending(self, pubsub: PubSub) -> bool:
+        """Apply what reached the socket already; True if anything did.
+
+        After the loop was blocked, the timer of a read can fire before the
+        reply that arrived meanwhile is read: one loop iteration lets the
+        selector take it in, so a verdict never ignores an answer that came.
+        """
+        await asyncio.sleep(0)
+        reply = await pubsub.get_message(timeout=0)
+        if reply is None:
+            return False
+        self._handle(reply)
+        return True
+
+    def _handle(self, reply: dict[str, Any]) -> None:
+        kind = reply.get("type")
+        if kind == "message":
+            self._receive(reply.get("data"))
+        elif kind == "pong":
+            self._answered(reply.get("data"))
 
     def _in_use(self, now: float) -> bool:
         """True while proof must stay fresh: L1 used lately, or work in flight may fill it."""

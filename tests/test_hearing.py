@@ -136,3 +136,23 @@ async def test_work_begun_while_the_subscriber_sleeps_its_idle_interval_wakes_it
         assert await cache.results.get_or_load("k", Counting("v", delay=0.3)) == "v"
         # Proof stayed fresh while it loaded, so its value went into L1 too.
         assert cache.l1.get(cache.results.ref("k").value_key) is not None
+
+
+async def test_a_blocked_loop_never_makes_the_subscriber_give_up_on_a_live_connection(
+    redis_url: str,
+) -> None:
+    async with atc.ToolCache.from_url(redis_url, namespace="blocked") as cache:
+        layer = cache.layer("results")
+        load = Counting("v")
+        assert await layer.get_or_load("k", load) == "v"
+        for _ in range(3):
+            cache.bus.deaf_after = time.monotonic()  # trust lapsed: the next read pings
+            reading = asyncio.create_task(layer.get_or_load("k", load))
+            for _ in range(3):
+                await asyncio.sleep(0)  # the read starts, its ping goes out
+            # Blocked past both verdicts (1x and 2x health_interval) while the ping's
+            # answer waits in the socket: it must be read before any verdict.
+            time.sleep(3 * cache.bus.health_interval)  # noqa: ASYNC251 - a blocked loop
+            assert await reading == "v"
+        assert cache.bus.reconnects == 0
+        assert load.calls == 1
