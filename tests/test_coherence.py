@@ -20,7 +20,7 @@ from aiotoolcache.invalidation import RedisBus, encode_message
 from aiotoolcache.lease import MARKER_PREFIX, Lease, is_marker
 from tests.reply_loss import ReplyLossProxy
 from tests.servers import RedisServer
-from tests.workers import eventually
+from tests.workers import Counting, eventually
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
@@ -35,20 +35,6 @@ def constant(value: Any, delay: float = 0.0) -> Callable[[], Awaitable[Any]]:
         return value
 
     return load
-
-
-class Counting:
-    """Counting is a loader returning ``value`` after ``delay`` that counts its calls."""
-
-    def __init__(self, value: Any, delay: float = 0.0) -> None:
-        self.value = value
-        self.delay = delay
-        self.calls = 0
-
-    async def __call__(self) -> Any:
-        self.calls += 1
-        await asyncio.sleep(self.delay)
-        return self.value
 
 
 def keys(server: RedisServer, pattern: str) -> list[str]:

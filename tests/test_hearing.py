@@ -15,7 +15,7 @@ import time
 import aiotoolcache as atc
 from aiotoolcache.invalidation import IN_USE_FOR
 from tests.servers import RedisServer
-from tests.workers import eventually
+from tests.workers import Counting, eventually
 
 
 def pings(server: RedisServer) -> int:
@@ -24,20 +24,6 @@ def pings(server: RedisServer) -> int:
         stats = client.info("commandstats").get("cmdstat_ping", {})
         client.config_resetstat()
     return int(stats.get("calls", 0))
-
-
-class Counting:
-    """Counting is a loader returning ``value`` after ``delay`` that counts its calls."""
-
-    def __init__(self, value: str, delay: float = 0.0) -> None:
-        self.value = value
-        self.delay = delay
-        self.calls = 0
-
-    async def __call__(self) -> str:
-        self.calls += 1
-        await asyncio.sleep(self.delay)
-        return self.value
 
 
 async def test_an_idle_worker_pings_at_the_liveness_cadence_and_fast_again_once_used(

@@ -10,21 +10,7 @@ import aiotoolcache as atc
 from aiotoolcache.cache import MISSING
 from aiotoolcache.lease import MARKER_PREFIX, is_marker
 from tests.servers import RedisServer
-from tests.workers import eventually
-
-
-class Counting:
-    """Counting is a loader returning ``value`` after ``delay`` that counts its calls."""
-
-    def __init__(self, value: str, delay: float = 0.0) -> None:
-        self.value = value
-        self.delay = delay
-        self.calls = 0
-
-    async def __call__(self) -> str:
-        self.calls += 1
-        await asyncio.sleep(self.delay)
-        return self.value
+from tests.workers import Counting, eventually
 
 
 def test_no_sealed_envelope_looks_like_a_marker() -> None:

@@ -190,3 +190,17 @@ async def eventually(predicate: Callable[[], object], within: float = 5.0) -> fl
             if predicate():
                 return time.monotonic() - began
             await asyncio.sleep(0.002)
+
+
+class Counting:
+    """Counting is a loader returning ``value`` after ``delay`` that counts its calls."""
+
+    def __init__(self, value: Any, delay: float = 0.0) -> None:
+        self.value = value
+        self.delay = delay
+        self.calls = 0
+
+    async def __call__(self) -> Any:
+        self.calls += 1
+        await asyncio.sleep(self.delay)
+        return self.value
