@@ -54,7 +54,8 @@ import redis.asyncio as aioredis  # noqa: E402
 
 from benchmarks import chaos_workers  # noqa: E402
 from benchmarks.chaos_check import load_records, render_table, verdict  # noqa: E402
-from benchmarks.chaos_support import FaultProxy, RedisProcess  # noqa: E402
+from benchmarks.chaos_support import FaultProxy  # noqa: E402
+from tests.servers import RedisServer  # noqa: E402
 
 READERS = 3
 FILLER_VALUE = b"x" * 8192
@@ -64,7 +65,7 @@ FILLER_VALUE = b"x" * 8192
 class Rig:
     """Rig is what a fault acts on: the Redis process and the two proxies in front of it."""
 
-    server: RedisProcess
+    server: RedisServer
     writer_link: FaultProxy
     reader_link: FaultProxy
     filler: asyncio.Task[None] | None = None
@@ -252,7 +253,7 @@ async def run_phases(rig: Rig, conductor: Conductor, short: bool) -> list[dict[s
 
 
 async def run(short: bool, workdir: Path, options: dict[str, Any]) -> list[dict[str, Any]]:
-    server = await asyncio.to_thread(RedisProcess().start)
+    server = await asyncio.to_thread(RedisServer().start)
     writer_link = await FaultProxy(server.port, seed=1).start()
     reader_link = await FaultProxy(server.port, seed=2).start()
     rig = Rig(server, writer_link, reader_link)

@@ -1,117 +1,22 @@
-"""The chaos checker's fault machinery: redis-server processes it may kill, and a faulty link.
+"""The chaos checker's faulty link: loopback TCP proxies in front of a redis-server.
 
-``RedisProcess`` is one redis-server on a free loopback port, in its own
-temporary directory, with persistence off: the checker can SIGKILL it and
-restart it empty, or freeze it with SIGSTOP. ``FaultProxy`` is a loopback TCP
-proxy in front of it that adds reply latency, drops replies and partitions
-on command. Both are self-contained so the benchmark needs nothing from the
-test suite.
+``FaultProxy`` adds reply latency, drops replies and partitions on command;
+``LoopbackProxy`` is the listener and connection bookkeeping it shares with
+the test suite's lost-reply proxy. The servers themselves are the test
+suite's ``RedisServer`` (its own directory, persistence off), which the
+checker kills, restarts empty and freezes.
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
 import random
-import shutil
-import signal
-import socket
-import subprocess
-import tempfile
-import time
-from pathlib import Path
 from typing import Self
 
-import redis
-
-__all__ = ["FaultProxy", "LoopbackProxy", "RedisProcess", "free_port"]
+__all__ = ["FaultProxy", "LoopbackProxy"]
 
 HOST = "127.0.0.1"
 CHUNK = 65536
-
-
-def free_port() -> int:
-    """Return a loopback TCP port that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((HOST, 0))
-        return int(sock.getsockname()[1])
-
-
-class RedisProcess:
-    """RedisProcess is one disposable redis-server on a free loopback port (never 6379)."""
-
-    def __init__(self) -> None:
-        binary = shutil.which("redis-server")
-        if binary is None:
-            raise RuntimeError("redis-server is not on PATH (apt-get install redis-server)")
-        self.binary = binary
-        self.port = free_port()
-        self.dir = Path(tempfile.mkdtemp(prefix=f"atc-chaos-{self.port}-"))
-        self.process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://{HOST}:{self.port}/0"
-
-    def start(self) -> RedisProcess:
-        """Start the server (empty: no RDB, no AOF) and return once it answers PING."""
-        args = [
-            self.binary,
-            "--port",
-            str(self.port),
-            "--bind",
-            HOST,
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            str(self.dir),
-            "--logfile",
-            str(self.dir / "redis.log"),
-        ]
-        self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 10
-        while True:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"redis-server on port {self.port} exited at start")
-            try:
-                with redis.Redis(host=HOST, port=self.port, socket_timeout=1) as client:
-                    if client.ping():
-                        return self
-            except (redis.ConnectionError, redis.BusyLoadingError, redis.TimeoutError):
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"redis-server on port {self.port} did not start")
-            time.sleep(0.02)
-
-    def kill(self) -> None:
-        """SIGKILL the server, as a crash would; its data is gone."""
-        if self.process is not None and self.process.poll() is None:
-            self.process.kill()
-            self.process.wait()
-
-    def pause(self) -> None:
-        """SIGSTOP: the sockets stay open but nothing is answered."""
-        assert self.process is not None
-        os.kill(self.process.pid, signal.SIGSTOP)
-
-    def resume(self) -> None:
-        """SIGCONT after ``pause``."""
-        assert self.process is not None
-        os.kill(self.process.pid, signal.SIGCONT)
-
-    def stop(self) -> None:
-        """Stop the server and remove its directory."""
-        if self.process is not None and self.process.poll() is None:
-            self.resume()
-            self.process.terminate()
-            try:
-                self.process.wait(5)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        shutil.rmtree(self.dir, ignore_errors=True)
 
 
 class _Link:

@@ -27,7 +27,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.chaos_support import RedisProcess
+from tests.servers import RedisServer
 
 TARGET_MARGIN = 0.25
 
@@ -78,7 +78,7 @@ def main() -> None:
     options = parser.parse_args()
     args = vars(options)
     spawn = multiprocessing.get_context("spawn")
-    server = RedisProcess().start()
+    server = RedisServer().start()
     rounds = []
     try:
         for _ in range(options.rounds):
