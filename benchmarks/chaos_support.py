@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import random
-from typing import Self
+from collections.abc import Coroutine
+from typing import Any, Self
 
 __all__ = ["FaultProxy", "LoopbackProxy"]
 
@@ -72,6 +73,18 @@ class LoopbackProxy:
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         raise NotImplementedError
 
+    @staticmethod
+    async def _pump_both(*pumps: Coroutine[Any, Any, None]) -> None:
+        """Run the two directions of a connection until either ends, then stop both."""
+        tasks = [asyncio.create_task(pump) for pump in pumps]
+        try:
+            # Either side closing ends the connection on both sides.
+            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
 
 class FaultProxy(LoopbackProxy):
     """FaultProxy forwards loopback connections to one Redis port, with the faults set on it.
@@ -129,17 +142,12 @@ class FaultProxy(LoopbackProxy):
         up_reader, up_writer = await asyncio.open_connection(HOST, self.upstream_port)
         link = _Link(int(up_writer.get_extra_info("sockname")[1]))
         self._links.add(link)
-        pumps = [
-            asyncio.create_task(self._pump(reader, up_writer, link, replies=False)),
-            asyncio.create_task(self._pump(up_reader, writer, link, replies=True)),
-        ]
         try:
-            # Either side closing ends the connection on both sides.
-            await asyncio.wait(pumps, return_when=asyncio.FIRST_COMPLETED)
+            await self._pump_both(
+                self._pump(reader, up_writer, link, replies=False),
+                self._pump(up_reader, writer, link, replies=True),
+            )
         finally:
-            for pump in pumps:
-                pump.cancel()
-            await asyncio.gather(*pumps, return_exceptions=True)
             self._links.discard(link)
             up_writer.close()
 

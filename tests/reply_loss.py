@@ -70,11 +70,4 @@ class ReplyLossProxy(LoopbackProxy):
                     writer.write(data)
                     await writer.drain()
 
-        pumps = [asyncio.create_task(requests()), asyncio.create_task(replies())]
-        try:
-            # Either side closing ends the connection on both sides.
-            await asyncio.wait(pumps, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for pump in pumps:
-                pump.cancel()
-            await asyncio.gather(*pumps, return_exceptions=True)
+        await self._pump_both(requests(), replies())
