@@ -25,9 +25,13 @@ class Batcher(Generic[ItemT, R]):
     """
 
     def __init__(
-        self, run_batch: Callable[[Sequence[ItemT]], Awaitable[Sequence[R]]], max_batch: int = 512
+        self,
+        run_batch: Callable[[Sequence[ItemT]], Awaitable[Sequence[R]]],
+        max_batch: int = 512,
+        run_one: Callable[[ItemT], Awaitable[R]] | None = None,
     ) -> None:
         self._run_batch = run_batch
+        self._run_one = run_one
         self._max_batch = max_batch
         self._pending: list[tuple[ItemT, asyncio.Future[R]]] = []
         self._tasks: set[asyncio.Task[None]] = set()
@@ -37,29 +41,19 @@ class Batcher(Generic[ItemT, R]):
         """Return the result for one item, joining this tick's batch if there is one.
 
         When nothing else is pending or running, the call goes out at once
-        from the caller's own task: a lone request pays for no flush task.
-        Requests that arrive while it runs are batched as usual.
+        from the caller's own task (as ``run_one(item)`` when given, a batch of
+        one otherwise): a lone request pays for no flush task. Requests that
+        arrive while it runs are batched as usual.
         """
         if self._pending or self._tasks or self._direct:
             return await self.submit(item)
         self._direct += 1
         try:
+            if self._run_one is not None:
+                return await self._run_one(item)
             return (await self._run_batch([item]))[0]
         finally:
             self._direct -= 1
-
-    @property
-    def idle(self) -> bool:
-        """True when no request is pending or running: a new one would go out alone."""
-        return not (self._pending or self._tasks or self._direct)
-
-    def begin_direct(self) -> None:
-        """A lone request its caller sends by other means is running (see ``call``);
-        every ``begin_direct`` is matched by one ``end_direct``."""
-        self._direct += 1
-
-    def end_direct(self) -> None:
-        self._direct -= 1
 
     def submit(self, item: ItemT) -> asyncio.Future[R]:
         loop = asyncio.get_running_loop()

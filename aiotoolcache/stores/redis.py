@@ -39,7 +39,9 @@ class RedisStore:
     def __init__(self, client: AnyRedis, breaker: CircuitBreaker, *, max_batch: int = 512) -> None:
         self.client = client
         self.breaker = breaker
-        self._reads: Batcher[str, bytes | None] = Batcher(self._mget, max_batch)
+        # A lone read is a plain GET (on a Cluster, an MGET of one, routed like the rest).
+        get_one = None if isinstance(client, RedisCluster) else self._get
+        self._reads: Batcher[str, bytes | None] = Batcher(self._mget, max_batch, get_one)
         self._writes: Batcher[tuple[str, bytes, int], None] = Batcher(self._pipeline_set, max_batch)
         self.tombstones: set[str] = set()
         self._cluster_batches = asyncio.Semaphore(CLUSTER_BATCHES)
@@ -61,6 +63,10 @@ class RedisStore:
         # decode_responses is off, so every value is bytes or None.
         return cast("list[bytes | None]", values)
 
+    async def _get(self, key: str) -> bytes | None:
+        client = self.client
+        return cast("bytes | None", await self.breaker.call(lambda: client.get(key)))
+
     async def _pipeline_set(self, items: Sequence[tuple[str, bytes, int]]) -> list[None]:
         async def write() -> None:
             async with self.client.pipeline(transaction=False) as pipe:  # reset even on error
@@ -74,17 +80,7 @@ class RedisStore:
     async def get(self, key: str) -> bytes | None:
         if key in self.tombstones:
             return None
-        reads = self._reads
-        if reads.idle and not isinstance(self.client, RedisCluster):
-            # A lone read (nothing batched or in flight) goes out at once as a GET from
-            # the caller's own task; reads that arrive meanwhile are batched as usual.
-            client = self.client
-            reads.begin_direct()
-            try:
-                return cast("bytes | None", await self.breaker.call(lambda: client.get(key)))
-            finally:
-                reads.end_direct()
-        return await reads.submit(key)  # joins this tick's batch
+        return await self._reads.call(key)
 
     async def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
         if len(keys) == 1:
