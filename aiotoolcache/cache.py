@@ -176,6 +176,7 @@ class Layer:
             if entry is not None and entry.plain:
                 self.counters.l1_hits += 1
                 if config.beta > 0 or time.time() >= entry.envelope.fresh_until:
+                    # Only then may it need a refresh (see _maybe_refresh): no call otherwise.
                     self._maybe_refresh(ref, entry.envelope, loader, ttl, tags, should_cache)
                 hit: T = entry.value  # typed without a call: this is the hottest line
                 return hit
@@ -227,8 +228,7 @@ class Layer:
             entry = coherence.l1_entry(ref.value_key, vouched=True) if config.l1 else None
         if entry is not None:
             self.counters.l1_hits += 1
-            if config.beta > 0 or time.time() >= entry.envelope.fresh_until:
-                self._maybe_refresh(ref, entry.envelope, loader, ttl, tags, should_cache)
+            self._maybe_refresh(ref, entry.envelope, loader, ttl, tags, should_cache)
             return cast(T, self._served(entry.value))
         tag_list = sorted(set(tags)) if tags else None
         flight = coherence.flight
@@ -237,8 +237,7 @@ class Layer:
             value, envelope = await self._fetch(ref)
             if envelope is not None and value is not MISSING:
                 self.counters.l2_hits += 1
-                if self.config.beta > 0 or time.time() >= envelope.fresh_until:
-                    self._maybe_refresh(ref, envelope, loader, ttl, tag_list, should_cache)
+                self._maybe_refresh(ref, envelope, loader, ttl, tag_list, should_cache)
             if value is MISSING:
                 # A load that finished during the read has filled L1 by now.
                 entry = self._l1_entry(ref)

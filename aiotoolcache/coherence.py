@@ -11,9 +11,9 @@ only place that checks them:
 - the bus hears: L1 is served only while the subscriber has proven, by a
   ping answered on its own connection, that it has applied every message
   published up to ``max_staleness`` ago (see ``invalidation``). Past that,
-  L1 is kept but not served; a read first waits briefly for a fresh proof
-  (then goes to L2 with current generations) and otherwise serves nothing
-  cached at all (its generations may be behind);
+  L1 is kept but not served; a read first waits for a fresh proof (which
+  vouches for that read: L1, then L2, under current generations) and,
+  when none comes, serves nothing cached at all (its generations may be behind);
 - no invalidation of the entry arrived while its read or load was in flight
   (a revoked ``Fill`` is never stored).
 
