@@ -340,9 +340,8 @@ class RedisBus(Bus):
         # after reading what arrived, that the connection is stalled or gone.
         if self.hearing:
             return True
-        since = time.monotonic()
-        self._wanted = self.used_at = since
-        self._ping_soon()
+        self.note_use()  # a ping sent from now on proves what this read needs
+        since = self._wanted
         while self._proven_at < since:
             if not self._connected.is_set() or self._stalled or self._closing:
                 return False
