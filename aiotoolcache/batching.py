@@ -37,16 +37,21 @@ class Batcher(Generic[ItemT, R]):
         self._tasks: set[asyncio.Task[None]] = set()
         self._direct = 0  # calls running inline (see call); changed only on the event loop
 
-    async def call(self, item: ItemT) -> R:
-        """Return the result for one item, joining this tick's batch if there is one.
+    def call(self, item: ItemT) -> Awaitable[R]:
+        """Return the result for one item (to await at once), joining this tick's batch if
+        there is one.
 
         When nothing else is pending or running, the call goes out at once
         from the caller's own task (as ``run_one(item)`` when given, a batch of
         one otherwise): a lone request pays for no flush task. Requests that
-        arrive while it runs are batched as usual.
+        arrive while it runs are batched as usual. A batched request is this
+        tick's future itself: awaiting it costs no coroutine of its own.
         """
         if self._pending or self._tasks or self._direct:
-            return await self.submit(item)
+            return self.submit(item)
+        return self._alone(item)
+
+    async def _alone(self, item: ItemT) -> R:
         self._direct += 1
         try:
             if self._run_one is not None:

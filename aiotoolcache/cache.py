@@ -47,6 +47,9 @@ _label = functools.lru_cache(maxsize=4096)(sanitize_label)
 # Plain string keys whose entry names a layer remembers (per generation set): hot keys
 # repeat, and naming an entry (digest + key name) costs more than the L1 hit itself.
 REF_MEMO_SIZE = 4096
+# An early refresh this many XFetch time units (beta × load time) before the soft expiry
+# has a chance of exp(-40), below one in 10**17: such reads skip the random draw.
+SURELY_FRESH = 40.0
 
 
 class _Missing:
@@ -163,23 +166,20 @@ class Layer:
         the directive decides what is read, loaded and stored.
         """
         coherence = self._coherence
-        config = self.config
-        if (
-            coherence.ready
-            and config.l1
-            and self.cassette is None
-            and control.DIRECTIVE.get() is None
-        ):
-            # The L1 hit, in a small frame of its own: everything else is in _get_or_load.
+        if coherence.ready and self.cassette is None and control.DIRECTIVE.get() is None:
+            # The plain path: this layer's tiers answer. The L1 hit stays in this frame.
             ref = self.ref(key, partition, label)
-            entry = coherence.l1_entry(ref.value_key)
+            entry = coherence.l1_entry(ref.value_key) if self.config.l1 else None
             if entry is not None and entry.plain:
                 self.counters.l1_hits += 1
-                if config.beta > 0 or time.time() >= entry.envelope.fresh_until:
+                if self.config.beta > 0 or time.time() >= entry.envelope.fresh_until:
                     # Only then may it need a refresh (see _maybe_refresh): no call otherwise.
                     self._maybe_refresh(ref, entry.envelope, loader, ttl, tags, should_cache)
                 hit: T = entry.value  # typed without a call: this is the hottest line
                 return hit
+            return await self._read(
+                ref, entry, key, loader, ttl, tags, partition, label, should_cache
+            )
         return await self._get_or_load(key, loader, ttl, tags, partition, label, should_cache)
 
     async def _get_or_load(
@@ -192,6 +192,7 @@ class Layer:
         label: str | None,
         should_cache: ShouldCache | None,
     ) -> T:
+        """``get_or_load`` off the plain path: a cassette, a directive, or not started yet."""
         if self.cassette is not None:  # the tape answers, before L1 and L2: see cassette.py
             return await self.cassette.through(self, key, loader, partition)
         directive = control.DIRECTIVE.get()
@@ -216,37 +217,116 @@ class Layer:
             value, _ = await self.run_loader(loader)
             return value
         ref = self.ref(key, partition, label)
+        entry = coherence.l1_entry(ref.value_key) if self.config.l1 else None
+        return await self._read(ref, entry, key, loader, ttl, tags, partition, label, should_cache)
+
+    async def _read(
+        self,
+        ref: KeyRef,
+        entry: L1Entry | None,
+        key: Any,
+        loader: Loader[T],
+        ttl: float | None,
+        tags: Iterable[str] | None,
+        partition: str | None,
+        label: str | None,
+        should_cache: ShouldCache | None,
+    ) -> T:
+        """Serve ``ref`` from L1 (``entry``, looked up already), else L2, else its loader."""
+        coherence = self._coherence
         config = self.config
-        entry = coherence.l1_entry(ref.value_key) if config.l1 else None
         if entry is None and not coherence.bus.hearing:
-            # L1 is not vouched for right now: wait for the next proof of hearing.
+            if not (config.l1 and ref.value_key in coherence.l1):
+                # Nothing in L1 to vouch for: read L2 while the proof is on its way.
+                return await self._read_unproven(
+                    key, loader, ttl, tags, partition, label, should_cache, ref
+                )
+            # L1 holds it but may serve it only once proof of hearing comes: wait for one.
             if not await coherence.bus.regain():
                 return cast(T, self._served(await self._load_deaf(ref, loader, ttl)))
             ref = self.ref(ref)  # the generations may have moved while it waited
             # Every invalidation published before this read began has been applied now,
             # so L1 may answer it (however long the loop takes to resume this task).
-            entry = coherence.l1_entry(ref.value_key, vouched=True) if config.l1 else None
+            entry = coherence.l1_entry(ref.value_key, vouched=True)
         if entry is not None:
             self.counters.l1_hits += 1
             self._maybe_refresh(ref, entry.envelope, loader, ttl, tags, should_cache)
             return cast(T, self._served(entry.value))
         tag_list = sorted(set(tags)) if tags else None
-        flight = coherence.flight
-        if not flight.in_flight(ref.value_key):
+        if not coherence.flight.in_flight(ref.value_key):
             # Concurrent hits share one batched MGET; only a miss pays for a flight task.
             value, envelope = await self._fetch(ref)
-            if envelope is not None and value is not MISSING:
-                self.counters.l2_hits += 1
-                self._maybe_refresh(ref, envelope, loader, ttl, tag_list, should_cache)
             if value is MISSING:
-                # A load that finished during the read has filled L1 by now.
-                entry = self._l1_entry(ref)
-                if entry is not None:
-                    value = entry.value
+                value, envelope = self._filled_meanwhile(ref), None
             if value is not MISSING:
-                return cast(T, self._served(value))
-        value, shared = await flight.do(
-            ref.value_key, lambda: self._load(ref, loader, ttl, tag_list, should_cache)
+                return cast(T, self._hit(ref, value, envelope, loader, ttl, tag_list, should_cache))
+        return await self._load_shared(ref, loader, ttl, tag_list, should_cache)
+
+    async def _read_unproven(
+        self,
+        key: Any,
+        loader: Loader[T],
+        ttl: float | None,
+        tags: Iterable[str] | None,
+        partition: str | None,
+        label: str | None,
+        should_cache: ShouldCache | None,
+        ref: KeyRef,
+    ) -> T:
+        """``get_or_load`` of an entry L1 does not hold, while proof of hearing has lapsed.
+
+        The L2 read and the ping that proves hearing go out together: once every
+        invalidation published before the read began is known to be applied, and the
+        generations did not move meanwhile, what it read is vouched for. In a burst
+        the proof is in before the reads' answers, so no reader waits for it.
+        """
+        bus = self._coherence.bus
+        since, version = bus.want_proof(), bus.version
+        if since is None:  # deaf: nothing cached can be vouched for
+            return cast(T, self._served(await self._load_deaf(ref, loader, ttl)))
+        value: Any = MISSING
+        envelope = None
+        if not self._coherence.flight.in_flight(ref.value_key):
+            value, envelope = await self._fetch(ref)
+        if bus.proven_at < since and not await bus.proof(since):
+            return cast(T, self._served(await self._load_deaf(ref, loader, ttl)))
+        if bus.version != version:  # the key may have moved too: read again under the new one
+            return await self._get_or_load(key, loader, ttl, tags, partition, label, should_cache)
+        if value is MISSING:
+            value, envelope = self._filled_meanwhile(ref), None
+        tag_list = sorted(set(tags)) if tags else None
+        if value is not MISSING:
+            return cast(T, self._hit(ref, value, envelope, loader, ttl, tag_list, should_cache))
+        return await self._load_shared(ref, loader, ttl, tag_list, should_cache)
+
+    def _hit(
+        self,
+        ref: KeyRef,
+        value: Any,
+        envelope: Envelope | None,
+        loader: Loader[Any],
+        ttl: float | None,
+        tags: list[str] | None,
+        should_cache: ShouldCache | None,
+    ) -> Any:
+        """Serve ``value`` read from L2 (``envelope`` None: L1 filled by a load meanwhile)."""
+        if envelope is not None:
+            self.counters.l2_hits += 1
+            self._maybe_refresh(ref, envelope, loader, ttl, tags, should_cache)
+        return self._served(value)
+
+    async def _load_shared(
+        self,
+        ref: KeyRef,
+        loader: Loader[T],
+        ttl: float | None,
+        tags: list[str] | None,
+        should_cache: ShouldCache | None,
+    ) -> T:
+        """Load ``ref`` once for every concurrent caller in this process (and, under its
+        lease, once in the fleet)."""
+        value, shared = await self._coherence.flight.do(
+            ref.value_key, lambda: self._load(ref, loader, ttl, tags, should_cache)
         )
         if shared:
             self.counters.coalesced += 1
@@ -439,6 +519,11 @@ class Layer:
             self.counters.l1_hits += 1
         return entry
 
+    def _filled_meanwhile(self, ref: KeyRef) -> Any:
+        """The value a load that finished during an L2 read put in L1, or MISSING."""
+        entry = self._l1_entry(ref)
+        return MISSING if entry is None else entry.value
+
     def _served(self, value: Any) -> Any:
         """What a caller gets for a cached value: a failure raised, a copy if asked for."""
         if isinstance(value, CachedLoaderError):
@@ -565,18 +650,26 @@ class Layer:
         ``(MISSING, envelope)`` when the stored value does not decode.
         """
         coherence = self._coherence
-        fill = coherence.begin(ref)
+        fill = None
+        if self.config.l1:
+            fill = coherence.begin(ref)
+        else:  # nothing read is kept: no fill to revoke
+            coherence.note_use()
         try:
-            data = await self._tier.read_one(self, ref.value_key)
+            try:
+                data = await self._tier.read_one(ref.value_key)
+            except Exception as exc:
+                data = await self._tier.read_failed(self, ref.value_key, exc)
             envelope = None if data is None else self.open_raw(ref, data)
             if envelope is None:
                 return MISSING, None
             value = self.decode(ref, envelope)
-            if value is not MISSING:
+            if value is not MISSING and fill is not None:
                 self.keep_in_l1(ref, value, envelope, fill)
             return value, envelope
         finally:
-            coherence.end(fill)
+            if fill is not None:
+                coherence.end(fill)
 
     async def _load_deaf(self, ref: KeyRef, loader: Loader[T], ttl: float | None) -> Any:
         """Serve ``ref`` while the bus is deaf (disconnected, or its pings unanswered): from
@@ -630,7 +723,11 @@ class Layer:
     ) -> None:
         config = self.config
         now = time.time()
-        if config.beta <= 0 and now < envelope.fresh_until:
+        fresh_until = envelope.fresh_until
+        if (
+            now < fresh_until
+            and now < fresh_until - config.beta * envelope.load_seconds * SURELY_FRESH
+        ):
             return  # the common case, decided without a random draw
         state = classify(
             envelope.fresh_until, envelope.load_seconds, config.beta, now, self._rng.random()

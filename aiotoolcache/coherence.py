@@ -152,9 +152,13 @@ class Coherence:
 
     def begin(self, ref: KeyRef, tags: Iterable[str] | None = None) -> Fill:
         """Register a read or load of ``ref`` (with the tag generations seen as it starts)."""
-        if self.bus.idle:
-            self.bus.note_use()  # its value may enter L1 when it ends: keep proof fresh
+        self.note_use()  # its value may enter L1 when it ends
         return self.fills.begin(ref, self.tag_generations(tags))
+
+    def note_use(self) -> None:
+        """The cache is in use: keep proof of hearing fresh (reads need it, L1 too)."""
+        if self.bus.idle:
+            self.bus.note_use()
 
     def end(self, fill: Fill) -> None:
         self.fills.end(fill)

@@ -180,7 +180,29 @@ class Bus:
         is disconnected or its pings go unanswered (nothing cached can be
         vouched for).
         """
-        return self.hearing
+        if self.hearing:
+            return True
+        since = self.want_proof()
+        return since is not None and await self.proof(since)
+
+    # time.monotonic() sent time of the last answered ping (see want_proof): in process,
+    # every message is applied as it is sent.
+    proven_at = float("inf")
+
+    def want_proof(self) -> float | None:
+        """Ask for a proof of hearing that covers a read beginning now; return the time it
+        must be proven from (``proof``, ``proven_at``), or None when none can come (deaf).
+
+        A reader may read L2 meanwhile: once ``proven_at`` reaches that time and the
+        generations ``version`` is unchanged, what it read is vouched for.
+        """
+        self.note_use()
+        return time.monotonic() if self.hearing else None
+
+    async def proof(self, since: float) -> bool:
+        """Wait until everything published before ``since`` has been applied; False when the
+        subscriber is disconnected or stalled (nothing cached can be vouched for)."""
+        return self.proven_at >= since
 
     async def start(self, wait: float = 2.0) -> None:
         return None
@@ -292,7 +314,7 @@ class RedisBus(Bus):
         self._pings: deque[tuple[int, float]] = deque()
         self._pinged = 0  # the number of the last ping sent
         self._last_ping = float("-inf")  # t0 of the last ping sent, whoever sent it
-        self._proven_at = float("-inf")  # t0 of the last answered ping
+        self.proven_at = float("-inf")  # t0 of the last answered ping
         # Set by the subscriber when, with nothing left to read, a ping has waited longer
         # than health_interval: reads stop waiting for proof. Cleared by the next answer.
         self._stalled = False
@@ -322,8 +344,8 @@ class RedisBus(Bus):
 
     def _proven(self, t0: float) -> None:
         """Everything published before ``t0`` has been applied: trust L1 until t0 + bound."""
-        if t0 > self._proven_at:
-            self._proven_at = t0
+        if t0 > self.proven_at:
+            self.proven_at = t0
             self.deaf_after = t0 + self.max_staleness
         self._wake_regaining()
 
@@ -334,15 +356,17 @@ class RedisBus(Bus):
             if not waiter.done():  # a reader cancelled meanwhile left its own future
                 waiter.set_result(None)
 
-    async def regain(self) -> bool:
+    def want_proof(self) -> float | None:
+        if not self._connected.is_set() or self._stalled or self._closing:
+            return None
+        self.note_use()  # a ping sent from now on proves what this read needs
+        return self._wanted
+
+    async def proof(self, since: float) -> bool:
         # No timer of its own: a busy event loop would make it expire while the answer
         # waits unread. The subscriber ends the wait: a proof, or its own verdict, reached
         # after reading what arrived, that the connection is stalled or gone.
-        if self.hearing:
-            return True
-        self.note_use()  # a ping sent from now on proves what this read needs
-        since = self._wanted
-        while self._proven_at < since:
+        while self.proven_at < since:
             if not self._connected.is_set() or self._stalled or self._closing:
                 return False
             # One future per reader: a reader cancelled while it waits affects no other.
@@ -657,7 +681,7 @@ class RedisBus(Bus):
         was_connected = self._connected.is_set()
         self._connected.clear()
         self.deaf_after = float("-inf")
-        self._proven_at = float("-inf")
+        self.proven_at = float("-inf")
         self._pings.clear()
         self._wake_regaining()
         if was_connected:

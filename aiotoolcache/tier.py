@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from typing import TYPE_CHECKING
 
 from aiotoolcache.coherence import Coherence
@@ -99,14 +99,22 @@ class SharedTier:
             self.failed(layer, self.backend_error(exc))
         return await self.read_fallback(keys)
 
-    async def read_one(self, layer: Layer, key: str) -> bytes | None:
-        """``read`` of one key, with one coroutine less on the hot path when L2 is Redis."""
-        if self._redis is None:
-            return (await self.read(layer, [key]))[0]
-        try:
-            return await self._redis.get(key)
-        except Exception as exc:
-            self.failed(layer, self.backend_error(exc))
+    def read_one(self, key: str) -> Awaitable[bytes | None]:
+        """Read one key from L2, to await at once; a failure raises (see ``read_failed``).
+
+        From Redis, a read joining a batch is the batch's own future: the hot
+        path awaits it without a coroutine in between.
+        """
+        if self._redis is not None:
+            return self._redis.get(key)
+        return self._first(key)
+
+    async def _first(self, key: str) -> bytes | None:
+        return (await self.store.get_many([key]))[0]
+
+    async def read_failed(self, layer: Layer, key: str, exc: Exception) -> bytes | None:
+        """What a failed ``read_one`` reads as: the fallback's copy, or a miss."""
+        self.failed(layer, self.backend_error(exc))
         return (await self.read_fallback([key]))[0]
 
     async def read_fallback(self, keys: Sequence[str]) -> list[bytes | None]:

@@ -142,3 +142,59 @@ async def test_a_blocked_loop_never_makes_the_subscriber_give_up_on_a_live_conne
             assert await reading == "v"
         assert cache.bus.reconnects == 0
         assert load.calls == 1
+
+
+# -- reads of what L1 does not hold, after a lapse -----------------------------------------
+async def test_a_burst_after_a_lapse_reads_l2_alongside_one_ping(own_redis: RedisServer) -> None:
+    async with atc.ToolCache.from_url(
+        own_redis.url, namespace="burst", health_interval=60
+    ) as cache:
+        cache.add_layer("plain", atc.LayerConfig(ttl=60, l1=False))
+        layer = cache.layer("plain")
+        await layer.set_many([(f"k{i}", i) for i in range(100)])
+        bus = cache.bus
+        bus._ping_every = bus._idle_ping_every = 30.0  # type: ignore[attr-defined]
+        await asyncio.sleep(0.1)
+        pings(own_redis)
+        bus.deaf_after = time.monotonic()  # the last proof has just lapsed
+        load = Counting("unused")
+        async with asyncio.timeout(5):
+            values = await asyncio.gather(*(layer.get_or_load(f"k{i}", load) for i in range(100)))
+        assert values == list(range(100)) and load.calls == 0
+        assert pings(own_redis) == 1  # one proof vouched for the whole burst
+        assert cache.stats()["plain"].l2_hits == 100
+
+
+async def test_an_invalidation_heard_with_the_proof_sends_the_read_to_the_new_entry(
+    own_redis: RedisServer,
+) -> None:
+    config = atc.LayerConfig(ttl=60, l1=False)
+    async with (
+        atc.ToolCache.from_url(own_redis.url, namespace="moved", health_interval=60) as reader,
+        atc.ToolCache.from_url(own_redis.url, namespace="moved") as writer,
+    ):
+        for cache in (reader, writer):
+            cache.add_layer("plain", config)
+        await writer.layer("plain").set("k", "old")
+        assert await reader.layer("plain").get_or_load("k", Counting("unused")) == "old"
+        bus = reader.bus
+        bus._ping_every = bus._idle_ping_every = 30.0  # type: ignore[attr-defined]
+        await asyncio.sleep(0.1)
+        # The reader's subscriber falls behind: what reaches it is held back, in order.
+        held: list[dict[str, object]] = []
+        handle = bus._handle  # type: ignore[attr-defined]
+        bus._handle = held.append  # type: ignore[attr-defined]
+        # Invalidated and rewritten; the old entry stays in Redis under the old generation.
+        await writer.invalidate("plain")
+        await writer.layer("plain").set("k", "new")
+        # Both published before the read begins, and not applied yet.
+        await eventually(lambda: len(held) == 2)
+        bus.deaf_after = time.monotonic()  # the last proof has just lapsed
+        reading = asyncio.create_task(reader.layer("plain").get_or_load("k", Counting("x")))
+        # It read the old entry and waits for its proof, whose answer is held too.
+        await eventually(lambda: bus._regaining and len(held) == 3)  # type: ignore[attr-defined]
+        bus._handle = handle  # type: ignore[attr-defined]
+        for reply in held:  # the invalidation, then the proof
+            handle(reply)
+        async with asyncio.timeout(5):
+            assert await reading == "new"

@@ -156,7 +156,9 @@ async def test_no_read_returns_a_version_invalidated_longer_ago_than_the_bound(
 
     reads = [read for log in per_reader for read in log]
     assert len(writes) > 20 and len(reads) > 1000
-    assert {version for _, version in reads} > {1, len(writes) // 2}  # versions moved
+    versions = {version for _, version in reads}
+    # The versions moved under the readers: they saw early ones and late ones.
+    assert min(versions) <= len(writes) // 4 and max(versions) >= len(writes) * 3 // 4
     violations, lag = stale_reads(writes, reads, PROPAGATION_BOUND)
     print(
         f"{len(reads)} reads, {len(writes)} invalidations, longest stale window {lag * 1000:.1f} ms"

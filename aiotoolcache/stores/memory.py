@@ -28,6 +28,9 @@ class BoundedLRU(Generic[V]):
     def __len__(self) -> int:
         return len(self._data)
 
+    def __contains__(self, key: str) -> bool:
+        return key in self._data  # without touching its recency
+
     def get(self, key: str) -> V | None:
         """Return the value of ``key`` and mark it most recently used, or None."""
         item = self._data.get(key)

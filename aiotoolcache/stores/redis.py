@@ -77,10 +77,14 @@ class RedisStore:
         await self._batch_call(write)
         return [None] * len(items)
 
-    async def get(self, key: str) -> bytes | None:
+    def get(self, key: str) -> Awaitable[bytes | None]:
+        """Read one key (a plain function: a batched read is awaited without a coroutine)."""
         if key in self.tombstones:
-            return None
-        return await self._reads.call(key)
+            return self._tombstoned()
+        return self._reads.call(key)
+
+    async def _tombstoned(self) -> None:
+        return None
 
     async def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
         if len(keys) == 1:
