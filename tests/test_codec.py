@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import struct
 import time
 import zlib
 from typing import Any
@@ -132,6 +133,135 @@ def test_another_format_version_is_a_miss() -> None:
     v1 = bytes((1, 0)) + msgpack.packb([1.0, 2.0, 0.0, None, b"\xa1v"], use_bin_type=True)
     with pytest.raises(CorruptValue, match="format version 1"):
         codec.open(KEY, v1)
+    # Format 2, as earlier releases wrote it: a msgpack body behind the check.
+    now = time.time()
+    body = msgpack.packb([now, now + 10, now + 10, 0.0, None, 2, b"\xa1v"], use_bin_type=True)
+    v2 = forge(body, b"", version=2)
+    with pytest.raises(CorruptValue, match="format version 2") as info:
+        codec.open(KEY, v2)
+    assert not isinstance(info.value, ForeignSecret)  # deleted, not kept
+
+
+# -- layout -----------------------------------------------------------------------
+
+
+def name_prefix(key: str) -> bytes:
+    name = key.encode()
+    return len(name).to_bytes(4, "big") + name
+
+
+def forge(body: bytes, payload: bytes, flags: int = 0, *, version: int = FORMAT_VERSION) -> bytes:
+    """An envelope built from the documented layout, with a valid check and no MAC."""
+    header = bytes((version, flags))
+    rest = body + payload
+    check = zlib.crc32(rest, zlib.crc32(header, zlib.crc32(name_prefix(KEY))))
+    return header + check.to_bytes(4, "big") + rest
+
+
+def fields(
+    size: int, times: tuple[float, float, float, float] | None = None, tags: bytes | None = None
+) -> bytes:
+    """The body before the payload: four float64 times, the size, then any tag generations."""
+    now = time.time()
+    created, fresh, hard, load = times or (now, now + 10, now + 10, 0.0)
+    out = struct.pack(">ddddI", created, fresh, hard, load, size)
+    if tags is not None:
+        out += len(tags).to_bytes(4, "big") + tags
+    return out
+
+
+def test_the_layout_is_the_documented_one() -> None:
+    codec = Codec()
+    times = (1000.0, 1010.0, 1020.0, 0.25)
+    payload = codec.encode_value("v")
+    sealed = codec.seal(KEY, Envelope(1000.0, 1010.0, 0.25, None, payload, hard_until=1020.0))
+    assert sealed == forge(fields(len(payload), times), payload)
+    tags = {"server:x": 3}
+    sealed = codec.seal(KEY, Envelope(1000.0, 1010.0, 0.25, tags, payload, 1020.0, negative=True))
+    packed = msgpack.packb(tags, use_bin_type=True)
+    assert sealed == forge(fields(len(payload), times, packed), payload, flags=4 | 8)
+
+
+@pytest.mark.parametrize("secret", [None, "s"])
+@pytest.mark.parametrize("tags", [None, {}, {"server:x": 3, "user:42": 2**40}])
+def test_tag_generations_round_trip(secret: str | None, tags: dict[str, int] | None) -> None:
+    codec = Codec(secret=secret, compress_threshold=64)
+    now = time.time()
+    for value in ("short", "long " * 100):  # plain and compressed
+        sealed = codec.seal(KEY, Envelope(now, now + 10, 0.5, tags, codec.encode_value(value)))
+        env = codec.open(KEY, sealed)
+        assert env.tag_generations == tags
+        assert codec.decode(env) == value
+        assert (env.created_at, env.fresh_until, env.load_seconds) == (now, now + 10, 0.5)
+
+
+@pytest.mark.parametrize("secret", [None, "s"])
+def test_every_truncation_is_corrupt(secret: str | None) -> None:
+    codec = Codec(secret=secret, compress_threshold=64)
+    for value in ("short", "long " * 100):
+        data = sealed_value(codec, value)  # tagged
+        for length in range(len(data)):
+            with pytest.raises(CorruptValue) as info:
+                codec.open(KEY, data[:length])
+            assert not isinstance(info.value, ForeignSecret)
+
+
+def test_a_truncated_header_is_corrupt() -> None:
+    codec = Codec()
+    data = forge(fields(2), b"\xa1v")
+    for length in (7, 20, 41):  # inside the fixed fields
+        with pytest.raises(CorruptValue, match="truncated"):
+            codec.open(KEY, data[:length])
+    tagged = forge(fields(2, tags=b"\x80")[:-5], b"", flags=8)  # no room for the tag length
+    with pytest.raises(CorruptValue, match="truncated"):
+        codec.open(KEY, tagged)
+
+
+def test_tag_generations_declared_beyond_the_data_are_corrupt() -> None:
+    codec = Codec()
+    body = fields(2)
+    for declared in (3, 1000, 2**32 - 1):
+        data = forge(body + declared.to_bytes(4, "big") + b"\x80", b"", flags=8)
+        with pytest.raises(CorruptValue, match="tag generations"):
+            codec.open(KEY, data)
+
+
+@pytest.mark.parametrize(
+    "tags",
+    [
+        b"",  # tagged, but nothing there
+        b"\xc1",  # not msgpack
+        msgpack.packb([1, 2]),  # not a map
+        msgpack.packb({"a": "b"}),  # not a generation
+        msgpack.packb({1: 2}),  # not a tag
+        msgpack.packb({"a": 1}) + b"\x00",  # more than the map
+    ],
+)
+def test_bad_tag_generations_are_corrupt(tags: bytes) -> None:
+    with pytest.raises(CorruptValue, match="tag generations"):
+        Codec().open(KEY, forge(fields(2, tags=tags), b"\xa1v", flags=8))
+
+
+@settings(max_examples=300, deadline=None)
+@given(flags=st.integers(0, 15), body=st.binary(max_size=120), size=st.integers(0, 2**32 - 1))
+def test_forged_bodies_with_a_valid_check_are_corrupt_never_another_exception(
+    flags: int, body: bytes, size: int
+) -> None:
+    # The check passes, so everything after it is parsed: only CorruptValue may escape.
+    for candidate in (body, fields(size) + body, fields(size, tags=body[:8]) + body[8:]):
+        for codec in (Codec(), Codec(secret="s")):
+            try:
+                codec.decode(codec.open(KEY, forge(candidate, b"", flags)), allow_errors=True)
+            except CorruptValue:
+                pass
+
+
+def test_unknown_flags_are_corrupt() -> None:
+    codec = Codec()
+    for flag in (16, 32, 128):
+        with pytest.raises(CorruptValue, match="unknown flags"):
+            codec.open(KEY, forge(fields(2), b"\xa1v", flags=flag))
+    assert read(codec, forge(fields(2), b"\xa1v")) == "v"  # the same bytes without the flag
 
 
 # -- hard expiry ----------------------------------------------------------------
@@ -165,26 +295,23 @@ def test_a_value_dated_beyond_the_skew_allowance_is_refused() -> None:
         codec.open(KEY, data, now=now - 6)
 
 
-@pytest.mark.parametrize("bad", [float("nan"), float("inf"), "1e99", True, None])
-def test_non_numeric_times_are_corrupt(bad: Any) -> None:
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf")])
+@pytest.mark.parametrize("position", range(4))
+def test_non_finite_times_are_corrupt(bad: float, position: int) -> None:
     # A checksum anyone can compute: the fields themselves must still be checked.
-    codec = Codec()
     now = time.time()
-    body = msgpack.packb([now, now + 10, bad, 0.0, None, 2, b"\xa1v"], use_bin_type=True)
-    header = bytes((FORMAT_VERSION, 0))
-    data = header + Codec._check(KEY, header, body) + body
-    with pytest.raises(CorruptValue):
-        codec.open(KEY, data)
+    times = [now, now + 10, now + 10, 0.0]
+    times[position] = bad
+    data = forge(fields(2, (times[0], times[1], times[2], times[3])), b"\xa1v")
+    with pytest.raises(CorruptValue, match="finite"):
+        Codec().open(KEY, data)
 
 
 # -- size limits ----------------------------------------------------------------
 
 
 def forged(payload: bytes, size: int, flags: int = 1) -> bytes:
-    now = time.time()
-    body = msgpack.packb([now, now + 10, now + 10, 0.0, None, size, payload], use_bin_type=True)
-    header = bytes((FORMAT_VERSION, flags))
-    return header + Codec._check(KEY, header, body) + body
+    return forge(fields(size), payload, flags)
 
 
 def test_a_zlib_bomb_is_refused_without_inflating_it() -> None:
@@ -219,6 +346,15 @@ def test_an_honest_large_value_within_the_limit_round_trips() -> None:
 def test_an_uncompressed_payload_must_match_its_size() -> None:
     with pytest.raises(CorruptValue, match="size"):
         Codec().open(KEY, forged(b"\xa1v", 5, flags=0))
+    with pytest.raises(CorruptValue, match="size"):
+        Codec().open(KEY, forged(b"\xa1v\x00", 2, flags=0))  # one byte too many
+
+
+def test_bytes_after_a_compressed_payload_are_corrupt() -> None:
+    payload = zlib.compress(b"x" * 100)
+    assert Codec().open(KEY, forged(payload, 100)).payload == b"x" * 100
+    with pytest.raises(CorruptValue, match="declared size"):
+        Codec().open(KEY, forged(payload + b"\x00", 100))
 
 
 # -- negative entries -------------------------------------------------------------
