@@ -25,7 +25,7 @@ from aiotoolcache.errors import (
     ValueTooLarge,
 )
 from aiotoolcache.fills import Fill
-from aiotoolcache.freshness import Freshness, classify, jittered
+from aiotoolcache.freshness import Freshness, classify, jittered, quiet_until
 from aiotoolcache.keys import KeyRef, digest, sanitize_label
 from aiotoolcache.layers import LayerConfig
 from aiotoolcache.lease import is_marker
@@ -47,9 +47,6 @@ _label = functools.lru_cache(maxsize=4096)(sanitize_label)
 # Plain string keys whose entry names a layer remembers (per generation set): hot keys
 # repeat, and naming an entry (digest + key name) costs more than the L1 hit itself.
 REF_MEMO_SIZE = 4096
-# An early refresh this many XFetch time units (beta × load time) before the soft expiry
-# has a chance of exp(-40), below one in 10**17: such reads skip the random draw.
-SURELY_FRESH = 40.0
 
 
 class _Missing:
@@ -172,7 +169,7 @@ class Layer:
             entry = coherence.l1_entry(ref.value_key) if self.config.l1 else None
             if entry is not None and entry.plain:
                 self.counters.l1_hits += 1
-                if self.config.beta > 0 or time.time() >= entry.envelope.fresh_until:
+                if time.time() >= entry.quiet_until:
                     # Only then may it need a refresh (see _maybe_refresh): no call otherwise.
                     self._maybe_refresh(ref, entry.envelope, loader, ttl, tags, should_cache)
                 hit: T = entry.value  # typed without a call: this is the hottest line
@@ -557,7 +554,10 @@ class Layer:
             envelope.negative,
         )
         plain = not self.config.copy_on_read and not isinstance(value, CachedLoaderError)
-        entry = L1Entry(value, meta, time.monotonic() + lifetime, self.name, size + 200, plain)
+        quiet = quiet_until(envelope.fresh_until, envelope.load_seconds, self.config.beta)
+        entry = L1Entry(
+            value, meta, time.monotonic() + lifetime, self.name, size + 200, plain, quiet
+        )
         self._coherence.keep(ref.value_key, entry, fill)
 
     # -- L2 -----------------------------------------------------------------------
@@ -723,11 +723,7 @@ class Layer:
     ) -> None:
         config = self.config
         now = time.time()
-        fresh_until = envelope.fresh_until
-        if (
-            now < fresh_until
-            and now < fresh_until - config.beta * envelope.load_seconds * SURELY_FRESH
-        ):
+        if now < quiet_until(envelope.fresh_until, envelope.load_seconds, config.beta):
             return  # the common case, decided without a random draw
         state = classify(
             envelope.fresh_until, envelope.load_seconds, config.beta, now, self._rng.random()

@@ -50,7 +50,7 @@ class L1Entry:
     out copies instead.
     """
 
-    __slots__ = ("envelope", "expires_at", "layer", "plain", "size", "value")
+    __slots__ = ("envelope", "expires_at", "layer", "plain", "quiet_until", "size", "value")
 
     def __init__(
         self,
@@ -60,6 +60,7 @@ class L1Entry:
         layer: str,
         size: int,
         plain: bool = True,
+        quiet_until: float = float("-inf"),
     ) -> None:
         self.value = value
         self.plain = plain  # served as is: no cached failure to raise, no copy to make
@@ -67,6 +68,7 @@ class L1Entry:
         self.expires_at = expires_at  # time.monotonic() deadline: min(hard expiry, l1_ttl)
         self.layer = layer
         self.size = size  # the encoded bytes it stands for, which L1's byte bound counts
+        self.quiet_until = quiet_until  # time.time() before which no refresh is due (freshness)
 
 
 class Coherence:

@@ -12,7 +12,11 @@ import math
 import random
 from enum import Enum
 
-__all__ = ["Freshness", "classify", "jittered", "xfetch_probability"]
+__all__ = ["Freshness", "classify", "jittered", "quiet_until", "xfetch_probability"]
+
+# An early refresh this many XFetch time units (beta × load time) before the soft expiry
+# has a chance of exp(-40), below one in 10**17.
+SURELY_FRESH = 40.0
 
 
 class Freshness(Enum):
@@ -30,6 +34,11 @@ def xfetch_probability(remaining: float, delta: float, beta: float) -> float:
     if remaining <= 0:
         return 1.0
     return math.exp(-remaining / (delta * beta))
+
+
+def quiet_until(fresh_until: float, load_seconds: float, beta: float) -> float:
+    """Until when a value surely needs no refresh: reads before then skip the random draw."""
+    return fresh_until - beta * load_seconds * SURELY_FRESH
 
 
 def classify(

@@ -307,6 +307,13 @@ def test_non_finite_times_are_corrupt(bad: float, position: int) -> None:
         Codec().open(KEY, data)
 
 
+def test_a_negative_load_time_is_corrupt() -> None:
+    now = time.time()
+    data = forge(fields(2, (now, now + 10, now + 10, -1.0)), b"\xa1v")
+    with pytest.raises(CorruptValue, match="negative"):
+        Codec().open(KEY, data)
+
+
 # -- size limits ----------------------------------------------------------------
 
 
