@@ -231,65 +231,43 @@ class Layer:
     ) -> T:
         """Serve ``ref`` from L1 (``entry``, looked up already), else L2, else its loader."""
         coherence = self._coherence
-        config = self.config
-        if entry is None and not coherence.bus.hearing:
-            if not (config.l1 and ref.value_key in coherence.l1):
-                # Nothing in L1 to vouch for: read L2 while the proof is on its way.
-                return await self._read_unproven(
-                    key, loader, ttl, tags, partition, label, should_cache, ref
-                )
-            # L1 holds it but may serve it only once proof of hearing comes: wait for one.
-            if not await coherence.bus.regain():
-                return cast(T, self._served(await self._load_deaf(ref, loader, ttl)))
-            ref = self.ref(ref)  # the generations may have moved while it waited
-            # Every invalidation published before this read began has been applied now,
-            # so L1 may answer it (however long the loop takes to resume this task).
-            entry = coherence.l1_entry(ref.value_key, vouched=True)
+        bus = coherence.bus
+        since: float | None = None  # when set, what is read waits for proof of hearing
+        version = 0
+        if entry is None and not bus.hearing:
+            if self.config.l1 and ref.value_key in coherence.l1:
+                # L1 holds it but may serve it only once proof of hearing comes: wait for one.
+                if not await bus.regain():
+                    return cast(T, self._served(await self._load_deaf(ref, loader, ttl)))
+                ref = self.ref(ref)  # the generations may have moved while it waited
+                # Every invalidation published before this read began has been applied
+                # now, so L1 may answer it (however long the loop takes to resume it).
+                entry = coherence.l1_entry(ref.value_key, vouched=True)
+            else:
+                # Nothing in L1 to vouch for: read L2 while the proof is on its way (in a
+                # burst it is in before the reads' answers, so no reader waits for it).
+                since, version = bus.want_proof(), bus.version
+                if since is None:  # deaf: nothing cached can be vouched for
+                    return cast(T, self._served(await self._load_deaf(ref, loader, ttl)))
         if entry is not None:
             self.counters.l1_hits += 1
             self._maybe_refresh(ref, entry.envelope, loader, ttl, tags, should_cache)
             return cast(T, self._served(entry.value))
-        tag_list = sorted(set(tags)) if tags else None
+        value: Any = MISSING
+        envelope = None
         if not coherence.flight.in_flight(ref.value_key):
             # Concurrent hits share one batched MGET; only a miss pays for a flight task.
             value, envelope = await self._fetch(ref)
-            if value is MISSING:
-                value, envelope = self._filled_meanwhile(ref), None
-            if value is not MISSING:
-                return cast(T, self._hit(ref, value, envelope, loader, ttl, tag_list, should_cache))
-        return await self._load_shared(ref, loader, ttl, tag_list, should_cache)
-
-    async def _read_unproven(
-        self,
-        key: Any,
-        loader: Loader[T],
-        ttl: float | None,
-        tags: Iterable[str] | None,
-        partition: str | None,
-        label: str | None,
-        should_cache: ShouldCache | None,
-        ref: KeyRef,
-    ) -> T:
-        """``get_or_load`` of an entry L1 does not hold, while proof of hearing has lapsed.
-
-        The L2 read and the ping that proves hearing go out together: once every
-        invalidation published before the read began is known to be applied, and the
-        generations did not move meanwhile, what it read is vouched for. In a burst
-        the proof is in before the reads' answers, so no reader waits for it.
-        """
-        bus = self._coherence.bus
-        since, version = bus.want_proof(), bus.version
-        if since is None:  # deaf: nothing cached can be vouched for
-            return cast(T, self._served(await self._load_deaf(ref, loader, ttl)))
-        value: Any = MISSING
-        envelope = None
-        if not self._coherence.flight.in_flight(ref.value_key):
-            value, envelope = await self._fetch(ref)
-        if bus.proven_at < since and not await bus.proof(since):
-            return cast(T, self._served(await self._load_deaf(ref, loader, ttl)))
-        if bus.version != version:  # the key may have moved too: read again under the new one
-            return await self._get_or_load(key, loader, ttl, tags, partition, label, should_cache)
-        if value is MISSING:
+        if since is not None:
+            # Vouched for once everything published before the read began is applied,
+            # if the generations did not move meanwhile; else the key may have moved too.
+            if bus.proven_at < since and not await bus.proof(since):
+                return cast(T, self._served(await self._load_deaf(ref, loader, ttl)))
+            if bus.version != version:
+                return await self._get_or_load(
+                    key, loader, ttl, tags, partition, label, should_cache
+                )
+        if value is MISSING:  # a load that finished during the read has filled L1 by now
             value, envelope = self._filled_meanwhile(ref), None
         tag_list = sorted(set(tags)) if tags else None
         if value is not MISSING:

@@ -38,7 +38,7 @@ import msgpack  # noqa: E402
 import aiotoolcache as atc  # noqa: E402
 from aiotoolcache.batching import Batcher  # noqa: E402
 from aiotoolcache.keys import digest  # noqa: E402
-from benchmarks.compare_peers import blocking_client  # noqa: E402
+from benchmarks.compare_peers import MgetBatcherPeer, blocking_client  # noqa: E402
 from benchmarks.measure import hiredis_in_use, machine  # noqa: E402
 from tests.servers import RedisServer  # noqa: E402
 
@@ -265,7 +265,9 @@ async def measure(url: str, number: int, repeat: int) -> dict[str, Any]:
             raw_burst_us = await best_async(raw_burst, 1, repeat) / BURST
         finally:
             await plain.aclose()
+        ladder = await burst_ladder(url, cache, l2_layer, burst_keys, 3 * repeat)
         return {
+            "burst_ladder": ladder,
             "burst": {
                 "hits": BURST,
                 "us_per_hit": burst_us,
@@ -280,6 +282,73 @@ async def measure(url: str, number: int, repeat: int) -> dict[str, Any]:
         }
     finally:
         await cache.aclose()
+
+
+async def burst_ladder(
+    url: str, cache: atc.ToolCache, layer: Any, keys: list[str], rounds: int
+) -> list[dict[str, Any]]:
+    """µs per hit of the same burst through more and more of the read path, side by side.
+
+    From a plain MGET batcher on redis-py (a reference a few lines long) to the
+    library's own batcher and breaker, then the envelope check, then the value
+    decode, then the whole ``get_or_load``: each step's increment is what it
+    costs inside a burst (cold CPU caches included), not in a tight loop. Rounds
+    rotate the order; the best round of each step is kept.
+    """
+    store = cache.store
+    codec = cache.codec
+    names = [layer.ref(key).value_key for key in keys]
+    mget = MgetBatcherPeer(url)  # reads "raw:" + key, msgpack values
+    async with mget.client.pipeline(transaction=False) as pipe:
+        for key in keys:
+            pipe.set("raw:" + key, msgpack.packb(VALUE))
+        await pipe.execute()
+
+    async def must_not_load(*_: Any) -> Any:
+        raise AssertionError("a hit ran the loader")
+
+    # Each step reads from inside its own task, as a caller of the layer does (a read
+    # made while another is in flight joins the tick's MGET).
+    async def reference(i: int) -> Any:
+        return await mget.get_or_load(keys[i], must_not_load)
+
+    async def read(i: int) -> Any:
+        return await store.get(names[i])
+
+    async def read_open(i: int) -> Any:
+        return codec.open(names[i], await store.get(names[i]))
+
+    async def read_open_decode(i: int) -> Any:
+        return codec.decode(codec.open(names[i], await store.get(names[i])))
+
+    async def whole(i: int) -> Any:
+        return await layer.get_or_load(keys[i], must_not_load)
+
+    steps: list[tuple[str, Callable[[int], Awaitable[Any]]]] = [
+        ("plain MGET batcher + msgpack.unpackb (reference)", reference),
+        ("RedisStore.get: the library's batcher and breaker", read),
+        ("+ envelope open (Codec.open)", read_open),
+        ("+ value decode (Codec.decode)", read_open_decode),
+        ("+ the layer: get_or_load", whole),
+    ]
+    best = [float("inf")] * len(steps)
+    try:
+        for round_ in range(rounds + 1):  # the first round warms up
+            order = list(range(len(steps)))
+            order = order[round_ % len(order) :] + order[: round_ % len(order)]
+            for i in order:
+                step = steps[i][1]
+                gc.collect()
+                started = time.perf_counter()
+                await asyncio.gather(*(step(k) for k in range(len(keys))))
+                if round_:
+                    best[i] = min(best[i], (time.perf_counter() - started) / len(keys) * 1e6)
+    finally:
+        await mget.close()
+    return [
+        {"step": name, "us_per_hit": us, "increment": us - best[i - 1] if i else None}
+        for i, ((name, _), us) in enumerate(zip(steps, best, strict=True))
+    ]
 
 
 def section(whole: float, parts: list[Part]) -> dict[str, Any]:
@@ -338,6 +407,15 @@ def render(data: dict[str, Any]) -> str:
         f"{b['us_per_hit_gc_paused']:.2f} µs with the cyclic GC paused; raw redis-py "
         f"(gather of GETs, same count): {b['raw_get_us_per_hit']:.2f} µs"
     )
+    out.append(
+        "\nThe same burst through more and more of the read path (best of side-by-side "
+        "rounds, µs per hit):"
+    )
+    out.append("| step | µs per hit | increment |")
+    out.append("|---|---:|---:|")
+    for row in data["burst_ladder"]:
+        increment = "" if row["increment"] is None else f"{row['increment']:+.2f}"
+        out.append(f"| {row['step']} | {row['us_per_hit']:.2f} | {increment} |")
     profiles = (("L1 hit", "profile_l1"), ("L2 hit", "profile_l2"))
     for title, key in (*profiles, (f"{BURST:,} concurrent L2 hits", "profile_burst")):
         out.append(f"\ncProfile, {title}: top functions by own time (µs per hit, under profiling)")
