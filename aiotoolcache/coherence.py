@@ -10,7 +10,7 @@ only place that checks them:
   was invalidated long ago;
 - the bus hears: L1 is served only while the subscriber has proven, by a
   ping answered on its own connection, that it has applied every message
-  published up to ``max_staleness`` ago (see ``invalidation``). Past that,
+  published up to ``max_staleness`` ago (see ``hearing``). Past that,
   L1 is kept but not served; a read first waits for a fresh proof (which
   vouches for that read: L1, then L2, under current generations) and,
   when none comes, serves nothing cached at all (its generations may be behind);

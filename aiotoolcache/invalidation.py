@@ -11,26 +11,9 @@ Pub/sub loses what is published while a subscriber is away, so on every
 disconnect and reconnect the bus tells its owner to flush L1, and reloads
 the generations before it reports itself connected again.
 
-A live connection proves nothing by itself: a stalled one looks the same
-until a timeout. So the subscriber proves that it hears. It sends a PING on
-its own connection, noting the time ``t0`` just before sending; Redis
-answers in order on one connection, so once the answer is read, every
-message published before ``t0`` has been read and applied. The bus is
-``hearing`` (L1 may be served) only until ``t0 + max_staleness`` of the last
-answered ping. A message that arrives proves nothing of the kind: when Redis
-sent it is unknown in this worker's clock. A busy event loop only makes the
-proof older (``t0`` is taken before the send, the answer is read after the
-messages before it), so it errs towards not trusting L1, never towards
-serving what was invalidated.
-
-Pings cost CPU, so they follow use. While the cache is in use (an L1 entry
-looked up, a reader waiting for proof, or a read, load or write begun,
-within the last second; or one still in flight) the subscriber pings every
-``max_staleness / 3``, so trust never lapses; otherwise every
-``health_interval / 2``, enough to find a dead connection. A reader that
-finds trust lapsed, or work begun while the subscriber sleeps its idle
-interval, has a ping sent at once from a short task (its answer wakes the
-subscriber), not at the subscriber's next wake-up.
+The subscriber also proves that it hears, by pings on its own connection
+answered in order (see ``hearing``): L1 is trusted only for a bounded time
+after the last proof.
 
 Generations are never reused. A bump writes ``max(stored + 1, local + 1,
 now in ms)``, so even after Redis lost the hash (FLUSHALL, eviction, a
@@ -53,7 +36,6 @@ import itertools
 import logging
 import time
 import uuid
-from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -68,6 +50,7 @@ from aiotoolcache.bus_messages import (
     now_ms,
     sane_generation,
 )
+from aiotoolcache.hearing import DEFAULT_MAX_STALENESS, Hearing
 from aiotoolcache.stores.redis import AnyRedis
 
 __all__ = [
@@ -87,13 +70,6 @@ _VERSIONS = itertools.count()  # see Bus.version
 
 # Heartbeats between two checks that the generations hash is still whole.
 _GENERATION_CHECKS = 5
-# How long L1 stays trusted after the last proof that the subscriber hears (seconds):
-# below the 100 ms the consistency guarantee promises, with room for a late ping.
-DEFAULT_MAX_STALENESS = 0.08
-# Pings in flight at most: a stalled connection is found by the oldest one anyway.
-_MAX_PINGS = 32
-# The cache counts as in use (pings at the fast cadence) this long after its last use (s).
-IN_USE_FOR = 1.0
 
 # KEYS: hash. ARGV: field, now in ms, the caller's value, TTL in ms. Never reuses a value.
 _BUMP = """
@@ -303,27 +279,14 @@ class RedisBus(Bus):
         self.generations_ttl_ms = generations_ttl_ms
         self.health_interval = health_interval
         self.max_staleness = max_staleness
-        self._ping_every = max_staleness / 3  # while in use: trust never lapses
-        # Otherwise: often enough to find a dead connection, as before the proof rule.
-        self._idle_ping_every = max(self._ping_every, health_interval / 2)
+        # Proof of hearing: its pings, what their answers prove, the readers waiting for it.
+        self.ears = Hearing(self, max_staleness=max_staleness, health_interval=health_interval)
         self.reconnects = 0
         self.data_losses = 0  # times the generations hash was found missing or behind
         self._known = False
         self._attempts = 0  # subscriptions tried, successful or not
-        # Pings sent and not yet answered, oldest first: (number, time.monotonic() before send).
-        self._pings: deque[tuple[int, float]] = deque()
-        self._pinged = 0  # the number of the last ping sent
-        self._last_ping = float("-inf")  # t0 of the last ping sent, whoever sent it
-        self.proven_at = float("-inf")  # t0 of the last answered ping
-        # Set by the subscriber when, with nothing left to read, a ping has waited longer
-        # than health_interval: reads stop waiting for proof. Cleared by the next answer.
-        self._stalled = False
-        # Readers waiting for proof, one future each, resolved at every proof or give-up.
-        self._regaining: list[asyncio.Future[None]] = []
-        self._wanted = float("-inf")  # when a ping was last asked for (a reader, note_use)
         self._live: PubSub | None = None  # the subscribed connection, while it is listened on
         self._pinger: asyncio.Task[None] | None = None  # sends the pings readers wait for
-        self.deaf_after = float("-inf")
         self._bump = client.register_script(_BUMP)
         self._merge = client.register_script(_MERGE)
         self._connected = asyncio.Event()
@@ -342,44 +305,19 @@ class RedisBus(Bus):
     def known(self) -> bool:
         return self._known
 
-    def _proven(self, t0: float) -> None:
-        """Everything published before ``t0`` has been applied: trust L1 until t0 + bound."""
-        if t0 > self.proven_at:
-            self.proven_at = t0
-            self.deaf_after = t0 + self.max_staleness
-        self._wake_regaining()
-
-    def _wake_regaining(self) -> None:
-        """Let every reader waiting for proof look again (proven, stalled or disconnected)."""
-        waiters, self._regaining = self._regaining, []
-        for waiter in waiters:
-            if not waiter.done():  # a reader cancelled meanwhile left its own future
-                waiter.set_result(None)
-
     def want_proof(self) -> float | None:
-        if not self._connected.is_set() or self._stalled or self._closing:
+        if not self.ears.may_prove():
             return None
         self.note_use()  # a ping sent from now on proves what this read needs
-        return self._wanted
+        return self.ears.wanted
 
     async def proof(self, since: float) -> bool:
-        # No timer of its own: a busy event loop would make it expire while the answer
-        # waits unread. The subscriber ends the wait: a proof, or its own verdict, reached
-        # after reading what arrived, that the connection is stalled or gone.
-        while self.proven_at < since:
-            if not self._connected.is_set() or self._stalled or self._closing:
-                return False
-            # One future per reader: a reader cancelled while it waits affects no other.
-            waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-            self._regaining.append(waiter)
-            await waiter
-        return True
+        return await self.ears.proof(since)
 
     def note_use(self) -> None:
+        self.ears.note_use()
         # The subscriber may sleep for an idle interval: a ping sent now wakes it with its
         # answer, and it keeps the fast cadence from then on.
-        self.idle = False
-        self._wanted = self.used_at = time.monotonic()
         self._ping_soon()
 
     def _ping_soon(self) -> None:
@@ -396,11 +334,7 @@ class RedisBus(Bus):
             # Writing while the subscriber waits in get_message is safe: a pub/sub command
             # only writes (its answer comes to the subscriber's read), and on a live
             # connection redis-py writes without yielding to the loop in between.
-            while (
-                self._live is pubsub
-                and self._wanted > self._last_ping
-                and len(self._pings) < _MAX_PINGS
-            ):
+            while self._live is pubsub and self.ears.ping_wanted():
                 await self._ping(pubsub)
         except Exception as exc:  # the subscriber's own read finds the broken connection
             log.debug("ping for a waiting reader failed: %r", exc)
@@ -408,18 +342,8 @@ class RedisBus(Bus):
             self._pinger = None
 
     async def _ping(self, pubsub: PubSub) -> None:
-        """Send the next ping on ``pubsub``, noting its number and the time before sending.
-
-        Numbers and times rise together whoever sends, so an answer proves its own
-        ping's ``t0`` even if the pings reached Redis out of order (then the earlier
-        ones are dropped unproven, which only errs towards not trusting L1).
-        """
-        t0 = time.monotonic()
-        self._pinged += 1
-        number = self._pinged
-        self._pings.append((number, t0))
-        self._last_ping = t0
-        await pubsub.ping(str(number))
+        """Send the next ping on ``pubsub``: numbered, and its time noted, just before sending."""
+        await pubsub.ping(str(self.ears.sending()))
 
     async def start(self, wait: float = 2.0) -> None:
         """Start the subscriber; wait (at most ``wait``) for its first attempt to end.
@@ -433,7 +357,7 @@ class RedisBus(Bus):
 
     def stop(self) -> None:
         self._closing = True
-        self._wake_regaining()
+        self.ears.close()
         for task in (self._task, self._pinger):
             if task is not None:
                 task.cancel()
@@ -441,7 +365,7 @@ class RedisBus(Bus):
 
     async def aclose(self) -> None:
         self._closing = True
-        self._wake_regaining()
+        self.ears.close()
         for task in (self._pinger, self._task):
             if task is not None:
                 task.cancel()
@@ -523,7 +447,7 @@ class RedisBus(Bus):
                 # Cancelled from outside: the event loop is shutting down with the cache
                 # still open. Release its sockets now rather than leak them.
                 self._closing = True
-                self._wake_regaining()
+                self.ears.close()
                 if self.on_abandon is not None:
                     self.on_abandon()
                 raise
@@ -573,36 +497,25 @@ class RedisBus(Bus):
             # loads in flight then belong to this start, not to a lost past.
             self.reset()
             log.warning("invalidation subscriber reconnected; L1 flushed")
-        self._pings.clear()
-        self._stalled = False
         self._connected.set()
         self._attempted.set()
-        self._proven(subscribing_at)
+        self.ears.subscribed(subscribing_at)
 
     async def _listen(self, pubsub: PubSub) -> None:
+        ears = self.ears
         next_check = time.monotonic() + _GENERATION_CHECKS * self.health_interval
         self._live = pubsub
         while not self._closing:
             now = time.monotonic()
-            self.idle = not self._in_use(now)
-            every = self._idle_ping_every if self.idle else self._ping_every
-            if len(self._pings) < _MAX_PINGS and (
-                now - self._last_ping >= every or self._wanted > self._last_ping
-            ):
+            every = ears.cadence(now)
+            if ears.ping_due(now, every):
                 # t0 is taken before the send: whatever Redis published before it comes
                 # ahead of the answer on this connection.
                 await self._ping(pubsub)
             # Wake for what arrives, when the next ping is due, or when the oldest ping in
             # flight has waited long enough for a verdict. A reader waiting for proof does
             # not wake this loop: its ping is sent by _ping_soon.
-            # (With _MAX_PINGS in flight no ping is due: only the verdict can come.)
-            wake = self._last_ping + every if len(self._pings) < _MAX_PINGS else float("inf")
-            if self._pings:
-                oldest = self._pings[0][1]
-                verdict = 2 if self._stalled else 1
-                wake = min(wake, oldest + verdict * self.health_interval)
-            wait = max(0.001, wake - time.monotonic())
-            reply = await pubsub.get_message(timeout=wait)
+            reply = await pubsub.get_message(timeout=ears.until_wake(every))
             if self._reconnected_underneath:
                 raise ConnectionError("subscriber connection was re-established")
             if reply is not None:
@@ -610,14 +523,13 @@ class RedisBus(Bus):
                 continue
             # Judged only with nothing left to read: a busy loop delays it, never fakes it.
             now = time.monotonic()
-            waited = now - self._pings[0][1] if self._pings else 0.0
+            waited = ears.waited(now)
             if waited > self.health_interval and await self._read_pending(pubsub):
                 continue
             if waited > 2 * self.health_interval:
                 raise ConnectionError("subscriber connection stopped answering")
-            if waited > self.health_interval and not self._stalled:
-                self._stalled = True
-                self._wake_regaining()
+            if waited > self.health_interval:
+                ears.stall()
             if now >= next_check:
                 # Redis may lose the hash without dropping us (FLUSHALL, eviction).
                 next_check = now + _GENERATION_CHECKS * self.health_interval
@@ -643,24 +555,7 @@ class RedisBus(Bus):
         if kind == "message":
             self._receive(reply.get("data"))
         elif kind == "pong":
-            self._answered(reply.get("data"))
-
-    def _in_use(self, now: float) -> bool:
-        """True while proof must stay fresh: L1 used lately, or work in flight may fill it."""
-        return now - self.used_at < IN_USE_FOR or (self.busy is not None and self.busy())
-
-    def _answered(self, data: Any) -> None:
-        """A ping was answered: it and every earlier one prove hearing up to their send time."""
-        try:
-            number = int(data)
-        except (TypeError, ValueError):
-            return  # not one of ours
-        proven = None
-        while self._pings and self._pings[0][0] <= number:
-            proven = self._pings.popleft()[1]
-        if proven is not None:
-            self._stalled = False
-            self._proven(proven)
+            self.ears.answered(reply.get("data"))
 
     async def _connection_remade(self, _connection: Any) -> None:
         self._reconnected_underneath = True
@@ -680,10 +575,7 @@ class RedisBus(Bus):
     def _disconnected(self, exc: BaseException) -> None:
         was_connected = self._connected.is_set()
         self._connected.clear()
-        self.deaf_after = float("-inf")
-        self.proven_at = float("-inf")
-        self._pings.clear()
-        self._wake_regaining()
+        self.ears.lost()
         if was_connected:
             self.reconnects += 1
             log.warning("invalidation subscriber lost its connection (%s); L1 flushed", exc)

@@ -31,7 +31,8 @@ from aiotoolcache.errors import CacheClosed, ConfigurationError
 from aiotoolcache.fills import FillRegistry
 from aiotoolcache.flight import SingleFlight
 from aiotoolcache.health import Health, check_health
-from aiotoolcache.invalidation import DEFAULT_MAX_STALENESS, Bus, RedisBus, bus_keys, now_ms
+from aiotoolcache.hearing import DEFAULT_MAX_STALENESS
+from aiotoolcache.invalidation import Bus, RedisBus, bus_keys, now_ms
 from aiotoolcache.layers import DEFAULT_LAYERS, LayerConfig
 from aiotoolcache.lease import LeaseManager
 from aiotoolcache.loading import LoadCoordinator

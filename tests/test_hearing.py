@@ -13,7 +13,7 @@ import asyncio
 import time
 
 import aiotoolcache as atc
-from aiotoolcache.invalidation import IN_USE_FOR
+from aiotoolcache.hearing import IN_USE_FOR
 from tests.servers import RedisServer
 from tests.workers import Counting, eventually
 
@@ -80,7 +80,7 @@ async def test_a_read_after_a_lapse_has_its_ping_sent_at_once(own_redis: RedisSe
         bus = cache.bus
         # The subscriber's own pings now come every 30 s: only a ping sent for the read
         # itself can vouch for it in time.
-        bus._ping_every = bus._idle_ping_every = 30.0  # type: ignore[attr-defined]
+        bus.ears._ping_every = bus.ears._idle_ping_every = 30.0  # type: ignore[attr-defined]
         await asyncio.sleep(0.1)  # the subscriber waits for its next ping, 30 s away
         pings(own_redis)
         hits = cache.stats()["results"].l1_hits
@@ -99,7 +99,7 @@ async def test_a_reader_cancelled_while_it_waits_for_proof_leaves_the_subscriber
     ) as cache:
         assert await cache.results.get_or_load("k", Counting("v")) == "v"
         bus = cache.bus
-        bus._ping_every = bus._idle_ping_every = 30.0  # type: ignore[attr-defined]
+        bus.ears._ping_every = bus.ears._idle_ping_every = 30.0  # type: ignore[attr-defined]
         await asyncio.sleep(0.1)
         pings(own_redis)
         bus.deaf_after = time.monotonic()
@@ -153,7 +153,7 @@ async def test_a_burst_after_a_lapse_reads_l2_alongside_one_ping(own_redis: Redi
         layer = cache.layer("plain")
         await layer.set_many([(f"k{i}", i) for i in range(100)])
         bus = cache.bus
-        bus._ping_every = bus._idle_ping_every = 30.0  # type: ignore[attr-defined]
+        bus.ears._ping_every = bus.ears._idle_ping_every = 30.0  # type: ignore[attr-defined]
         await asyncio.sleep(0.1)
         pings(own_redis)
         bus.deaf_after = time.monotonic()  # the last proof has just lapsed
@@ -178,7 +178,7 @@ async def test_an_invalidation_heard_with_the_proof_sends_the_read_to_the_new_en
         await writer.layer("plain").set("k", "old")
         assert await reader.layer("plain").get_or_load("k", Counting("unused")) == "old"
         bus = reader.bus
-        bus._ping_every = bus._idle_ping_every = 30.0  # type: ignore[attr-defined]
+        bus.ears._ping_every = bus.ears._idle_ping_every = 30.0  # type: ignore[attr-defined]
         await asyncio.sleep(0.1)
         # The reader's subscriber falls behind: what reaches it is held back, in order.
         held: list[dict[str, object]] = []
@@ -192,7 +192,7 @@ async def test_an_invalidation_heard_with_the_proof_sends_the_read_to_the_new_en
         bus.deaf_after = time.monotonic()  # the last proof has just lapsed
         reading = asyncio.create_task(reader.layer("plain").get_or_load("k", Counting("x")))
         # It read the old entry and waits for its proof, whose answer is held too.
-        await eventually(lambda: bus._regaining and len(held) == 3)  # type: ignore[attr-defined]
+        await eventually(lambda: bus.ears._regaining and len(held) == 3)  # type: ignore[attr-defined]
         bus._handle = handle  # type: ignore[attr-defined]
         for reply in held:  # the invalidation, then the proof
             handle(reply)
