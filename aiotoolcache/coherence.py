@@ -159,8 +159,11 @@ class Coherence:
 
     def note_use(self) -> None:
         """The cache is in use: keep proof of hearing fresh (reads need it, L1 too)."""
-        if self.bus.idle:
-            self.bus.note_use()
+        bus = self.bus
+        if bus.idle:
+            bus.note_use()  # the subscriber may sleep its idle interval: wake it
+        else:
+            bus.used_at = time.monotonic()  # one store, as an L1 hit makes
 
     def end(self, fill: Fill) -> None:
         self.fills.end(fill)

@@ -198,3 +198,21 @@ async def test_an_invalidation_heard_with_the_proof_sends_the_read_to_the_new_en
             handle(reply)
         async with asyncio.timeout(5):
             assert await reading == "new"
+
+
+async def test_reads_without_l1_keep_the_fast_cadence(own_redis: RedisServer) -> None:
+    async with atc.ToolCache.from_url(
+        own_redis.url, namespace="stream", health_interval=60
+    ) as cache:
+        cache.add_layer("plain", atc.LayerConfig(ttl=60, l1=False))
+        layer = cache.layer("plain")
+        await layer.set("k", "v")
+        idle = 0
+        began = time.monotonic()
+        while time.monotonic() - began < IN_USE_FOR + 1.0:
+            idle += cache.bus.idle
+            assert await layer.get_or_load("k", Counting("unused")) == "v"
+            await asyncio.sleep(0.005)
+        # Every read counts as use (not only one that finds the subscriber idle): past
+        # IN_USE_FOR of reads too, the subscriber never falls back to its idle cadence.
+        assert idle == 0
