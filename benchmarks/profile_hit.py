@@ -5,11 +5,13 @@ Each component of the read path is timed in isolation with ``timeit`` (best of
 a redis-server this script spawns on a free port; the whole call is timed the same way
 and profiled with cProfile. The table gives each component's µs and its share of the
 whole call; "glue" is what the components do not explain (awaits, attribute lookups,
-argument passing). The last line of the output is the same data as one JSON object.
+argument passing). A burst of 3,000 concurrent L2 hits is then run through more and
+more of the read path, side by side: what each step adds inside a burst. The last line
+of the output is the same data as one JSON object.
 
 Usage::
 
-    python benchmarks/profile_hit.py            # ~20 s
+    python benchmarks/profile_hit.py            # ~40 s
     python benchmarks/profile_hit.py --quick    # ~5 s, fewer calls per timing
 """
 
