@@ -33,7 +33,10 @@ class Batcher(Generic[ItemT, R]):
         self._run_batch = run_batch
         self._run_one = run_one
         self._max_batch = max_batch
-        self._pending: list[tuple[ItemT, asyncio.Future[R]]] = []
+        # This tick's requests, side by side (no pair object per request: a burst holds
+        # thousands of them while its reads are in flight).
+        self._pending: list[ItemT] = []
+        self._futures: list[asyncio.Future[R]] = []
         self._tasks: set[asyncio.Task[None]] = set()
         self._direct = 0  # calls running inline (see call); changed only on the event loop
 
@@ -65,27 +68,30 @@ class Batcher(Generic[ItemT, R]):
         if not self._pending:
             loop.call_soon(self._flush)
         future: asyncio.Future[R] = loop.create_future()
-        self._pending.append((item, future))
+        self._pending.append(item)
+        self._futures.append(future)
         return future
 
     def _flush(self) -> None:
-        pending, self._pending = self._pending, []
-        for start in range(0, len(pending), self._max_batch):
-            task = asyncio.ensure_future(self._run(pending[start : start + self._max_batch]))
+        items, self._pending = self._pending, []
+        futures, self._futures = self._futures, []
+        for start in range(0, len(items), self._max_batch):
+            end = start + self._max_batch
+            task = asyncio.ensure_future(self._run(items[start:end], futures[start:end]))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
-    async def _run(self, batch: list[tuple[ItemT, asyncio.Future[R]]]) -> None:
+    async def _run(self, items: list[ItemT], futures: list[asyncio.Future[R]]) -> None:
         try:
-            results = await self._run_batch([item for item, _ in batch])
+            results = await self._run_batch(items)
         except BaseException as exc:
-            for _, future in batch:
+            for future in futures:
                 if not future.done():
                     future.set_exception(exc)
             if isinstance(exc, Exception):
                 return
             raise
-        for (_, future), result in zip(batch, results, strict=True):
+        for future, result in zip(futures, results, strict=True):
             if not future.done():
                 future.set_result(result)
 
