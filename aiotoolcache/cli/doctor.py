@@ -90,13 +90,8 @@ async def _doctor_checks(cache: Any, url: str, checks: Checks) -> None:
     except BackendError as exc:
         checks.add("warn", "server", f"INFO refused ({one_line(exc)})")
         server = {}
-    version = str(server.get("redis_version", "unknown"))
     mode = str(server.get("redis_mode", "unknown"))
-    major = version.split(".")[0]
-    if major.isdigit() and int(major) < 6:
-        checks.add("warn", "server", f"Redis {version} ({mode}); 6.2 or newer is recommended")
-    else:
-        checks.add("ok", "server", f"Redis {version} ({mode})")
+    checks.add(*server_check(str(server.get("redis_version", "unknown")), mode))
     # 3. TLS
     opted_out = tls_verification_off(url) if parts.scheme.startswith("rediss") else None
     if opted_out:
@@ -173,6 +168,21 @@ async def _doctor_checks(cache: Any, url: str, checks: Checks) -> None:
         checks.add("ok", "pub/sub", f"round trip {took * 1000:.2f} ms")
     except Exception as exc:  # any failure here means invalidations cannot travel
         checks.add("fail", "pub/sub", f"no round trip: {one_line(exc)}")
+
+
+def server_check(version: str, mode: str) -> tuple[str, str, str]:
+    """The doctor's verdict on a Redis server version: (status, check name, detail)."""
+    parts = version.split(".")
+    known = len(parts) >= 2 and parts[0].isdigit() and parts[1].isdigit()
+    if known and (int(parts[0]), int(parts[1])) < (7, 0):
+        return (
+            "warn",
+            "server",
+            f"Redis {version} ({mode}); 7.0 or newer is recommended: older servers refuse "
+            "SET with both NX and GET, so a miss takes its lease through a script "
+            "(more Redis commands per miss)",
+        )
+    return ("ok", "server", f"Redis {version} ({mode})")
 
 
 async def _pubsub_round_trip(client: Any, channel: str, wait: float = 3.0) -> float:
