@@ -257,7 +257,10 @@ class Layer:
         envelope = None
         if not coherence.flight.in_flight(ref.value_key):
             # Concurrent hits share one batched MGET; only a miss pays for a flight task.
-            value, envelope = await self._fetch(ref)
+            # After a lapse the read joins the next iteration's batch, which goes out
+            # after the ping this read asked for: nothing of it is in flight while the
+            # loop may still be busy with the spell that let the proof lapse.
+            value, envelope = await self._fetch(ref, batched=since is not None)
         if since is not None:
             # Vouched for once everything published before the read began is applied,
             # if the generations did not move meanwhile; else the key may have moved too.
@@ -621,8 +624,9 @@ class Layer:
         return envelope, self._codec.seal(ref.value_key, envelope), ttl_ms
 
     # -- loading --------------------------------------------------------------------
-    async def _fetch(self, ref: KeyRef) -> tuple[Any, Envelope | None]:
-        """Read ``ref`` from L2 and keep its value in L1 if coherence admits it.
+    async def _fetch(self, ref: KeyRef, *, batched: bool = False) -> tuple[Any, Envelope | None]:
+        """Read ``ref`` from L2 and keep its value in L1 if coherence admits it (``batched``:
+        see ``SharedTier.read_one``).
 
         Returns ``(value, envelope)``; ``(MISSING, None)`` when absent, and
         ``(MISSING, envelope)`` when the stored value does not decode.
@@ -635,7 +639,7 @@ class Layer:
             coherence.note_use()
         try:
             try:
-                data = await self._tier.read_one(ref.value_key)
+                data = await self._tier.read_one(ref.value_key, batched=batched)
             except Exception as exc:
                 data = await self._tier.read_failed(self, ref.value_key, exc)
             envelope = None if data is None else self.open_raw(ref, data)

@@ -99,14 +99,15 @@ class SharedTier:
             self.failed(layer, self.backend_error(exc))
         return await self.read_fallback(keys)
 
-    def read_one(self, key: str) -> Awaitable[bytes | None]:
+    def read_one(self, key: str, *, batched: bool = False) -> Awaitable[bytes | None]:
         """Read one key from L2, to await at once; a failure raises (see ``read_failed``).
 
         From Redis, a read joining a batch is the batch's own future: the hot
-        path awaits it without a coroutine in between.
+        path awaits it without a coroutine in between. ``batched`` makes even a
+        lone read wait for the next loop iteration's batch.
         """
         if self._redis is not None:
-            return self._redis.get(key)
+            return self._redis.get(key, batched=batched)
         return self._first(key)
 
     async def _first(self, key: str) -> bytes | None:

@@ -77,11 +77,15 @@ class RedisStore:
         await self._batch_call(write)
         return [None] * len(items)
 
-    def get(self, key: str) -> Awaitable[bytes | None]:
-        """Read one key (a plain function: a batched read is awaited without a coroutine)."""
+    def get(self, key: str, *, batched: bool = False) -> Awaitable[bytes | None]:
+        """Read one key (a plain function: a batched read is awaited without a coroutine).
+
+        ``batched``: join the next flush even when alone, rather than going out at
+        once from the caller's task (see ``Batcher.call``).
+        """
         if key in self.tombstones:
             return self._tombstoned()
-        return self._reads.call(key)
+        return self._reads.submit(key) if batched else self._reads.call(key)
 
     async def _tombstoned(self) -> None:
         return None
