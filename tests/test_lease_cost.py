@@ -57,15 +57,25 @@ async def test_large_fills_of_one_tick_are_split_over_several_script_calls(
     await cache.results.get_or_load("warm-up", lambda: asyncio.sleep(0, "w"))
     values = [os.urandom(MERGED_FILL_BYTES // 2 + 1000) for _ in range(3)]  # incompressible
     small = [f"v{i}" for i in range(10)]
+    # Every load ends in the same loop iteration (a timer each could end in several on a
+    # busy machine), so all the fills are of one tick.
+    gate = asyncio.Event()
+    waiting = 0
+
+    async def load(value: object) -> object:
+        nonlocal waiting
+        waiting += 1
+        if waiting == len(values) + len(small):
+            gate.set()
+        await gate.wait()
+        return value
+
     with redis_server.client() as plain:
         plain.config_resetstat()
     loaded = await asyncio.gather(
+        *(cache.results.get_or_load(("big", i), lambda v=v: load(v)) for i, v in enumerate(values)),
         *(
-            cache.results.get_or_load(("big", i), lambda v=v: asyncio.sleep(0.01, v))
-            for i, v in enumerate(values)
-        ),
-        *(
-            cache.results.get_or_load(("small", i), lambda v=v: asyncio.sleep(0.01, v))
+            cache.results.get_or_load(("small", i), lambda v=v: load(v))
             for i, v in enumerate(small)
         ),
     )
