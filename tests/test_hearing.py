@@ -26,6 +26,14 @@ def pings(server: RedisServer) -> int:
     return int(stats.get("calls", 0))
 
 
+async def only_reads_ping(cache: atc.ToolCache, server: RedisServer) -> None:
+    """Slow the subscriber's own pings to one every 30 s, and count pings from zero: from now
+    on only a ping sent for a read can vouch for it in time."""
+    cache.bus.ears._ping_every = cache.bus.ears._idle_ping_every = 30.0  # type: ignore[attr-defined]
+    await asyncio.sleep(0.1)  # the subscriber waits for its next ping, 30 s away
+    pings(server)
+
+
 async def test_an_idle_worker_pings_at_the_liveness_cadence_and_fast_again_once_used(
     own_redis: RedisServer,
 ) -> None:
@@ -78,11 +86,7 @@ async def test_a_read_after_a_lapse_has_its_ping_sent_at_once(own_redis: RedisSe
         load = Counting("v")
         assert await cache.results.get_or_load("k", load) == "v"
         bus = cache.bus
-        # The subscriber's own pings now come every 30 s: only a ping sent for the read
-        # itself can vouch for it in time.
-        bus.ears._ping_every = bus.ears._idle_ping_every = 30.0  # type: ignore[attr-defined]
-        await asyncio.sleep(0.1)  # the subscriber waits for its next ping, 30 s away
-        pings(own_redis)
+        await only_reads_ping(cache, own_redis)
         hits = cache.stats()["results"].l1_hits
         bus.deaf_after = time.monotonic()  # the last proof has just lapsed
         async with asyncio.timeout(5):
@@ -99,9 +103,7 @@ async def test_a_reader_cancelled_while_it_waits_for_proof_leaves_the_subscriber
     ) as cache:
         assert await cache.results.get_or_load("k", Counting("v")) == "v"
         bus = cache.bus
-        bus.ears._ping_every = bus.ears._idle_ping_every = 30.0  # type: ignore[attr-defined]
-        await asyncio.sleep(0.1)
-        pings(own_redis)
+        await only_reads_ping(cache, own_redis)
         bus.deaf_after = time.monotonic()
         reader = asyncio.create_task(cache.results.get_or_load("k", Counting("unused")))
         await asyncio.sleep(0)  # it waits for proof now
@@ -153,9 +155,7 @@ async def test_a_burst_after_a_lapse_reads_l2_alongside_one_ping(own_redis: Redi
         layer = cache.layer("plain")
         await layer.set_many([(f"k{i}", i) for i in range(100)])
         bus = cache.bus
-        bus.ears._ping_every = bus.ears._idle_ping_every = 30.0  # type: ignore[attr-defined]
-        await asyncio.sleep(0.1)
-        pings(own_redis)
+        await only_reads_ping(cache, own_redis)
         bus.deaf_after = time.monotonic()  # the last proof has just lapsed
         load = Counting("unused")
         async with asyncio.timeout(5):
@@ -190,8 +190,7 @@ async def test_an_invalidation_heard_with_the_proof_sends_the_read_to_the_new_en
         await writer.layer("plain").set("k", "old")
         assert await read() == "old"
         bus = reader.bus
-        bus.ears._ping_every = bus.ears._idle_ping_every = 30.0  # type: ignore[attr-defined]
-        await asyncio.sleep(0.1)
+        await only_reads_ping(reader, own_redis)
         # The reader's subscriber falls behind: what reaches it is held back, in order.
         held: list[dict[str, object]] = []
         handle = bus._handle  # type: ignore[attr-defined]

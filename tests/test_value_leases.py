@@ -10,7 +10,7 @@ import aiotoolcache as atc
 from aiotoolcache.cache import MISSING
 from aiotoolcache.lease import MARKER_PREFIX, is_marker
 from tests.servers import RedisServer
-from tests.workers import Counting, eventually
+from tests.workers import Counting, Gated, eventually
 
 
 def test_no_sealed_envelope_looks_like_a_marker() -> None:
@@ -51,17 +51,12 @@ async def test_a_dead_holders_marker_expires_and_a_waiter_takes_over(
 async def test_a_long_load_keeps_renewing_its_marker(
     redis_url: str, redis_server: RedisServer
 ) -> None:
-    started, gate = asyncio.Event(), asyncio.Event()
-
-    async def long_load() -> str:
-        started.set()
-        await gate.wait()
-        return "v"
+    long_load = Gated("v")
 
     async with atc.ToolCache.from_url(redis_url, namespace="t", lease_ms=1000) as holder:
         ref = holder.results.ref("k")
         loading = asyncio.create_task(holder.results.get_or_load("k", long_load))
-        await started.wait()
+        await long_load.started.wait()
         with redis_server.client() as plain:
             renewals, last = 0, plain.pttl(ref.value_key)
 
@@ -75,7 +70,7 @@ async def test_a_long_load_keeps_renewing_its_marker(
             # Three renewals span more than a whole lease: without them the marker was gone.
             await eventually(renewed_three_times, within=30)
             assert is_marker(plain.get(ref.value_key) or b"")
-            gate.set()
+            long_load.gate.set()
             assert await loading == "v"
             assert holder.results.open_raw(ref, plain.get(ref.value_key))
 
@@ -83,17 +78,12 @@ async def test_a_long_load_keeps_renewing_its_marker(
 async def test_a_write_during_a_load_revokes_its_fill(
     cache: atc.ToolCache, other_worker: atc.ToolCache
 ) -> None:
-    started, gate = asyncio.Event(), asyncio.Event()
-
-    async def old_truth() -> str:
-        started.set()
-        await gate.wait()
-        return "old"
+    old_truth = Gated("old")
 
     loading = asyncio.create_task(cache.results.get_or_load("k", old_truth))
-    await started.wait()  # loading under the lease
+    await old_truth.started.wait()  # loading under the lease
     await other_worker.results.set("k", "new")
-    gate.set()
+    old_truth.gate.set()
     assert await loading == "old"  # its caller asked before the write
     async with atc.ToolCache.from_url(cache.url, namespace="test") as third:
         assert await third.results.get("k") == "new"  # the old load did not overwrite it
@@ -105,21 +95,16 @@ async def test_a_fill_checks_its_marker_in_redis_not_only_what_the_bus_said(
 ) -> None:
     """The key changed in Redis but its message has not arrived yet: Redis must refuse the fill."""
     ref = cache.results.ref("k")
-    started, gate = asyncio.Event(), asyncio.Event()
-
-    async def old_truth() -> str:
-        started.set()
-        await gate.wait()
-        return "old"
+    old_truth = Gated("old")
 
     loading = asyncio.create_task(cache.results.get_or_load("k", old_truth))
-    await started.wait()
+    await old_truth.started.wait()
     with redis_server.client() as plain:
         if change == "deleted":
             plain.delete(ref.value_key)  # a delete whose message is still on its way
         else:
             plain.set(ref.value_key, b"newer", px=60_000)
-        gate.set()
+        old_truth.gate.set()
         assert await loading == "old"  # its caller asked before the change
         assert plain.get(ref.value_key) == (None if change == "deleted" else b"newer")
 
@@ -234,19 +219,14 @@ async def test_a_refresh_fill_checks_its_lease_key_in_redis(
     ref = fast.ref("k")
     await fast.get_or_load("k", Counting("v1"))
     await asyncio.sleep(0.25)  # past soft expiry
-    started, gate = asyncio.Event(), asyncio.Event()
-
-    async def refresh() -> str:
-        started.set()
-        await gate.wait()
-        return "v2"
+    refresh = Gated("v2")
 
     assert await fast.get_or_load("k", refresh) == "v1"  # stale, refreshed in the background
-    await started.wait()
+    await refresh.started.wait()
     with redis_server.client() as plain:
         assert plain.exists(ref.lease_key) and not is_marker(plain.get(ref.value_key) or b"")
         plain.delete(ref.value_key, ref.lease_key)  # what a delete does, not yet announced
-        gate.set()
+        refresh.gate.set()
         await eventually(lambda: fast.counters.loads == 2)
         await cache.loads.aclose()  # the refresh has finished
         assert not plain.exists(ref.value_key)  # its fill was refused

@@ -204,3 +204,18 @@ class Counting:
         self.calls += 1
         await asyncio.sleep(self.delay)
         return self.value
+
+
+class Gated:
+    """Gated is a loader that sets ``started`` when called and returns ``value`` once ``gate``
+    is set: a load held in flight for as long as a test needs."""
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+        self.started = asyncio.Event()
+        self.gate = asyncio.Event()
+
+    async def __call__(self) -> Any:
+        self.started.set()
+        await self.gate.wait()
+        return self.value
