@@ -471,17 +471,22 @@ class Layer:
         await self._ready()
         return self._coherence.known
 
-    async def peek(self, ref: KeyRef) -> tuple[Any, Envelope | None, bool]:
-        """Return ``(value, envelope, from_l1)`` of ``ref``'s entry, ``(MISSING, None, False)``
-        when there is none that may be served; never loads, refreshes or counts."""
+    async def peek(
+        self, key: Any, partition: str | None = None, label: str | None = None
+    ) -> tuple[Any, Envelope | None, bool]:
+        """Return ``(value, envelope, from_l1)`` of ``key``'s entry, ``(MISSING, None, False)``
+        when there is none that may be served; never loads, refreshes or counts.
+
+        The key is named only once the cache has started and proof of hearing is
+        in: a name built earlier may embed generations older than Redis's.
+        """
         coherence = self._coherence
         if not (coherence.ready or await self._start_up()):
             return MISSING, None, False
-        if not coherence.bus.hearing:
-            if not await coherence.bus.regain():
-                return MISSING, None, False
-            ref = self.ref(ref)  # the generations may have moved while it waited
-        entry = coherence.l1_entry(ref.value_key) if self.config.l1 else None
+        if not (coherence.bus.hearing or await coherence.bus.regain()):
+            return MISSING, None, False
+        ref = self.ref(key, partition, label)
+        entry = coherence.l1_entry(ref.value_key, vouched=True) if self.config.l1 else None
         if entry is not None:
             return entry.value, entry.envelope, True
         value, envelope = await self._fetch(ref)
