@@ -16,6 +16,7 @@ import redis
 
 import aiotoolcache as atc
 from tests.servers import RedisServer
+from tests.workers import Gated
 
 
 def constant(value: Any) -> Callable[[], Awaitable[Any]]:
@@ -189,3 +190,73 @@ async def test_a_deaf_worker_that_cannot_read_the_generations_raises_and_still_d
         assert not in_redis(admin, live)
         await eventually(lambda: writer.l1.get(live) is None)
         assert await writer.results.get("k") is None
+
+
+# -- a restart of Redis, with the writer not yet subscribed again ---------------------------
+
+
+async def restart_with_deaf_writer(
+    server: RedisServer, reader: atc.ToolCache, writer: atc.ToolCache, *rules: str
+) -> None:
+    """Restart Redis empty; the reader subscribes again (and finds the generations lost, so
+    its keys move on) while the writer's user comes back unable to subscribe (and ``rules``)."""
+    await asyncio.to_thread(server.restart)  # the writer's user is gone until set up below
+    await eventually(lambda: not writer.bus.connected)
+    await eventually(lambda: reader.bus.connected and reader.bus.generation("ns") > 0)
+    with server.client() as admin:
+        admin.execute_command(
+            "ACL", "SETUSER", "writer", "on", ">pw", "~*", "&*", "+@all", "-subscribe", *rules
+        )
+    assert writer.bus.generation("ns") == 0  # it has not heard of the move
+
+
+async def test_after_a_restart_a_writer_not_subscribed_again_still_revokes_an_old_load(
+    own_redis: RedisServer, admin: redis.Redis
+) -> None:
+    writer_url = user_url(own_redis, "writer", admin)
+    async with (
+        atc.ToolCache.from_url(writer_url, namespace="r", strict=True) as writer,
+        atc.ToolCache.from_url(own_redis.url, namespace="r") as reader,
+    ):
+        await writer.invalidate(layer="results")  # a generation Redis will lose
+        await eventually(lambda: reader.bus.generation("layer:results") > 0)
+        await restart_with_deaf_writer(own_redis, reader, writer)
+        old = Gated("old")  # a load that reads the data before the writer changes it
+        load = asyncio.create_task(reader.results.get_or_load("k", old))
+        await old.started.wait()
+        live = reader.results.ref("k").value_key
+        with own_redis.client() as fresh_admin:
+            assert in_redis(fresh_admin, live)  # its lease
+            await writer.results.delete("k")  # the data changed: returns once it reached Redis
+            old.gate.set()
+            assert await load == "old"
+            assert not in_redis(fresh_admin, live)  # the old value did not fill L2
+        assert await reader.results.get_or_load("k", constant("new")) == "new"
+
+
+async def test_after_a_restart_a_strict_delete_that_raised_is_replayed_under_current_names(
+    own_redis: RedisServer, admin: redis.Redis
+) -> None:
+    writer_url = user_url(own_redis, "writer", admin)
+    async with (
+        atc.ToolCache.from_url(writer_url, namespace="r", strict=True) as writer,
+        atc.ToolCache.from_url(own_redis.url, namespace="r") as reader,
+    ):
+        await writer.invalidate(layer="results")
+        await eventually(lambda: reader.bus.generation("layer:results") > 0)
+        await restart_with_deaf_writer(own_redis, reader, writer, "-eval", "-evalsha")
+        old = Gated("old")
+        load = asyncio.create_task(reader.results.get_or_load("k", old))
+        await old.started.wait()
+        with pytest.raises(atc.BackendError):
+            await writer.results.delete("k")  # refused: it did not reach Redis
+        old.gate.set()
+        assert await load == "old"  # nothing revoked it: it fills L2
+        live = reader.results.ref("k").value_key
+        with own_redis.client() as fresh_admin:
+            assert in_redis(fresh_admin, live)
+            fresh_admin.execute_command("ACL", "SETUSER", "writer", "+eval", "+evalsha")
+            await eventually(lambda: writer.outbox is not None and writer.outbox.pending == 0)
+            assert not in_redis(fresh_admin, live)
+        await eventually(lambda: reader.l1.get(live) is None)
+        assert await reader.results.get("k") is None
