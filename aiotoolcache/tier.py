@@ -238,7 +238,7 @@ class SharedTier:
         if self.outbox is not None:
             self.outbox.delete(refs)
         await self._delete_fallback(keys)
-        self.failed(layer, BackendError("the generations are not known: the change is queued"))
+        self.failed(layer, BackendError("keys cannot be named under current generations: queued"))
 
     def pending_delete(self, ref: KeyRef) -> bool:
         """True while a delete of ``ref``'s entry waits in the outbox: L2 must read it as absent."""
