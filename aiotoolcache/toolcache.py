@@ -177,7 +177,9 @@ class ToolCache:
                 ),
                 self.fallback,
             )
-            self.outbox = InvalidationOutbox(leases, self.bus, self.store, self.bus_channel)
+            self.outbox = InvalidationOutbox(
+                leases, self.coherence, self.namespace, self.bus_channel
+            )
         else:
             if self.url is None:
                 self.store = MemoryStore()
