@@ -8,6 +8,8 @@ script that writes only while its marker is still there: a delete or a write
 of the value removes the marker, so a load that raced with an invalidation
 cannot write its now-old value. Markers start with a byte no envelope starts
 with (see ``codec``), so readers tell them apart and read them as misses.
+A marker's token names its holder's presence (see ``presence``), so a waiter
+can ask Redis whether the holder still lives and take a dead one's place.
 
 A refresh cannot park a marker in the value key (the value is still being
 served), so its lease is a separate key sharing the value key's hash tag;
@@ -38,6 +40,7 @@ from redis.exceptions import NoScriptError, ResponseError
 
 from aiotoolcache.batching import Batcher
 from aiotoolcache.breaker import CircuitBreaker
+from aiotoolcache.presence import Holder, Presence
 from aiotoolcache.stores.redis import AnyRedis
 
 __all__ = ["MARKER_PREFIX", "Lease", "LeaseManager", "is_marker"]
@@ -100,20 +103,26 @@ if string.sub(holder, 1, #ARGV[1]) == ARGV[1] then return -1 end
 if string.sub(holder, -1) ~= '+' then redis.call('APPEND', KEYS[1], '+') end
 return redis.call('PTTL', KEYS[1])
 """
-# KEYS: value. ARGV: marker, ms, SHA-1 of an unusable value to take over ('' for none).
-# Run when SET NX GET met another's marker, or to replace a value the caller cannot
-# use. Returns {-1} with the lease taken, {-2, value} when a value is there, else
-# {the holder's remaining ms} (the holder's marker now says someone waits).
+# KEYS: value. ARGV: marker, ms, SHA-1 of an unusable value or a dead holder's marker
+# to take over ('' for none). Run when SET NX GET met another's marker, or to replace
+# a value the caller cannot use. Returns {-1} with the lease taken, {-2, value} when
+# a value is there, else {the holder's remaining ms, its marker} (the marker now says
+# someone waits). A marker taken over from a dead holder had waiters: the new one
+# says so too, so its fill wakes them.
 _ACQUIRE_IN_VALUE = """
 local held = redis.call('GET', KEYS[1])
 if not held or (ARGV[3] ~= '' and redis.sha1hex(held) == ARGV[3]) then
-  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  local waited = held and string.byte(held, 1) == 0 and string.sub(held, -1) == '+'
+  redis.call('SET', KEYS[1], waited and ARGV[1] .. '+' or ARGV[1], 'PX', ARGV[2])
   return {-1}
 end
 if string.byte(held, 1) ~= 0 then return {-2, held} end
 if string.sub(held, 1, #ARGV[1]) == ARGV[1] then return {-1} end
-if string.sub(held, -1) ~= '+' then redis.call('APPEND', KEYS[1], '+') end
-return {redis.call('PTTL', KEYS[1])}
+if string.sub(held, -1) ~= '+' then
+  redis.call('APPEND', KEYS[1], '+')
+  held = held .. '+'
+end
+return {redis.call('PTTL', KEYS[1]), held}
 """
 # KEYS: lease (or value). ARGV: holder, ms.
 _EXTEND = """
@@ -204,21 +213,47 @@ class LeaseManager:
         self._write = client.register_script(_WRITE)
         self._delete = client.register_script(_DELETE)
         self._client = client
+        self.presence = Presence(client)
         # False once the server refused SET NX GET (Redis < 7.0): leases then go by script.
         self.one_command_acquire = True
 
     @staticmethod
     def new_token() -> str:
+        """A token naming no presence: a waiter lets its lease run out its term."""
         return secrets.token_hex(12)
+
+    async def token(self) -> str:
+        """A token naming this worker's presence, so a waiter can tell when it died."""
+        return await self.presence.token()
+
+    def names_presence(self, marker: bytes) -> bool:
+        """True when ``marker`` names its holder's presence (so it can be asked after)."""
+        return self.presence.probing and Holder.parse(self._token_of(marker)) is not None
+
+    @staticmethod
+    def _token_of(marker: bytes) -> str:
+        return marker[len(_MARKER_BYTES) :].decode("ascii", "replace")
+
+    async def holder_gone(self, marker: bytes) -> bool:
+        """True when Redis says the worker that parked ``marker`` is no longer connected."""
+        holder = Holder.parse(self._token_of(marker))
+        return holder is not None and not await self.presence.alive(holder)
+
+    async def aclose(self) -> None:
+        await self.presence.aclose()
+
+    def close_now(self) -> None:
+        self.presence.close_now()
 
     async def acquire(
         self, lease: Lease, lease_ms: int, *, replacing: bytes | None = None
     ) -> tuple[int, bytes | None]:
         """Take ``lease``: ``(-1, None)`` when taken, ``(-2, data)`` when its value key
-        holds a value after all, else ``(the holder's remaining ms, None)``.
+        holds a value after all, else ``(the holder's remaining ms, its marker)``
+        (the marker is None for a refresh's lease).
 
-        ``replacing``: a value the caller read but cannot use; a miss's lease
-        takes its place if it is still there.
+        ``replacing``: a value the caller read but cannot use, or the marker of
+        a holder that is gone; a miss's lease takes its place if it is still there.
         """
         ms = max(1, lease_ms)
         if not lease.in_value:
@@ -247,7 +282,8 @@ class LeaseManager:
         )
         if int(reply[0]) == -2:
             return -2, bytes(reply[1])
-        return int(reply[0]), None
+        held = bytes(reply[1]) if len(reply) > 1 else None
+        return int(reply[0]), held
 
     async def extend(self, lease: Lease, lease_ms: int) -> bool:
         """Renew ``lease`` for ``lease_ms``; False once it is gone (revoked or expired)."""

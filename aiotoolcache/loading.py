@@ -6,10 +6,12 @@ a fill that landed since the miss is served, not loaded twice. The
 leaseholder loads, fills L2 through a script that writes only while its
 marker is still there, and announces ``filled`` on the bus when someone
 waits (see ``lease``). Workers that did not get the lease wait for that
-message (not polling), then read L2; each wait is bounded by the lease's
-remaining time, so when the holder dies its short lease expires and one
-waiter takes over, and by ``lease_wait`` overall, after which the waiter
-loads itself. A background refresh leaves the value it replaces in place and
+message (not polling), then read L2. A marker names its holder's presence
+(see ``presence``): a waiter asks every ``PROBE_EVERY`` whether the holder is
+still connected, and when its process died, one waiter takes its marker's
+place at once. Each wait is bounded by the lease's remaining time (the
+fallback when presence cannot be asked) and by ``lease_wait`` overall, after
+which the waiter loads itself. A background refresh leaves the value it replaces in place and
 takes the entry's separate lease key instead.
 
 A lease never strands anyone: a failed load or fill, a cancelled caller, and
@@ -39,6 +41,7 @@ from aiotoolcache.errors import BackendError, CachedLoaderError
 from aiotoolcache.fills import Fill
 from aiotoolcache.keys import KeyRef
 from aiotoolcache.lease import Lease, LeaseManager
+from aiotoolcache.presence import PROBE_EVERY
 from aiotoolcache.tier import SharedTier
 
 if TYPE_CHECKING:
@@ -165,12 +168,11 @@ class LoadCoordinator:
         served, takes the entry's separate lease key.
         """
         assert self.leases is not None
-        bus = self._coherence.bus
         deadline = time.monotonic() + self.lease_wait
         waited = False
         unusable: bytes | None = None  # a value found in place that this worker cannot serve
         while True:
-            token = LeaseManager.new_token()
+            token = await self.leases.token()
             if replaces is None:
                 lease = Lease.for_miss(ref.value_key, token)
             else:
@@ -189,7 +191,7 @@ class LoadCoordinator:
                 # (Redis ran it, the reply was still on its way), so give it back too.
                 self._in_background(self._release(ref, lease))
                 raise
-            if data is not None:
+            if holder_ms == -2 and data is not None:
                 value = self._filled(layer, ref, fill, data)
                 if value is not MISSING:
                     return None, value
@@ -216,24 +218,50 @@ class LoadCoordinator:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return None, MISSING  # waited long enough: load ourselves
-            waiter = bus.filled_waiter(ref.value_key)
-            try:
-                # Checked after subscribing to the wake-up so a fill in between is not missed.
-                envelope = await layer.read_l2(ref)
-                if envelope is None:
-                    timeout = min(remaining, max(holder_ms, 1) / 1000 + 0.01)
-                    with contextlib.suppress(TimeoutError):
-                        async with asyncio.timeout(timeout):
-                            await waiter
-                    envelope = await layer.read_l2(ref)
-            finally:
-                bus.forget_waiter(ref.value_key, waiter)
+            envelope, gone = await self._wait_for_holder(layer, ref, holder_ms, data, remaining)
             if envelope is not None:
                 value = layer.decode(ref, envelope)
                 if value is not MISSING:
                     layer.counters.remote_coalesced += 1
                     layer.keep_in_l1(ref, value, envelope, fill)
                     return None, value
+            if gone:
+                unusable = data  # the holder died: take its marker's place, if still there
+
+    async def _wait_for_holder(
+        self, layer: Layer, ref: KeyRef, holder_ms: int, marker: bytes | None, remaining: float
+    ) -> tuple[Envelope | None, bool]:
+        """Wait for the holder's fill, at most its lease's term; return what L2 then
+        holds and whether the holder was found gone (its process died).
+
+        A holder whose marker names its presence is asked after every
+        ``PROBE_EVERY``, so a dead holder's lease is taken over at once, not
+        when its term runs out; a slow but live one keeps it.
+        """
+        assert self.leases is not None
+        bus = self._coherence.bus
+        probing = marker is not None and self.leases.names_presence(marker)
+        term_ends = time.monotonic() + min(remaining, max(holder_ms, 1) / 1000 + 0.01)
+        waiter = bus.filled_waiter(ref.value_key)
+        try:
+            # Checked after subscribing to the wake-up so a fill in between is not missed.
+            envelope = await layer.read_l2(ref)
+            while envelope is None and not waiter.done():
+                left = term_ends - time.monotonic()
+                if left <= 0:
+                    break
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(min(left, PROBE_EVERY) if probing else left):
+                        await asyncio.shield(waiter)
+                if waiter.done():
+                    break
+                if probing and marker is not None and await self.leases.holder_gone(marker):
+                    return await layer.read_l2(ref), True
+            if envelope is None:
+                envelope = await layer.read_l2(ref)
+            return envelope, False
+        finally:
+            bus.forget_waiter(ref.value_key, waiter)
 
     def _filled(self, layer: Layer, ref: KeyRef, fill: Fill, data: bytes) -> Any:
         """The value another worker filled just before our lease request, or MISSING."""
@@ -369,3 +397,5 @@ class LoadCoordinator:
             task.cancel()
         if self._background:
             await asyncio.gather(*self._background, return_exceptions=True)
+        if self.leases is not None:
+            await self.leases.aclose()

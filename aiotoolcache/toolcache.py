@@ -303,6 +303,8 @@ class ToolCache:
 
     def _close_at_once(self) -> None:
         self.coherence.close()
+        if self.loads.leases is not None:
+            self.loads.leases.close_now()
         self.coherence.bus.stop()
         if self.client is not None and self._owns_client:
             connect.close_now(self.client)
