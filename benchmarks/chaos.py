@@ -1,6 +1,7 @@
 """Chaos checker: do workers stay coherent while Redis crashes, freezes, forgets and lags?
 
-Run: python benchmarks/chaos.py [--short] [--keep]
+Run: python benchmarks/chaos.py [--short] [--keep] [--cluster | --sentinel]
+     [--soak 20m --plot docs/img/chaos-soak.png]
 
 It starts its own redis-server on a free loopback port and two fault proxies in
 front of it (one for the writer, one for the readers), then one writer process
@@ -28,6 +29,13 @@ every column) and, as its last line, one JSON object with all the figures.
 ``--short`` runs the control phase and four faults (flushall, client_kill,
 sigkill, a 2 s partition), about 30 s in all; the full schedule takes about
 two and a half minutes.
+
+``--cluster`` and ``--sentinel`` run the failover schedules of
+``chaos_distributed`` instead, on a local cluster of 3 primaries and 3
+replicas or on a primary, a replica and 3 sentinels, with the workers
+connected directly. ``--soak DURATION`` loops the faults until DURATION has
+passed, samples each worker's resources (see ``chaos_soak``), prints one row
+per fault over all rounds, and with ``--plot`` draws the resource curves.
 """
 
 from __future__ import annotations
@@ -41,7 +49,6 @@ import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -52,9 +59,10 @@ if str(ROOT) not in sys.path:
 
 import redis.asyncio as aioredis  # noqa: E402
 
-from benchmarks import chaos_workers  # noqa: E402
+from benchmarks import chaos_distributed, chaos_workers  # noqa: E402
 from benchmarks.chaos_check import load_records, render_table, verdict  # noqa: E402
-from benchmarks.chaos_support import FaultProxy  # noqa: E402
+from benchmarks.chaos_soak import merge_rounds, parse_duration, server_name, soak_summary  # noqa: E402
+from benchmarks.chaos_support import Action, Fault, FaultProxy, nothing  # noqa: E402
 from tests.servers import RedisServer  # noqa: E402
 
 READERS = 3
@@ -73,23 +81,6 @@ class Rig:
     def admin(self) -> aioredis.Redis:
         """A direct client (no proxy) for injecting faults."""
         return aioredis.Redis(host="127.0.0.1", port=self.server.port, socket_timeout=2)
-
-
-Action = Callable[[Rig], Awaitable[None]]
-
-
-async def nothing(rig: Rig) -> None:
-    return None
-
-
-@dataclass(frozen=True)
-class Fault:
-    """Fault is one scheduled disturbance: ``inject``, hold it ``hold`` seconds, ``heal``."""
-
-    name: str
-    inject: Action
-    hold: float
-    heal: Action = nothing
 
 
 async def sigkill(rig: Rig) -> None:
@@ -224,16 +215,27 @@ class Conductor:
             await asyncio.sleep(0.02)
 
 
-async def run_phases(rig: Rig, conductor: Conductor, short: bool) -> list[dict[str, Any]]:
-    control, lead, recovery, faults = schedule(short)
+Schedule = tuple[float, float, float, list[Fault]]
+
+
+async def run_phases(
+    rig: Any, conductor: Conductor, plan: Schedule, rounds_until: float | None = None
+) -> list[dict[str, Any]]:
+    """Run the control phase and every fault of ``plan``; with ``rounds_until`` (a
+    monotonic deadline), run the faults again and again until it passes (a soak)."""
+    control, lead, recovery, faults = plan
     phases: list[dict[str, Any]] = []
-    for index, fault in enumerate([None, *faults]):
+    steps: list[Fault | None] = [None, *faults]
+    index = 0
+    while index < len(steps) or (rounds_until is not None and time.monotonic() < rounds_until):
+        fault = steps[index] if index < len(steps) else faults[(index - 1) % len(faults)]
         name = "control" if fault is None else fault.name
         say(name)
         start = time.monotonic()
-        if phases:
+        if phases and "end" not in phases[-1]:
             phases[-1]["end"] = start
         await conductor.enter(index, within=60 if fault is None else 30)
+        index += 1
         if fault is None:  # no fault: heal time counts from the moment all are up
             now = time.monotonic()
             phases.append({"name": name, "start": start, "fault_start": now, "fault_end": now})
@@ -248,36 +250,79 @@ async def run_phases(rig: Rig, conductor: Conductor, short: bool) -> list[dict[s
         phase["fault_end"] = time.monotonic()
         phases.append(phase)
         await asyncio.sleep(recovery)
-    phases[-1]["end"] = time.monotonic()
+        if fault.tidy is not nothing:
+            phase["end"] = time.monotonic()
+            await fault.tidy(rig)
+    if "end" not in phases[-1]:
+        phases[-1]["end"] = time.monotonic()
     return phases
 
 
-async def run(short: bool, workdir: Path, options: dict[str, Any]) -> list[dict[str, Any]]:
+async def start_rig(deployment: str) -> tuple[Any, list[str]]:
+    """Start the servers; return the rig and the URL of the writer and of the readers."""
+    if deployment == "cluster":
+        rig: Any = await chaos_distributed.start_cluster()
+        return rig, [rig.url, rig.url]
+    if deployment == "sentinel":
+        rig = await chaos_distributed.start_sentinel()
+        return rig, [rig.url, rig.url]
     server = await asyncio.to_thread(RedisServer().start)
     writer_link = await FaultProxy(server.port, seed=1).start()
     reader_link = await FaultProxy(server.port, seed=2).start()
-    rig = Rig(server, writer_link, reader_link)
+    return Rig(server, writer_link, reader_link), [writer_link.url, reader_link.url]
+
+
+async def stop_rig(rig: Any) -> None:
+    if isinstance(rig, Rig):
+        if rig.filler is not None:
+            rig.filler.cancel()
+        await rig.reader_link.close()
+        await rig.writer_link.close()
+        rig.server.stop()
+    else:
+        await asyncio.to_thread(rig.stop)
+
+
+def plan_for(deployment: str, short: bool) -> Schedule:
+    if deployment == "cluster":
+        return chaos_distributed.cluster_schedule(short)
+    if deployment == "sentinel":
+        return chaos_distributed.sentinel_schedule(short)
+    return schedule(short)
+
+
+async def run(
+    short: bool,
+    workdir: Path,
+    options: dict[str, Any],
+    deployment: str = "single",
+    soak_seconds: float | None = None,
+) -> list[dict[str, Any]]:
+    rig, (writer_url, reader_url) = await start_rig(deployment)
     spawn = multiprocessing.get_context("spawn")
     truth = spawn.Array("q", chaos_workers.KEYS)
-    roles = [("writer", chaos_workers.run_writer, writer_link)]
-    roles += [(f"reader{i}", chaos_workers.run_reader, reader_link) for i in range(READERS)]
+    roles = [("writer", chaos_workers.run_writer, writer_url)]
+    roles += [(f"reader{i}", chaos_workers.run_reader, reader_url) for i in range(READERS)]
     control = chaos_workers.Control(spawn.Value("i", -1), spawn.Array("i", [-1] * len(roles)))
     processes = []
     try:
-        for index, (name, target, link) in enumerate(roles):
+        for index, (name, target, url) in enumerate(roles):
             config = {
-                "url": link.url,
+                "url": url,
                 "namespace": f"chaos{os.getpid()}",
                 "index": index,
                 "out": str(workdir / f"{name}.jsonl"),
                 "log_file": str(workdir / f"{name}.log"),
                 "seed": 1000 + index,
                 "options": options,
+                "resources": soak_seconds is not None,
             }
             process = spawn.Process(target=target, args=(config, truth, control), name=name)
             process.start()
             processes.append(process)
-        return await run_phases(rig, Conductor(control, processes), short)
+        until = None if soak_seconds is None else time.monotonic() + soak_seconds
+        plan = plan_for(deployment, short)
+        return await run_phases(rig, Conductor(control, processes), plan, until)
     finally:
         control.phase.value = -1
         for process in processes:
@@ -285,11 +330,7 @@ async def run(short: bool, workdir: Path, options: dict[str, Any]) -> list[dict[
             if process.is_alive():
                 process.kill()
                 process.join()
-        if rig.filler is not None:
-            rig.filler.cancel()
-        await reader_link.close()
-        await writer_link.close()
-        server.stop()
+        await stop_rig(rig)
 
 
 def main() -> None:
@@ -306,7 +347,22 @@ def main() -> None:
         type=float,
         help="the workers' ToolCache(max_staleness=...): how long L1 is trusted after a ping",
     )
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument(
+        "--cluster", action="store_true", help="a local cluster of 3 primaries and 3 replicas"
+    )
+    where.add_argument(
+        "--sentinel", action="store_true", help="a primary, a replica and 3 sentinels"
+    )
+    parser.add_argument(
+        "--soak",
+        metavar="DURATION",
+        help="loop the faults for DURATION (20m, 90s) and sample each worker's resources",
+    )
+    parser.add_argument("--plot", type=Path, help="with --soak: write the resource curves here")
     args = parser.parse_args()
+    deployment = "cluster" if args.cluster else "sentinel" if args.sentinel else "single"
+    soak = None if args.soak is None else parse_duration(args.soak)
     options: dict[str, float] = {}
     if args.health_interval is not None:
         options["health_interval"] = args.health_interval
@@ -314,12 +370,17 @@ def main() -> None:
         options["max_staleness"] = args.max_staleness
     workdir = Path(tempfile.mkdtemp(prefix="atc-chaos-run-"))
     try:
-        phases = asyncio.run(run(args.short, workdir, options))
+        phases = asyncio.run(run(args.short, workdir, options, deployment, soak))
         (workdir / "phases.json").write_text(json.dumps(phases), encoding="utf-8")
         names = ["writer", *(f"reader{i}" for i in range(READERS))]
         records = load_records(workdir / f"{name}.jsonl" for name in names)
         result = verdict(records, phases)
         result["schedule"] = "short" if args.short else "full"
+        result["deployment"] = deployment
+        result["server"] = server_name()
+        if soak is not None:
+            result["soak"] = soak_summary(records, names, args.plot)
+            result["phases"] = merge_rounds(result["phases"])  # one row per fault
         print(render_table(result))
         print(json.dumps(result, sort_keys=True))
     finally:

@@ -123,7 +123,7 @@ def load_records(paths: Iterable[Path]) -> dict[str, list[list[Any]]]:
                 record = json.loads(line)
             except ValueError:
                 continue
-            if record[0] in ("r", "l", "s"):
+            if record[0] in ("r", "l", "s", "m"):
                 record.append(index)  # which worker
             out[record[0]].append(record)
     return out

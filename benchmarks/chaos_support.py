@@ -12,13 +12,33 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass
 from typing import Any, Self
 
-__all__ = ["FaultProxy", "LoopbackProxy"]
+__all__ = ["Action", "Fault", "FaultProxy", "LoopbackProxy", "nothing"]
 
 HOST = "127.0.0.1"
 CHUNK = 65536
+
+# A fault's step: it acts on the checker's rig (the servers, and proxies if any).
+Action = Callable[[Any], Awaitable[None]]
+
+
+async def nothing(rig: Any) -> None:
+    return None
+
+
+@dataclass(frozen=True)
+class Fault:
+    """Fault is one scheduled disturbance: ``inject``, hold it ``hold`` seconds, ``heal``;
+    ``tidy`` runs after the phase's window (a killed server rejoins, say)."""
+
+    name: str
+    inject: Action
+    hold: float
+    heal: Action = nothing
+    tidy: Action = nothing
 
 
 class _Link:

@@ -13,6 +13,7 @@ log, which ``chaos_check`` reads afterwards:
   well-formed value of that key) or the exception's class name
 - ``["l", t, key, version]``: one loader call
 - ``["s", t, breaker_openings, breaker_state]``: a sample of the cache's state
+- ``["m", t, rss_bytes, tasks, sockets, outbox]``: in a soak, the process's resources
 
 Times are ``time.monotonic()``, one clock for every process on the machine.
 """
@@ -32,6 +33,7 @@ from typing import Any
 
 import aiotoolcache as atc
 from aiotoolcache.errors import BackendError
+from benchmarks.chaos_soak import resources
 
 try:
     from aiotoolcache.toolcache import server_tag
@@ -52,6 +54,7 @@ WRITE_PAUSE = 0.04
 LOADER_SECONDS = 0.01
 POLL = 0.05  # how often a worker looks for a new phase
 SAMPLE_TICKS = 5  # polls between two samples of the cache's state
+RESOURCE_TICKS = 20  # polls between two samples of the process's resources (a soak)
 
 # A multiprocessing Array("q", KEYS): the latest version of each key.
 Truth = Any
@@ -174,6 +177,7 @@ async def _run(config: dict[str, Any], strict: bool, work: Work, control: Contro
     logging.basicConfig(filename=config["log_file"], level=logging.WARNING)
     log = Recorder(Path(config["out"]))
     index = config["index"]
+    sample_resources = bool(config.get("resources"))
     cache: atc.ToolCache | None = None
     current, tick = -1, 0
     breaker = BreakerWatch()
@@ -205,6 +209,8 @@ async def _run(config: dict[str, Any], strict: bool, work: Work, control: Contro
             if tick % SAMPLE_TICKS == 0:
                 log.add("s", time.monotonic(), breaker.total(cache), state)
                 log.flush()
+            if sample_resources and tick % RESOURCE_TICKS == 0:
+                log.add("m", time.monotonic(), *resources(cache))
             await asyncio.sleep(POLL)
     finally:
         log.close()

@@ -67,3 +67,40 @@ def test_short_schedule_reports_every_phase() -> None:
     totals = result["totals"]
     assert totals["reads"] == sum(row["reads"] for row in result["phases"])
     assert set(totals) >= {"caller_errors", "wrong_values", "stale_beyond_bound", "max_heal_s"}
+
+
+DISTRIBUTED_PHASES = {
+    "cluster": [
+        "control",
+        "primary_sigkill",
+        "cluster_failover",
+        "slot_migration",
+        "lagging_promotion",
+    ],
+    "sentinel": ["control", "primary_sigkill", "lagging_promotion"],
+}
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(180)
+@pytest.mark.parametrize("deployment", ["cluster", "sentinel"])
+def test_short_distributed_schedule_serves_no_error_and_no_wrong_value(deployment: str) -> None:
+    """Failovers (killed, manual, lagging) and a slot migration under load."""
+    require_redis_server()
+    run = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "chaos.py"), f"--{deployment}", "--short"],
+        capture_output=True,
+        text=True,
+        timeout=170,
+        cwd=ROOT,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    result = json.loads(run.stdout.strip().splitlines()[-1])
+    assert result["deployment"] == deployment
+    assert [row["phase"] for row in result["phases"]] == DISTRIBUTED_PHASES[deployment]
+    for row in result["phases"]:
+        assert row["reads"] > 0 and row["writes"] > 0, row
+    # A failover may lose acknowledged writes; it must never make a caller fail or
+    # serve a value that was never the key's.
+    assert result["totals"]["caller_errors"] == 0, result["phases"]
+    assert result["totals"]["wrong_values"] == 0, result["phases"]
