@@ -20,9 +20,9 @@ now in ms)``, so even after Redis lost the hash (FLUSHALL, eviction, a
 failover to an empty replica) a bump is larger than any value a worker has
 seen. Workers merge what they load or hear by max. A worker that finds the
 hash missing or smaller than what it knows has seen data loss: it writes its
-values back, bumps the namespace (every earlier entry becomes unreachable)
-and drops its L1. The hash expires after the longest entry TTL unless a
-worker keeps it alive.
+values back and announces them (so every worker names keys alike), bumps the
+namespace (every earlier entry becomes unreachable) and drops its L1. The
+hash expires after the longest entry TTL unless a worker keeps it alive.
 
 With a secret, every message carries a keyed MAC; a message that fails it is
 dropped and counted, and so is a generation that jumps past a sane bound.
@@ -422,6 +422,11 @@ class RedisBus(Bus):
                 args += [field, merged[field]]
             await self.breaker.call(lambda: self._merge(keys=[self.generations_key], args=args))
             self._confirm(merged)
+            # Announced, not only written back: the others may never have seen them (a
+            # worker started after the loss, a bump that reached only this one), and would
+            # name keys differently from this worker until their next check of the hash.
+            for field in lost:
+                await self.publish({"op": "gen", "f": field, "g": merged[field]})
             await self.bump("ns")
         elif merged:
             ttl = self.generations_ttl_ms

@@ -260,3 +260,29 @@ async def test_after_a_restart_a_strict_delete_that_raised_is_replayed_under_cur
             assert not in_redis(fresh_admin, live)
         await eventually(lambda: reader.l1.get(live) is None)
         assert await reader.results.get("k") is None
+
+
+async def test_generations_written_back_after_a_restart_reach_the_other_workers(
+    own_redis: RedisServer, admin: redis.Redis
+) -> None:
+    writer_url = user_url(own_redis, "writer", admin)
+    async with atc.ToolCache.from_url(writer_url, namespace="r", strict=True) as writer:
+        await writer.invalidate(layer="results")  # a generation Redis will lose
+        await asyncio.to_thread(own_redis.restart)  # the writer's user is gone for now
+        await eventually(lambda: not writer.bus.connected)
+        # A worker started on the empty server has never heard of that generation.
+        async with atc.ToolCache.from_url(own_redis.url, namespace="r") as reader:
+            assert reader.bus.generation("layer:results") == 0
+            with own_redis.client() as fresh_admin:
+                user_url(own_redis, "writer", fresh_admin)
+            # The writer subscribes again, finds its generations lost, writes them back
+            # and moves the namespace on: the reader must take all of it, not only the move.
+            await eventually(lambda: writer.bus.connected)
+            ns = writer.bus.generation("ns")
+            await eventually(lambda: reader.bus.generation("ns") == ns)
+            assert await reader.results.get_or_load("k", constant("old")) == "old"
+            await writer.results.delete("k")
+            with own_redis.client() as fresh_admin:
+                assert not in_redis(fresh_admin, reader.results.ref("k").value_key)
+            await eventually(lambda: reader.l1.get(reader.results.ref("k").value_key) is None)
+            assert await reader.results.get("k") is None
