@@ -11,9 +11,10 @@ lease (renewed meanwhile) and its fill lands.
 
 The name guards against a reused id (ids are per server: after a failover
 another client may carry it). On a Cluster the marker names the node the
-connection is on. Whenever the answer is unsure (the server refuses CLIENT
-LIST, as an ACL without ``@admin`` does; the node is unknown or does not
-answer), the holder counts as alive and the waiter falls back to the lease's
+connection is on; a node that refuses connections (killed in a failover)
+holds no live connection either. Whenever the answer is unsure (the server
+refuses CLIENT LIST, as an ACL without ``@admin`` does; the question times
+out), the holder counts as alive and the waiter falls back to the lease's
 term, as without presence.
 """
 
@@ -27,6 +28,7 @@ import time
 from typing import Any
 
 from redis.asyncio.cluster import RedisCluster
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoPermissionError, RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -120,7 +122,7 @@ class Presence:
                 host, _, port = holder.node.rpartition(":")
                 node = self._client.get_node(host=host, port=int(port)) if port.isdigit() else None
                 if node is None:
-                    return True  # not a node we know: cannot tell
+                    return False  # a node the cluster dropped: its connections are gone
                 reply = await self._client.execute_command(
                     "CLIENT LIST", "ID", holder.client_id, target_nodes=node
                 )
@@ -131,8 +133,12 @@ class Presence:
             self.probing = False
             log.info("CLIENT LIST refused (%s): a dead loader's lease runs out its term", exc)
             return True
+        except (RedisConnectionError, ConnectionRefusedError):
+            # The holder's node is down (a failover): so is its connection. Taking over
+            # is safe even if the holder lives: its fill then finds its marker gone.
+            return False
         except (RedisError, OSError):
-            return True
+            return True  # a timeout, say: cannot tell
         # The name is a random nonce: found anywhere in the reply, it is that connection.
         return holder.name in repr(reply)
 

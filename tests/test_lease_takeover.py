@@ -13,9 +13,10 @@ import time
 from typing import Any
 
 import pytest
-from redis.asyncio import Redis
+from redis.asyncio import Redis, RedisCluster
 
 import aiotoolcache as atc
+from tests.cluster_servers import RedisClusterServers
 from tests.servers import RedisServer
 from tests.workers import Link, eventually, run_workers
 
@@ -25,7 +26,9 @@ LEASE_MS = 3000
 
 async def hold_or_wait(cache: atc.ToolCache, link: Link, arg: dict[str, Any]) -> dict[str, Any]:
     """Worker 0 loads ``k`` and holds its loader until told to finish; worker 1 waits."""
-    plain = Redis.from_url(arg["url"])
+    plain: Any = Redis.from_url(arg["url"])
+    if "node" in arg:  # a Cluster: count through a cluster client
+        plain = RedisCluster(host=arg["node"][0], port=arg["node"][1])
 
     async def load() -> dict[str, Any]:
         attempt = int(await plain.incr("loads"))
@@ -43,10 +46,12 @@ async def hold_or_wait(cache: atc.ToolCache, link: Link, arg: dict[str, Any]) ->
     return {"value": value, "done_at": time.time(), "takeovers": stats.lease_takeovers}
 
 
-def _awaited_marker(server: RedisServer) -> bool:
+def _awaited_marker(*servers: RedisServer) -> bool:
     """True once a lease marker in Redis says another worker waits for it."""
-    with server.client() as plain:
-        values = [plain.get(key) for key in plain.keys("*") if plain.type(key) == b"string"]
+    values = []
+    for server in servers:
+        with server.client() as plain:
+            values += [plain.get(key) for key in plain.keys("*") if plain.type(key) == b"string"]
     return any(v is not None and v.startswith(b"\x00lease:") and v.endswith(b"+") for v in values)
 
 
@@ -57,12 +62,12 @@ def _client_list_calls(server: RedisServer) -> tuple[int, int]:
     return int(stats.get("calls", 0)), int(stats.get("rejected_calls", 0))
 
 
-async def _holder_then_waiter(workers: list[Any], server: RedisServer) -> None:
+async def _holder_then_waiter(workers: list[Any], *servers: RedisServer) -> None:
     holder, waiter = workers
     holder.send("go")
     assert await holder.recv() == "loading"
     waiter.send("go")
-    await eventually(lambda: _awaited_marker(server), within=10)
+    await eventually(lambda: _awaited_marker(*servers), within=10)
 
 
 @pytest.mark.slow
@@ -135,3 +140,24 @@ async def test_without_client_list_a_dead_holder_s_lease_runs_out_its_term(
     assert result["value"] == {"attempt": 2, "by": 1}
     assert result["takeovers"] == 1
     assert _client_list_calls(redis_server)[1] > refused_before  # it asked, and was refused
+
+
+@pytest.mark.slow
+async def test_on_a_cluster_a_killed_leaseholder_is_taken_over_well_within_its_term() -> None:
+    """The marker names the node the holder's connection is on; the waiter asks that node."""
+    with RedisClusterServers(primaries=3) as cluster:
+        first = cluster.nodes[0]
+        arg = {"url": first.url, "node": (first.host, first.port)}
+        options = {"namespace": "t", "lease_ms": LEASE_MS}
+        async with run_workers(2, cluster.url, hold_or_wait, arg, **options) as workers:
+            async with asyncio.timeout(30):
+                await _holder_then_waiter(workers, *cluster.nodes)
+                workers[0].kill()
+                killed_at = time.time()
+                result = await workers[1].result()
+
+    took = result["done_at"] - killed_at
+    print(f"value served {took:.3f} s after the leaseholder's SIGKILL, on a cluster")
+    assert result["value"] == {"attempt": 2, "by": 1}
+    assert result["takeovers"] == 1
+    assert took < LEASE_MS / 1000 / 2
