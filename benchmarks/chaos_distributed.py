@@ -211,7 +211,19 @@ async def sentinel_rejoin(rig: SentinelRig) -> None:
         return is_alive(replica) and replica_synced(replica)
 
     await _in_thread(lambda: wait_until(rejoined, 60, "the old primary to rejoin as a replica"))
-    await _in_thread(lambda: wait_until(rig.group._sentinels_ready, 60, "the sentinels to agree"))
+    await _in_thread(lambda: wait_until(lambda: _sentinels_see(rig.group), 60, "the sentinels"))
+
+
+def _sentinels_see(group: RedisSentinelServers) -> bool:
+    """Every sentinel names the current primary and sees its replica up."""
+    for sentinel in group.sentinels:
+        if group.reported_primary_port(sentinel) != group.primary.port:
+            return False
+        replicas = command(sentinel, "SENTINEL", "REPLICAS", group.service_name)
+        text = repr(replicas)
+        if str(group.replica.port) not in text or "s_down" in text or "disconnected" in text:
+            return False
+    return True
 
 
 async def sentinel_cut_replication(rig: SentinelRig) -> None:
