@@ -89,6 +89,7 @@ class Presence:
         """A new lease token naming this worker's presence (a bare one while not connected)."""
         if self._task is None and not self._closed:
             self._task = asyncio.create_task(self._hold())
+        if not self._first.is_set() and not self._closed:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(_FIRST_CONNECT_WAIT):
                     await self._first.wait()

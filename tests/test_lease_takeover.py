@@ -16,7 +16,7 @@ import pytest
 from redis.asyncio import Redis, RedisCluster
 
 import aiotoolcache as atc
-from tests.cluster_servers import RedisClusterServers
+from tests.cluster_servers import RedisClusterServers, RedisSentinelServers
 from tests.servers import RedisServer
 from tests.workers import Link, eventually, run_workers
 
@@ -158,6 +158,27 @@ async def test_on_a_cluster_a_killed_leaseholder_is_taken_over_well_within_its_t
 
     took = result["done_at"] - killed_at
     print(f"value served {took:.3f} s after the leaseholder's SIGKILL, on a cluster")
+    assert result["value"] == {"attempt": 2, "by": 1}
+    assert result["takeovers"] == 1
+    assert took < LEASE_MS / 1000 / 2
+
+
+@pytest.mark.slow
+async def test_under_sentinel_a_killed_leaseholder_is_taken_over_well_within_its_term() -> None:
+    """The presence connection follows the primary the Sentinel pool connects to."""
+    with RedisSentinelServers() as group:
+        primary = group.primary
+        arg = {"url": primary.url}
+        options = {"namespace": "t", "lease_ms": LEASE_MS}
+        async with run_workers(2, group.url, hold_or_wait, arg, **options) as workers:
+            async with asyncio.timeout(30):
+                await _holder_then_waiter(workers, primary)
+                workers[0].kill()
+                killed_at = time.time()
+                result = await workers[1].result()
+
+    took = result["done_at"] - killed_at
+    print(f"value served {took:.3f} s after the leaseholder's SIGKILL, under Sentinel")
     assert result["value"] == {"attempt": 2, "by": 1}
     assert result["takeovers"] == 1
     assert took < LEASE_MS / 1000 / 2
