@@ -166,13 +166,19 @@ class Presence:
                         await connection.read_response(timeout=60.0, disconnect_on_error=False)
             except asyncio.CancelledError:
                 raise
+            except (NoPermissionError, ResponseError) as exc:
+                # CLIENT SETNAME or CLIENT ID refused (an ACL): markers name no presence,
+                # and a dead loader's lease runs out its term.
+                log.info("presence unavailable (%s): leases of dead loaders run out", exc)
+                self._closed = True
             except Exception as exc:  # a lost or refused connection: try again soon
                 log.debug("presence connection lost: %r", exc)
             finally:
                 self._suffix = ""
                 self._first.set()  # the first miss never waits for a failing server
                 self._drop_connection()
-            await asyncio.sleep(_RECONNECT_EVERY)
+            if not self._closed:
+                await asyncio.sleep(_RECONNECT_EVERY)
 
     def _new_connection(self) -> Any:
         if isinstance(self._client, RedisCluster):

@@ -55,13 +55,6 @@ def _awaited_marker(*servers: RedisServer) -> bool:
     return any(v is not None and v.startswith(b"\x00lease:") and v.endswith(b"+") for v in values)
 
 
-def _client_list_calls(server: RedisServer) -> tuple[int, int]:
-    """How many CLIENT LIST calls the server answered, and how many it refused."""
-    with server.client() as plain:
-        stats = plain.info("commandstats").get("cmdstat_client|list", {})
-    return int(stats.get("calls", 0)), int(stats.get("rejected_calls", 0))
-
-
 async def _holder_then_waiter(workers: list[Any], *servers: RedisServer) -> None:
     holder, waiter = workers
     holder.send("go")
@@ -101,10 +94,10 @@ async def test_a_slow_live_leaseholder_keeps_its_lease_and_its_fill_lands(
     async with run_workers(2, redis_url, hold_or_wait, arg, **options) as workers:
         async with asyncio.timeout(30):
             await _holder_then_waiter(workers, redis_server)
-            asked_before, _ = _client_list_calls(redis_server)
+            asked_before, _ = _client_calls(redis_server, "client|list")
             # The waiter asked after the holder several times and found it alive.
             await eventually(
-                lambda: _client_list_calls(redis_server)[0] >= asked_before + 5, within=10
+                lambda: _client_calls(redis_server, "client|list")[0] >= asked_before + 5, within=10
             )
             workers[0].send("finish")
             held, waited = await asyncio.gather(workers[0].result(), workers[1].result())
@@ -115,17 +108,25 @@ async def test_a_slow_live_leaseholder_keeps_its_lease_and_its_fill_lands(
     assert waited["takeovers"] == 0
 
 
+def _client_calls(server: RedisServer, command: str) -> tuple[int, int]:
+    """How many calls of ``command`` (e.g. client|list) the server answered, and refused."""
+    with server.client() as plain:
+        stats = plain.info("commandstats").get(f"cmdstat_{command}", {})
+    return int(stats.get("calls", 0)), int(stats.get("rejected_calls", 0))
+
+
 @pytest.mark.slow
-async def test_without_client_list_a_dead_holder_s_lease_runs_out_its_term(
-    redis_server: RedisServer,
+@pytest.mark.parametrize("refused", ["client|list", "client|setname"])
+async def test_when_an_acl_refuses_presence_a_dead_holder_s_lease_runs_out_its_term(
+    redis_server: RedisServer, refused: str
 ) -> None:
-    """An ACL user without CLIENT LIST: waiters fall back to the lease's term."""
+    """An ACL user without CLIENT LIST (or SETNAME): waiters fall back to the lease's term."""
     with redis_server.client() as plain:
         plain.flushall()
         plain.execute_command("ACL", "SETUSER", "app", "on", ">pw", "~*", "&*", "+@all")
-        plain.execute_command("ACL", "SETUSER", "app", "-client|list")
+        plain.execute_command("ACL", "SETUSER", "app", f"-{refused}")
     url = f"redis://app:pw@{redis_server.host}:{redis_server.port}/0"
-    _, refused_before = _client_list_calls(redis_server)
+    _, refused_before = _client_calls(redis_server, refused)
     options = {"namespace": "t", "lease_ms": 1000}
     try:
         async with run_workers(2, url, hold_or_wait, {"url": url}, **options) as workers:
@@ -139,7 +140,7 @@ async def test_without_client_list_a_dead_holder_s_lease_runs_out_its_term(
 
     assert result["value"] == {"attempt": 2, "by": 1}
     assert result["takeovers"] == 1
-    assert _client_list_calls(redis_server)[1] > refused_before  # it asked, and was refused
+    assert _client_calls(redis_server, refused)[1] > refused_before  # asked, and was refused
 
 
 @pytest.mark.slow
