@@ -16,13 +16,19 @@ answered in order (see ``hearing``): L1 is trusted only for a bounded time
 after the last proof.
 
 Generations are never reused. A bump writes ``max(stored + 1, local + 1,
-now in ms)``, so even after Redis lost the hash (FLUSHALL, eviction, a
-failover to an empty replica) a bump is larger than any value a worker has
-seen. Workers merge what they load or hear by max. A worker that finds the
-hash missing or smaller than what it knows has seen data loss: it writes its
-values back, bumps the namespace (every earlier entry becomes unreachable)
-and drops its L1. The hash expires after the longest entry TTL unless a
-worker keeps it alive.
+now in ms)`` and announces it in the same script (see ``generations``), so
+even after Redis lost the hash (FLUSHALL, eviction, a failover to an empty
+replica) a bump is larger than any value a worker has seen. Workers merge
+what they load or hear by max. A worker that finds the hash smaller than
+what it knew before reading it, or holding a value no worker could have
+produced, has seen data loss: it writes its values back, bumps the namespace
+(every earlier entry becomes unreachable) and drops its L1. A hash without
+the namespace field was never written or was lost: the first worker to find
+it so starts a new namespace generation. The hash expires after the longest
+entry TTL unless a worker keeps it alive. Each worker reads the hash again
+every ``max_staleness`` while in use (every few health intervals when idle),
+so a bump that landed but whose announcement did not reach it (a refused
+PUBLISH) is still applied within that time.
 
 With a secret, every message carries a keyed MAC; a message that fails it is
 dropped and counted, and so is a generation that jumps past a sane bound.
@@ -37,6 +43,7 @@ import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Any
 
 from redis.asyncio.client import PubSub
@@ -47,9 +54,12 @@ from aiotoolcache.bus_messages import (
     bus_keys,
     decode_message,
     encode_message,
+    generation_bound,
     now_ms,
     sane_generation,
 )
+from aiotoolcache.errors import BackendError
+from aiotoolcache.generations import BUMP, MERGE, parse_bumped, parse_stored
 from aiotoolcache.hearing import DEFAULT_MAX_STALENESS, Hearing
 from aiotoolcache.stores.redis import AnyRedis
 
@@ -68,26 +78,11 @@ log = logging.getLogger("aiotoolcache.invalidation")
 _VERSIONS = itertools.count()  # see Bus.version
 
 
-# Heartbeats between two checks that the generations hash is still whole.
+# Heartbeats between two checks that the generations hash is still whole, while idle.
 _GENERATION_CHECKS = 5
-
-# KEYS: hash. ARGV: field, now in ms, the caller's value, TTL in ms. Never reuses a value.
-_BUMP = """
-local stored = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '0') or 0
-local value = math.max(stored + 1, tonumber(ARGV[2]), tonumber(ARGV[3]) + 1)
-redis.call('HSET', KEYS[1], ARGV[1], string.format('%d', value))
-redis.call('PEXPIRE', KEYS[1], ARGV[4])
-return value
-"""
-# KEYS: hash. ARGV: TTL in ms, then field, value pairs: each field becomes the max.
-_MERGE = """
-for i = 2, #ARGV, 2 do
-  local stored = tonumber(redis.call('HGET', KEYS[1], ARGV[i]) or '0') or 0
-  if tonumber(ARGV[i + 1]) > stored then redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
-end
-redis.call('PEXPIRE', KEYS[1], ARGV[1])
-return 1
-"""
+# Proposals of a bump before giving up: each one fails only if another worker bumped
+# the same field past it meanwhile.
+_BUMP_ATTEMPTS = 8
 
 
 class Bus:
@@ -287,8 +282,13 @@ class RedisBus(Bus):
         self._attempts = 0  # subscriptions tried, successful or not
         self._live: PubSub | None = None  # the subscribed connection, while it is listened on
         self._pinger: asyncio.Task[None] | None = None  # sends the pings readers wait for
-        self._bump = client.register_script(_BUMP)
-        self._merge = client.register_script(_MERGE)
+        self._bump = client.register_script(BUMP)
+        self._merge = client.register_script(MERGE)
+        # One reader of the hash at a time: two that found the same loss would each
+        # bump the namespace.
+        self._loading = asyncio.Lock()
+        self._renewed_at = float("-inf")  # time.monotonic() of the hash's last PEXPIRE
+        self._checker: asyncio.Task[None] | None = None  # reads the hash while subscribed
         self._connected = asyncio.Event()
         self._attempted = asyncio.Event()  # set once the first subscription attempt ended
         self._closing = False
@@ -351,6 +351,7 @@ class RedisBus(Bus):
         A refused connection ends it at once; a slow Redis gets ``wait``.
         """
         self._task = asyncio.create_task(self._run(), name="aiotoolcache-subscriber")
+        self._checker = asyncio.create_task(self._check_generations(), name="aiotoolcache-gens")
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(wait):
                 await self._attempted.wait()
@@ -358,7 +359,7 @@ class RedisBus(Bus):
     def stop(self) -> None:
         self._closing = True
         self.ears.close()
-        for task in (self._task, self._pinger):
+        for task in (self._task, self._pinger, self._checker):
             if task is not None:
                 task.cancel()
         super().stop()
@@ -366,7 +367,7 @@ class RedisBus(Bus):
     async def aclose(self) -> None:
         self._closing = True
         self.ears.close()
-        for task in (self._pinger, self._task):
+        for task in (self._checker, self._pinger, self._task):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -374,12 +375,53 @@ class RedisBus(Bus):
         await super().aclose()
 
     async def bump(self, field: str) -> int:
-        local = self.generations.get(field, 0)
+        """Bump ``field`` past every value seen here or held in Redis; write and announce it
+        in one script (both land or neither). Returns the new value."""
+        return await self._bump_field(field, only_if_missing=False)
+
+    async def _bump_field(self, field: str, *, only_if_missing: bool) -> int:
+        """Propose ``max(now, local + 1)`` until Redis takes it (``only_if_missing``: until
+        the field holds a sane value, ours or another worker's); return the value held."""
         keys = [self.generations_key]
-        args: list[str | int] = [field, now_ms(), local, self.generations_ttl_ms]
-        value = int(await self.breaker.call(lambda: self._bump(keys=keys, args=args)))
-        await self.publish({"op": "gen", "f": field, "g": value})
-        return value
+        for _ in range(_BUMP_ATTEMPTS):
+            local = self.generations.get(field, 0)
+            value = max(now_ms(), local + 1)
+            message: Message = {"o": self.origin, "op": "gen", "f": field, "g": value}
+            bound = generation_bound(local)
+            args: list[str | int | bytes] = [
+                field,
+                value,
+                bound,
+                self.generations_ttl_ms,
+                self.channel,
+                encode_message(message, self.mac_keys),
+                "1" if only_if_missing else "0",
+            ]
+            reply = await self.breaker.call(partial(self._bump, keys=keys, args=args))
+            try:
+                bumped = parse_bumped(reply, bound)
+            except ValueError as exc:
+                raise BackendError(str(exc)) from exc
+            if bumped.insane:
+                self._found_insane([field])
+            if bumped.written:
+                self.apply(message)
+                return value
+            if bumped.value is not None:
+                # Another worker got there first: adopt its value, then go past it.
+                self.apply({"o": self.origin, "op": "gen", "f": field, "g": bumped.value})
+                if only_if_missing:
+                    return bumped.value
+        raise BackendError(f"generation {field!r} kept moving: {_BUMP_ATTEMPTS} bumps refused")
+
+    def _found_insane(self, fields: list[str]) -> None:
+        """Count generations in Redis that no worker could have produced (tampering, or
+        corruption): never adopted; the caller treats them as data loss."""
+        self.rejected += len(fields)
+        log.warning(
+            "generations in Redis hold values no worker could have written (%s): treated as lost",
+            ", ".join(sorted(fields)[:5]),
+        )
 
     async def publish(self, message: Message) -> None:
         message = {"o": self.origin, **message}
@@ -392,40 +434,73 @@ class RedisBus(Bus):
         return self.client.publish(self.channel, data)
 
     async def load_generations(self) -> None:
-        """Merge the stored generations into ours (by max); heal the hash after data loss."""
+        """Merge the stored generations into ours (by max); heal the hash after data loss.
+
+        Data loss is judged against what this worker knew before the read: a
+        bump heard while the read was on its way is newer than the reply, not lost.
+        """
+        async with self._loading:
+            await self._load_generations()
+
+    async def _load_generations(self) -> None:
+        seen = dict(self.generations)
         raw = await self.breaker.call(lambda: self.client.hgetall(self.generations_key))
-        stored: dict[str, int] = {}
-        for name, raw_value in raw.items():
-            with contextlib.suppress(ValueError):
-                stored[name.decode() if isinstance(name, bytes) else name] = int(raw_value)
-        local = self.generations
-        lost = [name for name, seen in local.items() if stored.get(name, 0) < seen]
-        merged = dict(stored)
-        for name, seen in local.items():
-            merged[name] = max(seen, merged.get(name, 0))
-        if merged != local:
-            self.generations = merged
-            self.version = next(_VERSIONS)
-        self._known = True
-        self._confirm(stored)
-        if lost:
-            # Redis forgot bumps we heard of: write them back so new workers see them, and
-            # bump the namespace so no entry written before the loss is reachable.
-            self.data_losses += 1
-            log.warning(
-                "generations in Redis are missing or behind (%d fields): "
-                "invalidating the namespace",
-                len(lost),
-            )
-            args: list[str | int] = [self.generations_ttl_ms]
-            for field in lost:
-                args += [field, merged[field]]
-            await self.breaker.call(lambda: self._merge(keys=[self.generations_key], args=args))
-            self._confirm(merged)
-            await self.bump("ns")
-        elif merged:
+        stored = parse_stored(raw, lambda name: generation_bound(self.generations.get(name, 0)))
+        values = stored.values
+        for name, value in values.items():
+            if value > self.generations.get(name, 0):
+                # Applied as if heard: L1 entries, fills and flights it invalidates go.
+                self.apply({"o": self.origin, "op": "gen", "f": name, "g": value})
+        self._confirm(values)
+        lost = [name for name, known in seen.items() if values.get(name, 0) < known]
+        if stored.insane:
+            self._found_insane(stored.insane)
+        if lost or stored.insane:
+            await self._recover(lost, stored.insane)
+        elif "ns" not in values:
+            # Never written, or lost with every field: a new namespace generation either way.
+            await self._bump_field("ns", only_if_missing=True)
+        elif time.monotonic() - self._renewed_at >= _GENERATION_CHECKS * self.health_interval:
             ttl = self.generations_ttl_ms
             await self.breaker.call(lambda: self.client.pexpire(self.generations_key, ttl))
+            self._renewed_at = time.monotonic()
+        self._known = True
+
+    async def _recover(self, lost: list[str], insane: list[str]) -> None:
+        """Redis forgot bumps this worker heard of, or holds values no worker wrote: write
+        ours back so new workers see them, and bump the namespace so no entry written
+        before the loss is reachable (which drops this worker's L1 too)."""
+        self.data_losses += 1
+        log.warning(
+            "generations in Redis are missing or behind (%d fields): invalidating the namespace",
+            len(lost) + len(insane),
+        )
+        if lost:
+            bound = generation_bound(max(self.generations[field] for field in lost))
+            args: list[str | int] = [self.generations_ttl_ms, bound]
+            for field in lost:
+                args += [field, self.generations[field]]
+            await self.breaker.call(lambda: self._merge(keys=[self.generations_key], args=args))
+            self._confirm({field: self.generations[field] for field in lost})
+        for field in insane:
+            if field != "ns":
+                await self._bump_field(field, only_if_missing=False)  # written over
+        await self._bump_field("ns", only_if_missing=False)
+
+    async def _check_generations(self) -> None:
+        """Read the hash again and again while subscribed: Redis may lose it without
+        dropping us (FLUSHALL, eviction), and a bump may land unannounced (a refused
+        PUBLISH). Every ``max_staleness`` while the cache is in use, else every few
+        health intervals."""
+        while not self._closing:
+            idle = self.idle and not (self.busy is not None and self.busy())
+            every = _GENERATION_CHECKS * self.health_interval if idle else self.max_staleness
+            await asyncio.sleep(every)
+            if self._connected.is_set():
+                try:
+                    await self.load_generations()
+                except Exception as exc:  # the subscriber finds a broken connection itself
+                    log.debug("generation check failed: %r", exc)
 
     def _confirm(self, stored: dict[str, int]) -> None:
         for name, value in stored.items():
@@ -503,7 +578,6 @@ class RedisBus(Bus):
 
     async def _listen(self, pubsub: PubSub) -> None:
         ears = self.ears
-        next_check = time.monotonic() + _GENERATION_CHECKS * self.health_interval
         self._live = pubsub
         while not self._closing:
             now = time.monotonic()
@@ -530,11 +604,6 @@ class RedisBus(Bus):
                 raise ConnectionError("subscriber connection stopped answering")
             if waited > self.health_interval:
                 ears.stall()
-            if now >= next_check:
-                # Redis may lose the hash without dropping us (FLUSHALL, eviction).
-                next_check = now + _GENERATION_CHECKS * self.health_interval
-                with contextlib.suppress(Exception):
-                    await self.load_generations()
 
     async def _read_pending(self, pubsub: PubSub) -> bool:
         """Apply what reached the socket already; True if anything did.
