@@ -407,9 +407,16 @@ class Layer:
         tags: Iterable[str] | None = None,
         partition: str | None = None,
         label: str | None = None,
+        settle: bool | None = None,
     ) -> None:
-        """Store ``value`` for ``key`` in every tier; other workers drop their L1 copies."""
-        await self.set_many([(key, value)], ttl, tags=tags, partition=partition, label=label)
+        """Store ``value`` for ``key`` in every tier; other workers drop their L1 copies.
+
+        ``settle=True``: return only once no worker serves the value it replaced
+        (default: the cache's ``settle_writes``).
+        """
+        await self.set_many(
+            [(key, value)], ttl, tags=tags, partition=partition, label=label, settle=settle
+        )
 
     async def set_many(
         self,
@@ -419,6 +426,7 @@ class Layer:
         tags: Iterable[str] | None = None,
         partition: str | None = None,
         label: str | None = None,
+        settle: bool | None = None,
     ) -> None:
         """Store each ``(key, value)``; values that cannot be encoded are skipped and counted.
 
@@ -455,15 +463,28 @@ class Layer:
         shadows = self._shadows([ref for ref, *_ in entries])
         if shadows:
             await self._tier.delete(self, shadows)  # the old value the others still read
+        if coherence.settles(settle):
+            await coherence.bus.settle()
 
     async def delete(
-        self, key: Any, *, partition: str | None = None, label: str | None = None
+        self,
+        key: Any,
+        *,
+        partition: str | None = None,
+        label: str | None = None,
+        settle: bool | None = None,
     ) -> None:
-        """Remove ``key`` from L2 and from every worker's L1, and revoke loads in flight."""
+        """Remove ``key`` from L2 and from every worker's L1, and revoke loads in flight.
+
+        ``settle=True``: return only once no worker serves the deleted value
+        (default: the cache's ``settle_writes``).
+        """
         if not self._coherence.ready:
             await self._start_up()
         ref = self.ref(key, partition, label)
         await self._tier.delete(self, [ref, *self._shadows([ref])])
+        if self._coherence.settles(settle):
+            await self._coherence.bus.settle()
 
     async def _start_up(self) -> bool:
         """Start the cache if it is not (raises CacheClosed after aclose); True once the

@@ -107,10 +107,12 @@ async def after_write(cache: ToolCache, server_id: str, policy: ToolPolicy) -> N
 
     Tag generations are bumped, so loads of those entries in flight are
     revoked too: a read that began before the write cannot store its old value.
+    The write settles (unless ``settle_writes=False``): once this returns, no
+    worker serves a result from before it.
     """
     tags = cache.policies.write_tags(server_id, policy)
     if tags:
-        await cache.invalidate(tags=tags)
+        await cache.invalidate(tags=tags, settle=cache.coherence.settles(None, tool_write=True))
 
 
 async def run_write(

@@ -61,6 +61,7 @@ from aiotoolcache.bus_messages import (
 from aiotoolcache.errors import BackendError
 from aiotoolcache.generations import BUMP, MERGE, parse_bumped, parse_stored
 from aiotoolcache.hearing import DEFAULT_MAX_STALENESS, Hearing
+from aiotoolcache.settle import Settlement
 from aiotoolcache.stores.redis import AnyRedis
 
 __all__ = [
@@ -178,6 +179,11 @@ class Bus:
     async def start(self, wait: float = 2.0) -> None:
         return None
 
+    async def settle(self) -> bool:
+        """Wait until no worker can serve what this worker's writes so far replaced (see
+        ``settle``); True when every worker acknowledged. In process: at once."""
+        return True
+
     async def aclose(self) -> None:
         self._wake_all()
 
@@ -289,6 +295,15 @@ class RedisBus(Bus):
         self._loading = asyncio.Lock()
         self._renewed_at = float("-inf")  # time.monotonic() of the hash's last PEXPIRE
         self._checker: asyncio.Task[None] | None = None  # reads the hash while subscribed
+        # Writes settle on acknowledgements sent to this worker's own channel.
+        self.ack_channel = self.ack_channel_of(self.origin)
+        self.settlement = Settlement(
+            self.origin,
+            self._publish_marker,
+            max_staleness=max_staleness,
+            counted=self.counts_receivers,
+        )
+        self._acking: set[asyncio.Task[None]] = set()  # acknowledgements on their way
         self._connected = asyncio.Event()
         self._attempted = asyncio.Event()  # set once the first subscription attempt ended
         self._closing = False
@@ -297,6 +312,9 @@ class RedisBus(Bus):
         self._reconnected_underneath = False
         self._task: asyncio.Task[None] | None = None
 
+    # PUBLISH's receiver count covers every subscriber (not on a Cluster: see settle).
+    counts_receivers = True
+
     @property
     def connected(self) -> bool:
         return self._connected.is_set()
@@ -304,6 +322,32 @@ class RedisBus(Bus):
     @property
     def known(self) -> bool:
         return self._known
+
+    def ack_channel_of(self, origin: str) -> str:
+        """The channel on which the worker ``origin`` hears acknowledgements of its writes."""
+        return f"{self.channel}:{origin}"
+
+    async def settle(self) -> bool:
+        return await self.settlement.settle()
+
+    async def _publish_marker(self, token: str) -> int:
+        """Publish the settle marker ``token``; return how many subscribers received it."""
+        data = encode_message({"o": self.origin, "op": "settle", "s": token}, self.mac_keys)
+        return int(await self.breaker.call(lambda: self._send(data)))
+
+    def _acknowledge(self, origin: str, token: Any) -> None:
+        """Acknowledge another worker's settle marker (everything before it is applied)."""
+        data = encode_message({"o": self.origin, "op": "ack", "s": token}, self.mac_keys)
+        channel = self.ack_channel_of(origin)
+        task = asyncio.create_task(self._send_ack(channel, data))
+        self._acking.add(task)
+        task.add_done_callback(self._acking.discard)
+
+    async def _send_ack(self, channel: str, data: bytes) -> None:
+        try:
+            await self.breaker.call(lambda: self._send(data, channel))
+        except Exception as exc:  # the writer waits for the bound instead
+            log.debug("acknowledgement not sent: %r", exc)
 
     def want_proof(self) -> float | None:
         if not self.ears.may_prove():
@@ -359,7 +403,7 @@ class RedisBus(Bus):
     def stop(self) -> None:
         self._closing = True
         self.ears.close()
-        for task in (self._task, self._pinger, self._checker):
+        for task in (self._task, self._pinger, self._checker, *self._acking):
             if task is not None:
                 task.cancel()
         super().stop()
@@ -367,7 +411,7 @@ class RedisBus(Bus):
     async def aclose(self) -> None:
         self._closing = True
         self.ears.close()
-        for task in (self._checker, self._pinger, self._task):
+        for task in (*self._acking, self._checker, self._pinger, self._task):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -429,9 +473,10 @@ class RedisBus(Bus):
         data = encode_message(message, self.mac_keys)
         await self.breaker.call(lambda: self._send(data))
 
-    def _send(self, data: bytes) -> Awaitable[Any]:
-        """Send one encoded message on the channel (Cluster: through a live node)."""
-        return self.client.publish(self.channel, data)
+    def _send(self, data: bytes, channel: str | None = None) -> Awaitable[Any]:
+        """Send one encoded message on the bus channel, or on ``channel`` (Cluster: through a
+        live node); the reply is PUBLISH's receiver count."""
+        return self.client.publish(channel or self.channel, data)
 
     async def load_generations(self) -> None:
         """Merge the stored generations into ours (by max); heal the hash after data loss.
@@ -555,14 +600,15 @@ class RedisBus(Bus):
         # or flushed below and the generations are reloaded after it: proof up to here.
         subscribing_at = time.monotonic()
         async with asyncio.timeout(max(2.0, self.health_interval * 2)):
-            await pubsub.subscribe(self.channel)
+            await pubsub.subscribe(self.channel, self.ack_channel)
             assert pubsub.connection is not None
             self._reconnected_underneath = False
             pubsub.connection.register_connect_callback(self._connection_remade)
-            while True:
+            confirmed = 0
+            while confirmed < 2:  # the bus channel and this worker's acknowledgements
                 reply = await pubsub.get_message(timeout=self.health_interval)
                 if reply is not None and reply.get("type") == "subscribe":
-                    break
+                    confirmed += 1
             # Whatever was published before the subscription is lost: resync.
             await self.load_generations()
         if not self.reconnects and self._attempts > 1:
@@ -622,7 +668,10 @@ class RedisBus(Bus):
     def _handle(self, reply: dict[str, Any]) -> None:
         kind = reply.get("type")
         if kind == "message":
-            self._receive(reply.get("data"))
+            if _text(reply.get("channel")) == self.ack_channel:
+                self._acknowledged(reply.get("data"))
+            else:
+                self._receive(reply.get("data"))
         elif kind == "pong":
             self.ears.answered(reply.get("data"))
 
@@ -634,12 +683,27 @@ class RedisBus(Bus):
         if message is None:
             self.rejected += 1
             return
-        if message.get("o") == self.origin:
+        origin = message.get("o")
+        if message["op"] == "settle":
+            # Read in order: every message before the marker is applied already.
+            if origin == self.origin:
+                self.settlement.acknowledged(message.get("s"))
+            elif isinstance(origin, str) and 0 < len(origin) <= 64:
+                self._acknowledge(origin, message.get("s"))
+            return
+        if origin == self.origin:
             return
         try:
             self.apply(message)
         except Exception:  # a bad message must never tear the subscription down
             log.exception("could not apply an invalidation message")
+
+    def _acknowledged(self, data: Any) -> None:
+        message = decode_message(data, self.mac_keys)
+        if message is None or message["op"] != "ack":
+            self.rejected += 1
+            return
+        self.settlement.acknowledged(message.get("s"))
 
     def _disconnected(self, exc: BaseException) -> None:
         was_connected = self._connected.is_set()
@@ -649,3 +713,7 @@ class RedisBus(Bus):
             self.reconnects += 1
             log.warning("invalidation subscriber lost its connection (%s); L1 flushed", exc)
         self.reset()
+
+
+def _text(value: Any) -> Any:
+    return value.decode(errors="replace") if isinstance(value, bytes) else value

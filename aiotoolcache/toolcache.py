@@ -101,6 +101,7 @@ class ToolCache:
         order: str = "any",
         redact: Iterable[str] = (),
         tool_policies: ToolPolicies | Mapping[str, ToolPolicy] | None = None,
+        settle_writes: bool | None = None,
     ) -> None:
         if not max_staleness > 0:
             raise ConfigurationError(f"max_staleness must be above 0 s, got {max_staleness!r}")
@@ -132,6 +133,8 @@ class ToolCache:
         # Created first: it owns L1, fills, flights and generations, and decides what
         # may be stored or served; everything below receives it.
         self.coherence = Coherence(l1_max_entries=l1_max_entries, l1_max_bytes=l1_max_bytes)
+        # Tool writes settle before they return (None); True: every write; False: none.
+        self.coherence.settle_writes = settle_writes
         self.client: AnyRedis | None = client
         self._owns_client = client is None
         self.bus_channel = f"{self.namespace}:bus"
@@ -383,11 +386,18 @@ class ToolCache:
         return self._layers["embeddings"]
 
     # -- invalidation -------------------------------------------------------------------
-    async def invalidate(self, layer: str | None = None, tags: Iterable[str] | None = None) -> None:
+    async def invalidate(
+        self,
+        layer: str | None = None,
+        tags: Iterable[str] | None = None,
+        *,
+        settle: bool | None = None,
+    ) -> None:
         """Drop a whole layer, every entry carrying one of ``tags``, or (no arguments) everything.
 
         O(1) per layer or tag: a generation is bumped, so old entries become
-        unreachable in every worker and expire by TTL.
+        unreachable in every worker and expire by TTL. ``settle=True``: return
+        only once no worker serves what was dropped (default: ``settle_writes``).
         """
         await self._start_lazily()
         fields = [f"tag:{tag}" for tag in tags or ()]
@@ -396,9 +406,11 @@ class ToolCache:
         if layer is None and tags is None:
             fields = ["ns"]
         bus = self.coherence.bus
+        landed = False
         for field in fields:
             try:
                 await bus.bump(field)
+                landed = True
             except Exception as exc:
                 error = self.tier.backend_error(exc)
                 if self.outbox is not None:  # sent again until Redis takes it
@@ -408,10 +420,12 @@ class ToolCache:
                 bumped = max(bus.generation(field) + 1, now_ms())
                 bus.apply({"o": bus.origin, "op": "gen", "f": field, "g": bumped, "u": 1})
                 self.tier.failed(self._layers.get(layer or ""), error)
+        if landed and self.coherence.settles(settle):
+            await bus.settle()
 
-    async def invalidate_server(self, server_id: str) -> None:
+    async def invalidate_server(self, server_id: str, *, settle: bool | None = None) -> None:
         """Drop everything cached about one tool server: discovery, tools, search, results."""
-        await self.invalidate(tags=[server_tag(server_id)])
+        await self.invalidate(tags=[server_tag(server_id)], settle=settle)
 
     async def on_tools_list_changed(self, server_id: str) -> None:
         """Handle MCP ``notifications/tools/list_changed`` from ``server_id``."""
