@@ -481,14 +481,18 @@ class RedisBus(Bus):
     async def load_generations(self) -> None:
         """Merge the stored generations into ours (by max); heal the hash after data loss.
 
-        Data loss is judged against what this worker knew before the read: a
-        bump heard while the read was on its way is newer than the reply, not lost.
+        Data loss is judged against what this worker knew Redis held before the
+        read: a bump heard while the read was on its way is newer than the reply,
+        not lost.
         """
         async with self._loading:
             await self._load_generations()
 
     async def _load_generations(self) -> None:
-        seen = dict(self.generations)
+        # What Redis was known to hold before the read: a bump heard while the read was
+        # on its way is newer than the reply, and one applied here only ("u", waiting in
+        # the outbox) never reached Redis; neither is a loss.
+        held = dict(self.confirmed)
         raw = await self.breaker.call(lambda: self.client.hgetall(self.generations_key))
         stored = parse_stored(raw, lambda name: generation_bound(self.generations.get(name, 0)))
         values = stored.values
@@ -497,7 +501,7 @@ class RedisBus(Bus):
                 # Applied as if heard: L1 entries, fills and flights it invalidates go.
                 self.apply({"o": self.origin, "op": "gen", "f": name, "g": value})
         self._confirm(values)
-        lost = [name for name, known in seen.items() if values.get(name, 0) < known]
+        lost = [name for name, known in held.items() if values.get(name, 0) < known]
         if stored.insane:
             self._found_insane(stored.insane)
         if lost or stored.insane:
