@@ -6,6 +6,7 @@ stopped with SIGSTOP.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 from typing import Any
@@ -15,7 +16,9 @@ import redis.asyncio as aredis
 
 import aiotoolcache as atc
 from aiotoolcache.invalidation import RedisBus
-from tests.workers import Link, run_workers
+from benchmarks.chaos_support import FaultProxy
+from tests.servers import RedisServer
+from tests.workers import Counting, Gated, Link, run_workers
 
 
 def settlement(cache: atc.ToolCache) -> Any:
@@ -54,6 +57,36 @@ async def test_a_tool_write_returns_only_once_the_other_worker_dropped_its_copy(
         assert stale == 0
         assert reader.stats()["results"].l1_hits >= 100  # the old answer was in L1 each time
         assert settlement(writer).by_acks == 200
+
+
+async def test_a_read_after_a_settled_write_never_joins_a_load_begun_before_it(
+    redis_url: str, redis_server: RedisServer
+) -> None:
+    async def write() -> str:
+        return "ok"
+
+    # The reader hears everything 30 ms late (its proof of hearing still holds): only
+    # settling keeps the write from returning before the reader applied it.
+    proxy = await FaultProxy(redis_server.port).start()
+    proxy.latency = 0.03
+    try:
+        async with (
+            atc.ToolCache.from_url(redis_server.url, namespace="inflight") as writer,
+            atc.ToolCache.from_url(proxy.url, namespace="inflight") as reader,
+        ):
+            old = Gated("old")
+            before = asyncio.create_task(reader.call_tool("srv", "get", {}, old))
+            await old.started.wait()
+            await writer.call_tool("srv", "set", {}, write, writes=True)
+            fresh = Counting("new")
+            after = asyncio.create_task(reader.call_tool("srv", "get", {}, fresh))
+            old.gate.set()
+            assert await before == "old"  # begun before the write: concurrent with it
+            assert await after == "new" and fresh.calls == 1
+            # The old load stored nothing: the write revoked it.
+            assert await reader.call_tool("srv", "get", {}, Counting("unused")) == "new"
+    finally:
+        await proxy.close()
 
 
 @pytest.mark.parametrize("operation", ["set", "delete", "invalidate"])
