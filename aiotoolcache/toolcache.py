@@ -68,6 +68,8 @@ class ToolCache:
     shares one Redis among many worker processes. Use ``async with cache:``
     (or ``await cache.aclose()``) so background tasks and the pool are
     released. No backend error reaches a caller unless ``strict=True``.
+    Tool writes settle before they return (no worker serves a result from
+    before them); ``settle_writes=True`` makes every write settle, ``False`` none.
     """
 
     def __init__(
