@@ -3,10 +3,11 @@
 Messages (msgpack maps) say who sent them (``o``), what happened (``op``:
 ``del`` keys, ``gen`` bumped a generation, ``filled`` a leased load
 finished, ``settle`` a write waits to settle, answered by an ``ack`` on the
-writer's own channel; see ``settle``) and to what. A worker applies its own messages locally when it
-sends them and ignores their echo. Group invalidation is O(1): layer, tag and
-namespace generations live in one Redis hash, mirrored here, and are folded
-into keys (layer, namespace) or checked against each entry (tags).
+writer's own channel; see ``settle``) and to what. A worker applies its own
+messages locally when it sends them and ignores their echo. Group
+invalidation is O(1): layer, tag and namespace generations live in one Redis
+hash, mirrored here, and are folded into keys (layer, namespace) or checked
+against each entry (tags).
 
 Pub/sub loses what is published while a subscriber is away, so on every
 disconnect and reconnect the bus tells its owner to flush L1, and reloads
