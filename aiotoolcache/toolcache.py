@@ -526,7 +526,7 @@ class ToolCache:
         key_args: Sequence[str] | None = None,
         partition: PartitionOf | None = None,
         tags: Iterable[str] | None = None,
-        ignore: Iterable[str] = ("self", "cls"),
+        ignore: Iterable[str] | None = None,
         run_sync: Literal[False] = False,
     ) -> Callable[[Callable[P, Awaitable[R]]], CachedFunction[P, R]]: ...
 
@@ -539,7 +539,7 @@ class ToolCache:
         key_args: Sequence[str] | None = None,
         partition: PartitionOf | None = None,
         tags: Iterable[str] | None = None,
-        ignore: Iterable[str] = ("self", "cls"),
+        ignore: Iterable[str] | None = None,
         run_sync: Literal[True],
     ) -> Callable[[Callable[P, R]], CachedFunction[P, R]]: ...
 
@@ -551,7 +551,7 @@ class ToolCache:
         key_args: Sequence[str] | None = None,
         partition: PartitionOf | None = None,
         tags: Iterable[str] | None = None,
-        ignore: Iterable[str] = ("self", "cls"),
+        ignore: Iterable[str] | None = None,
         run_sync: bool = False,
     ) -> Callable[[Callable[P, Any]], CachedFunction[P, Any]]:
         """Decorate a function so calls with equal arguments are served from ``layer``.
@@ -559,7 +559,9 @@ class ToolCache:
         See ``CachedFunction``: ``key_args`` picks the arguments of the key,
         ``partition(arguments)`` the partition; the result gains
         ``invalidate(...)`` and ``key(...)``. A synchronous function is refused
-        (TypeError) unless ``run_sync=True`` runs it in a worker thread.
+        (TypeError) unless ``run_sync=True`` runs it in a worker thread. A
+        method is refused (ConfigurationError) unless ``key_args``,
+        ``partition`` or ``ignore=("self",)`` says how its instance enters the key.
         """
         return cached_function(
             self.layer(layer),
