@@ -486,7 +486,7 @@ class ToolCache:
         """
         policy = self.tool_policy(server_id, tool_name)
         if writes or policy.invalidates:
-            return await calls.run_write(self, server_id, policy, loader)
+            return await calls.run_write(self, server_id, policy, loader, partition=partition)
         if policy.cache is False:
             return await calls.run_uncached(loader)
         return await calls.read_through(

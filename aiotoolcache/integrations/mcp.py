@@ -518,6 +518,7 @@ class ToolCallCache:
                 decision.policy,
                 lambda: self._full_call(client, name, args, meta),
                 lambda result: not result.is_error,
+                partition=self.partition,
             )
         if not decision.cached:
             return await calls.run_uncached(lambda: self._full_call(client, name, args, meta))
