@@ -6,6 +6,7 @@ served when a secret is set, and never a secret in a message.
 
 from __future__ import annotations
 
+import base64
 import json
 import string
 import time
@@ -21,7 +22,7 @@ from aiotoolcache.cassette import Cassette
 from aiotoolcache.cli import main
 from aiotoolcache.codec import Codec, CorruptValue, Envelope
 from aiotoolcache.errors import CassetteError, ConfigurationError
-from aiotoolcache.tape import read_tape
+from aiotoolcache.tape import decode_value, read_tape
 from aiotoolcache.urls import check_url, mask_url
 
 KEY = "atc:results:g0.0:lookup:{0123456789abcdef}"
@@ -162,6 +163,16 @@ def test_any_cassette_file_opens_or_is_a_cassette_error(tmp_path: Path, body: li
         Cassette(path, mode="replay").close()
     except CassetteError as exc:
         assert str(exc).startswith(str(path))
+
+
+@settings(max_examples=300, deadline=None)
+@given(payload=st.binary(max_size=200) | json_values.map(lambda v: json.dumps(v).encode()))
+def test_a_recorded_payload_decodes_or_is_a_cassette_error(payload: bytes) -> None:
+    form = {"$msgpack": base64.b64encode(payload).decode()}
+    try:
+        decode_value(form, Codec())
+    except CassetteError:
+        pass
 
 
 # -- URLs ---------------------------------------------------------------------------------------

@@ -12,12 +12,15 @@ from typing import Any
 
 import msgpack
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pydantic import BaseModel
 
 import aiotoolcache as atc
 from aiotoolcache.cli import main
 from aiotoolcache.errors import UnserializableValue
 from aiotoolcache.redaction import MAX_NESTING, REDACTED, looks_secret, redact
+from aiotoolcache.tape import decode_value, encode_value
 
 
 class Account(BaseModel):
@@ -201,3 +204,34 @@ async def test_cli_redact_reaches_dict_tags_and_msgpack_payloads(
     async with atc.ToolCache(cassette=tape, mode="replay", models=MODELS) as cache:
         got = await cache.call_tool("crm", "get", {"q": 1}, never)
     assert got == Team(name="t", owner=Account(user=REDACTED, api_key=REDACTED))
+
+
+SECRET = "S3CR3T-VALUE"
+
+
+def with_secrets(children: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+    """Containers of every shape the codec writes; the secret only ever under a secret name."""
+    fields = st.dictionaries(st.sampled_from(["q", "n"]), children, max_size=2)
+    return st.one_of(
+        st.lists(children, max_size=3),
+        st.tuples(children, children),
+        st.sets(st.sampled_from([1, "x", Login("u", SECRET)]), max_size=2),
+        fields.map(lambda d: {**d, "api_key": SECRET}),
+        fields.map(lambda d: {**d, 7: SECRET.lower(), "$schema": "v", "password": SECRET}),
+        children.map(lambda c: {"nested": c, "Authorization": SECRET}),
+        st.just(Creds("u", SECRET)),
+        st.just(Team(name="t", owner=Account(user="u", api_key=SECRET))),
+    )
+
+
+@settings(max_examples=150, deadline=None)
+@given(value=st.recursive(st.sampled_from(["x", 1, None, 2.5]), with_secrets, max_leaves=12))
+def test_property_no_secret_named_field_reaches_a_line(value: Any) -> None:
+    codec = atc.ToolCache(models=MODELS).codec
+    form, paths = redact(encode_value(value, codec), looks_secret, "result")
+    text = json.dumps(form)
+    blobs = re.findall(r'"\$msgpack": "([^"]+)"', text)
+    written = text + "".join(base64.b64decode(b).decode("latin-1") for b in blobs)
+    assert SECRET not in written
+    assert bool(paths) == (SECRET in repr(value))
+    decode_value(form, codec)  # what was written still decodes
