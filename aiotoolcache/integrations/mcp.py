@@ -301,8 +301,10 @@ class ToolCallCache:
     when its name is in ``deny_tools`` (or its policy says ``cache=False``).
     Tools that may run as tasks are never cached. Every other tool is a
     write: once a call of it succeeds (no exception, no ``isError``), the
-    cached results its policy names (default: all of this server's) are
-    dropped in every worker, before ``call_tool`` returns. With
+    cached results its policy names (default: all of this server's) in this
+    client's ``partition`` (every partition under
+    ``ToolPolicy(invalidates_partitions="all")``) are dropped in every worker,
+    before ``call_tool`` returns. With
     ``trust_annotations=False`` the server's annotations can only make
     caching stricter: its tools are cached only when allow-listed or by policy.
 
