@@ -121,7 +121,9 @@ class Cassette:
         self._cursor = 0
         self._next_seq = 0
         self._writer: TapeWriter | None = None
-        self._lines: dict[int, int] = {}  # id of a recorded entry -> its line in the file
+        # id() of a recorded entry -> its line in the file, for messages (stable:
+        # self._entries keeps every entry alive as long as the cassette).
+        self._lines: dict[int, int] = {}
         if self.mode == "record":
             header = new_header(self._redact_names, redact_secrets)
             self._writer = TapeWriter(self.path, header)
