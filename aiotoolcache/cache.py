@@ -431,7 +431,7 @@ class Layer:
         """Store each ``(key, value)``; values that cannot be encoded are skipped and counted.
 
         A delete of a key that lands while its write is in flight wins in this
-        worker's L1, as it may have in Redis.
+        worker's L1, as it may have in Redis. ``settle`` as for ``set``.
         """
         directive = control.current_directive()
         if directive is not None and not directive.stores:
