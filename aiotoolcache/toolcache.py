@@ -38,6 +38,7 @@ from aiotoolcache.lease import LeaseManager
 from aiotoolcache.loading import LoadCoordinator
 from aiotoolcache.outbox import InvalidationOutbox
 from aiotoolcache.policy import ToolPolicies, ToolPolicy
+from aiotoolcache.server_info import ServerInfo, read_server_info
 from aiotoolcache.settings import Settings, parse_backend_url
 from aiotoolcache.stats import CacheStats
 from aiotoolcache.stores.base import Store
@@ -206,6 +207,8 @@ class ToolCache:
             self.add_layer(name, config)
         self.closing = False
         self._warned_unreachable = False
+        # The server's flavour, version and fast paths, read once by start().
+        self.server: ServerInfo | None = None
         self.fleet_interval = fleet_interval
         self._fleet: fleet.FleetReporter | None = None
         self.coherence.on_start(self._start_fleet_reporter)
@@ -248,6 +251,10 @@ class ToolCache:
         self._check_open()
         await self.coherence.start(wait=2.0)
         self._warn_if_unknown(2.0)
+        if self.client is not None and self.server is None and self.coherence.known:
+            self.server = await read_server_info(self.client)
+            if self.server is not None:
+                log.info("cache backend: %s", self.server.describe())
 
     async def _start_lazily(self) -> None:
         # Started lazily by a request: wait for the first connection attempt to end
@@ -483,12 +490,13 @@ class ToolCache:
 
         The tool's policy (``tool_policy``) sets the key, TTL and what is
         stored. A write (``writes=True``, or a policy with ``invalidates``)
-        always runs; once it returns, the results it invalidates are dropped
-        in every worker (a raising call invalidates nothing).
+        always runs; once it returns, the results it invalidates in its
+        ``partition`` (every partition under ``invalidates_partitions="all"``)
+        are dropped in every worker (a raising call invalidates nothing).
         """
         policy = self.tool_policy(server_id, tool_name)
         if writes or policy.invalidates:
-            return await calls.run_write(self, server_id, policy, loader)
+            return await calls.run_write(self, server_id, policy, loader, partition=partition)
         if policy.cache is False:
             return await calls.run_uncached(loader)
         return await calls.read_through(
@@ -528,7 +536,7 @@ class ToolCache:
         key_args: Sequence[str] | None = None,
         partition: PartitionOf | None = None,
         tags: Iterable[str] | None = None,
-        ignore: Iterable[str] = ("self", "cls"),
+        ignore: Iterable[str] | None = None,
         run_sync: Literal[False] = False,
     ) -> Callable[[Callable[P, Awaitable[R]]], CachedFunction[P, R]]: ...
 
@@ -541,7 +549,7 @@ class ToolCache:
         key_args: Sequence[str] | None = None,
         partition: PartitionOf | None = None,
         tags: Iterable[str] | None = None,
-        ignore: Iterable[str] = ("self", "cls"),
+        ignore: Iterable[str] | None = None,
         run_sync: Literal[True],
     ) -> Callable[[Callable[P, R]], CachedFunction[P, R]]: ...
 
@@ -553,7 +561,7 @@ class ToolCache:
         key_args: Sequence[str] | None = None,
         partition: PartitionOf | None = None,
         tags: Iterable[str] | None = None,
-        ignore: Iterable[str] = ("self", "cls"),
+        ignore: Iterable[str] | None = None,
         run_sync: bool = False,
     ) -> Callable[[Callable[P, Any]], CachedFunction[P, Any]]:
         """Decorate a function so calls with equal arguments are served from ``layer``.
@@ -561,7 +569,9 @@ class ToolCache:
         See ``CachedFunction``: ``key_args`` picks the arguments of the key,
         ``partition(arguments)`` the partition; the result gains
         ``invalidate(...)`` and ``key(...)``. A synchronous function is refused
-        (TypeError) unless ``run_sync=True`` runs it in a worker thread.
+        (TypeError) unless ``run_sync=True`` runs it in a worker thread. A
+        method is refused (ConfigurationError) unless ``key_args``,
+        ``partition`` or ``ignore=("self",)`` says how its instance enters the key.
         """
         return cached_function(
             self.layer(layer),
