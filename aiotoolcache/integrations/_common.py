@@ -160,18 +160,17 @@ async def call_through(
     partition: str | None,
     ttl: float | None,
     decision: ToolDecision | None = None,
-    succeeded: Callable[[ResultT], bool] | None = None,
 ) -> ResultT:
     """A tool call's result from the results layer or ``run()``; exceptions are never stored.
 
     Under ``decision`` (default: the tool's policy, cached, not a write) a
-    write runs and then drops the results it invalidates (unless it raised
-    or ``succeeded`` rejects its result); an uncached tool just runs.
+    write runs and then drops the results it invalidates, however it ended;
+    an uncached tool just runs.
     """
     if decision is None:
         decision = ToolDecision(cache.tool_policy(server_id, tool_name), True, False)
     if decision.write:
-        return await calls.run_write(cache, server_id, decision.policy, run, succeeded)
+        return await calls.run_write(cache, server_id, decision.policy, run)
     if not decision.cached:
         return await calls.run_uncached(run)
     # ``dump`` makes a result the payload to store (None: not stored); ``restore``

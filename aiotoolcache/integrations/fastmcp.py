@@ -21,9 +21,10 @@ Rules:
   is true, or its name is in ``allow_tools`` (or its ``ToolPolicy`` says
   ``cache=True``); never when its name is in ``deny_tools`` (or its policy
   says ``cache=False``), when it may run as a task, or for a task-augmented call.
-- Any other tool is a write: once a call of it succeeds, the server's cached
-  tool results (or those its policy's ``invalidates`` names) are dropped in
-  every worker before the result is returned.
+- Any other tool is a write: once a call of it ends (a result, an error
+  result, an exception or a cancellation), the server's cached tool results
+  (or those its policy's ``invalidates`` names) are dropped in every worker
+  before the caller hears back.
 - A request may carry a directive in ``_meta["io.aiotoolcache/cache-control"]``
   (``"refresh"``, ``"bypass"``, ``"no-store"``, ``"only-if-cached"``, or
   ``{"mode": ..., "max_age": seconds}``), obeyed only for tools whose policy
@@ -129,15 +130,6 @@ class _Own:
     def __init__(self) -> None:
         self.value: Any = _NOTHING  # the payload the loader returned (the very object)
         self.result: Any = None  # that payload read back: what the client is served
-
-
-def _succeeded(result: Any) -> bool:
-    """A write succeeded when it returned a final, non-error result (not an input-required ask)."""
-    return (
-        isinstance(result, ToolResult)
-        and not isinstance(result, InputRequiredToolResult)
-        and not result.is_error
-    )
 
 
 def _request_meta(context: MiddlewareContext[Any]) -> Any:
@@ -456,7 +448,7 @@ class ToolCacheMiddleware(Middleware):
         if decision.write:
             # A continuation leg finishes the call an input-required ask paused.
             return await calls.run_write(
-                self.cache, server_id, decision.policy, lambda: call_next(context), _succeeded
+                self.cache, server_id, decision.policy, lambda: call_next(context)
             )
         if not decision.cached or _is_continuation(context):
             return await calls.run_uncached(lambda: call_next(context))

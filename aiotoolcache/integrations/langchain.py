@@ -74,7 +74,7 @@ class ToolCacheMiddleware(AgentMiddleware):
     searches, pure computations), never tools with side effects: a tool the
     lists exclude (or whose ``ToolPolicy`` says ``cache=False``, or whose
     ``metadata`` carries MCP annotations without ``readOnlyHint``) is a write,
-    and each successful call of it drops ``server_id``'s cached results.
+    and each call of it, however it ends, drops ``server_id``'s cached results.
 
     Never cached: exceptions raised by the tool (they propagate as usual, and a
     concurrent identical call runs the tool itself), ``ToolMessage`` results
@@ -191,7 +191,6 @@ class ToolCacheMiddleware(AgentMiddleware):
             partition=self._partition_for(request),
             ttl=self.ttl,
             decision=self.decision(request),
-            succeeded=_succeeded,
         )
 
     def wrap_tool_call(
@@ -213,8 +212,3 @@ class ToolCacheMiddleware(AgentMiddleware):
             "sync='bypass' to run tools uncached (and writes without invalidation) under "
             "`invoke()` / `stream()`."
         )
-
-
-def _succeeded(result: ToolMessage | Command[Any]) -> bool:
-    """A write failed when its tool reported an error; it then invalidates nothing."""
-    return not (isinstance(result, ToolMessage) and result.status == "error")

@@ -144,9 +144,9 @@ def cached_function_tool(
 
     The tool's ``ToolPolicy`` (``cache.tool_policy(server_id, name)``) applies:
     ``cache=False`` or a non-empty ``invalidates`` makes it a write. A write
-    (also ``write=True``) is never cached; each successful call drops the
-    cached results its policy names (default: all of ``server_id``'s), in
-    every worker, before it returns.
+    (also ``write=True``) is never cached; each call, however it ends, drops
+    the cached results its policy names (default: all of ``server_id``'s), in
+    every worker, before it returns or raises.
 
     The key is the tool's qualified name plus its JSON arguments in canonical
     form (argument order never matters), optionally within a ``partition``
@@ -222,7 +222,7 @@ def cached_function_tools(
     ``deny_tools``; pass ``allow_tools`` (tool names, or a predicate on the tool) to cache
     only the tools it accepts; ``deny_tools`` always wins. The SDK's function tools
     carry no read-only marker, so a ``FunctionTool`` the lists exclude is a write:
-    it runs uncached and each successful call drops ``server_id``'s cached
+    it runs uncached and each call, however it ends, drops ``server_id``'s cached
     results (narrow that with ``ToolPolicy(invalidates=[...])``, or ``[]``).
     Other tools (hosted tools, MCP servers' tools) are returned unchanged.
     Cache only tools whose result depends on their arguments alone.

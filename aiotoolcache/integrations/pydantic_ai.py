@@ -71,7 +71,7 @@ class ToolCacheCapability(AbstractCapability[Any]):
     ``{"cache": False}`` is never cached. Cache only tools whose result depends
     on their arguments alone, never tools with side effects: a tool excluded
     here (or by its ``ToolPolicy``, or by MCP annotations in its ``metadata``)
-    is a write, and each successful call of it drops ``server_id``'s cached results.
+    is a write, and each call of it, however it ends, drops ``server_id``'s cached results.
 
     Never cached: exceptions (including ``ModelRetry``, deferrals and approvals;
     they propagate unchanged and a concurrent identical call runs the tool
