@@ -32,6 +32,11 @@ Rules:
 - Error results (``isError``), exceptions, input-required asks and the
   continuation legs that answer them, and task (non-``ToolResult``) results
   are never cached. Empty listings are.
+- A call that asked the client for a human's answer during the call
+  (``ctx.elicit``, sampling: older-protocol connections) is served, never
+  stored. A tool whose function takes a ``Context`` (or another injected
+  parameter) is cached only under a ``partition=`` of the user's own, which
+  says which part of the request its result depends on.
 - A stored entry that cannot be read back is a miss (counted in the layer's
   ``corrupt``): the real handler runs and its answer replaces the entry, so a
   client never sees a decoding error.
@@ -77,7 +82,13 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
 
 from aiotoolcache import calls, control
 from aiotoolcache.errors import ConfigurationError, NotCached
-from aiotoolcache.integrations._common import ToolDecision, decide, ensure_layer
+from aiotoolcache.integrations._common import (
+    ContextToolNotice,
+    ToolDecision,
+    decide,
+    ensure_layer,
+)
+from aiotoolcache.integrations._fastmcp_context import HumanAsks, takes_context
 from aiotoolcache.layers import LayerConfig
 from aiotoolcache.toolcache import server_tag
 
@@ -142,6 +153,14 @@ def _request_meta(context: MiddlewareContext[Any]) -> Any:
     except (AttributeError, LookupError, RuntimeError):
         return None
     return getattr(request_context, "meta", None)
+
+
+def _request_session(context: MiddlewareContext[Any]) -> Any:
+    """The request's own ``ServerSession`` (None outside a client request)."""
+    try:
+        return context.fastmcp_context.session  # type: ignore[union-attr]
+    except (AttributeError, RuntimeError):
+        return None
 
 
 def _may_run_as_task(tool: Tool) -> bool:
@@ -230,6 +249,15 @@ class ToolCacheMiddleware(Middleware):
         self.allow_tools = frozenset(allow_tools)
         self.deny_tools = frozenset(deny_tools)
         self._partition_fn: PartitionFn = partition or token_partition
+        # Only a partition of the user's own says which part of a request's context matters.
+        self._context_partitioned = partition is not None
+        self._context_notice = ContextToolNotice(
+            log,
+            "Context (or another injected parameter)",
+            "Pass ToolCacheMiddleware(partition=lambda context: ...) returning the part of the "
+            "request the result depends on (e.g. the session id or the tenant) to cache it per "
+            "that value.",
+        )
         self.resources_layer = ensure_layer(cache, resources_layer, DEFAULT_RESOURCES_LAYER)
         self.prompts_layer = ensure_layer(cache, prompts_layer, DEFAULT_PROMPTS_LAYER)
 
@@ -453,6 +481,9 @@ class ToolCacheMiddleware(Middleware):
         if not decision.cached or _is_continuation(context):
             return await calls.run_uncached(lambda: call_next(context))
         assert tool is not None
+        if not self._context_partitioned and takes_context(tool):
+            self._context_notice(tool.name)
+            return await calls.run_uncached(lambda: call_next(context))
         return await self._cached_call(context, call_next, tool, server_id, decision)
 
     async def _cached_call(
@@ -470,6 +501,12 @@ class ToolCacheMiddleware(Middleware):
         policy = decision.policy
         key = (*calls.policy_key("fastmcp.call_tool", server_id, name, arguments, policy), variant)
         partition = self._partition_fn(context)
+        # A result built from a human's answer (elicitation, sampling) is served, never stored.
+        asks = HumanAsks()
+        session = _request_session(context)
+
+        def dump(result: Any) -> dict[str, Any] | None:
+            return None if asks.count else _dump_tool_result(result)
 
         def through(load: Callable[[], Awaitable[Any]]) -> Awaitable[Any]:
             # The policy's read-through: its TTL, its tags (so writes find the entry),
@@ -495,8 +532,8 @@ class ToolCacheMiddleware(Middleware):
             label=name,
             ttl=self.call_tool_ttl if self.call_tool_ttl is not None else policy.ttl,
             tags=self.cache.policies.read_tags(server_id, name),
-            handler=lambda: call_next(context),
-            dump=_dump_tool_result,
+            handler=lambda: asks.observe(session, lambda: call_next(context)),
+            dump=dump,
             restore=payloads.load_tool_result,
             through=through,
         )
