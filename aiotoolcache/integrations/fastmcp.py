@@ -45,7 +45,10 @@ Rules:
   so their order does not matter). The partition is a SHA-256 of the caller's
   access token, so users never see each other's entries; unauthenticated
   callers share one partition. Pass ``partition=`` to derive it otherwise
-  (e.g. add a session id when per-session visibility changes listings).
+  (e.g. by tenant).
+- A listing's key holds the version of what it can show (the server's
+  components, its enable/disable rules and the session's visibility rules),
+  so a tool added at runtime or enabled for a session shows at once.
 - Every entry is tagged ``server:<server_id>``: ``await
   middleware.invalidate()`` or ``cache.on_tools_list_changed(server_id)``
   drops everything about the server in every worker.
@@ -88,6 +91,7 @@ from aiotoolcache.integrations._common import (
     decide,
     ensure_layer,
 )
+from aiotoolcache.integrations._fastmcp_components import component_set_version
 from aiotoolcache.integrations._fastmcp_context import HumanAsks, takes_context
 from aiotoolcache.layers import LayerConfig
 from aiotoolcache.toolcache import server_tag
@@ -381,11 +385,15 @@ class ToolCacheMiddleware(Middleware):
         base: type[ComponentT],
         ttl: float | None,
     ) -> Sequence[ComponentT]:
+        ctx = context.fastmcp_context
+        version = await component_set_version(ctx) if ctx is not None else None
+        if version is None:
+            return await call_next(context)
         server_id = self._server_id(context)
         listing: Sequence[ComponentT] = await self._serve(
             self.cache.discovery,
             context,
-            ("fastmcp." + kind, server_id),
+            ("fastmcp." + kind, server_id, version),
             label=server_id,
             ttl=ttl,
             tags=[server_tag(server_id)],
