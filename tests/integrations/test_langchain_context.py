@@ -1,4 +1,4 @@
-"""ToolCacheMiddleware never shares a context-bound result, nor one a human answered."""
+"""ToolCacheMiddleware never shares a context-bound or human-answered result; failed writes drop."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from langchain.agents import create_agent
 from langchain.tools import ToolRuntime
 from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
 from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
-from langchain_core.tools import BaseTool, InjectedToolArg, tool
+from langchain_core.tools import BaseTool, InjectedToolArg, ToolException, tool
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.prebuilt import InjectedState
 from langgraph.types import Command, interrupt
@@ -150,3 +150,41 @@ async def test_a_result_after_an_answered_interrupt_is_not_stored_so_another_thr
         assert last_tool_message(answered) == "record 7"
     assert counter.n == 2
     assert cache.stats().layers["results"].hits == 0
+
+
+# -- writes -------------------------------------------------------------------------------
+
+
+async def test_a_write_that_reported_an_error_still_drops_cached_reads(
+    cache: atc.ToolCache,
+) -> None:
+    state = {"v": 1}
+
+    @tool
+    def read_value() -> str:
+        """The current value."""
+        return str(state["v"])
+
+    @tool
+    def set_value(v: int) -> str:
+        """Stores the value, then fails to notify anyone."""
+        state["v"] = v
+        raise ToolException("stored, but the notification failed")
+
+    set_value.handle_tool_error = True  # the tool answers with an error ToolMessage
+
+    def agent_calling(name: str, args: dict[str, Any]) -> Any:
+        return create_agent(
+            ScriptedChatModel(messages=calling(name, args)),
+            [read_value, set_value],
+            middleware=[ToolCacheMiddleware(cache, deny_tools=["set_value"])],
+        )
+
+    async def call(name: str, args: dict[str, Any]) -> Any:
+        state_ = await agent_calling(name, args).ainvoke({"messages": [HumanMessage("go")]})
+        return [m for m in state_["messages"] if isinstance(m, ToolMessage)][-1]
+
+    assert (await call("read_value", {})).content == "1"
+    failed = await call("set_value", {"v": 2})
+    assert failed.status == "error"
+    assert (await call("read_value", {})).content == "2"
