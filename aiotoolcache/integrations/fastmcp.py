@@ -32,11 +32,12 @@ Rules:
 - Error results (``isError``), exceptions, input-required asks and the
   continuation legs that answer them, and task (non-``ToolResult``) results
   are never cached. Empty listings are.
-- A call that asked the client for a human's answer during the call
+- A request that asked the client for a human's answer while it ran
   (``ctx.elicit``, sampling: older-protocol connections) is served, never
-  stored. A tool whose function takes a ``Context`` (or another injected
-  parameter) is cached only under a ``partition=`` of the user's own, which
-  says which part of the request its result depends on.
+  stored: a tool call, a resource read or a prompt alike. A tool whose
+  function takes a ``Context`` (or another injected parameter) is cached
+  only under a ``partition=`` of the user's own, which says which part of
+  the request its result depends on.
 - A stored entry that cannot be read back is a miss (counted in the layer's
   ``corrupt``): the real handler runs and its answer replaces the entry, so a
   client never sees a decoding error.
@@ -331,10 +332,16 @@ class ToolCacheMiddleware(Middleware):
         """
         partition = self._partition_fn(context)
         own = _Own()
+        # An answer built from a human's reply (elicitation, sampling) is served, never stored.
+        asks = HumanAsks()
+        session = _request_session(context)
+
+        def answer() -> Awaitable[Any]:
+            return asks.observe(session, handler)
 
         async def load() -> Any:
-            result = await handler()
-            payload = dump(result)
+            result = await answer()
+            payload = None if asks.count else dump(result)
             if payload is None:
                 return _Uncached(result)
             try:
@@ -363,8 +370,8 @@ class ToolCacheMiddleware(Middleware):
             log.debug("undecodable entry in %s (%s): a miss", layer.name, exc)
         layer.counters.corrupt += 1
         layer.counters.misses += 1
-        result, _ = await layer.run_loader(handler)
-        payload = dump(result)
+        result, _ = await layer.run_loader(answer)
+        payload = None if asks.count else dump(result)
         if payload is not None:
             try:
                 restored = restore(payload)
@@ -509,12 +516,6 @@ class ToolCacheMiddleware(Middleware):
         policy = decision.policy
         key = (*calls.policy_key("fastmcp.call_tool", server_id, name, arguments, policy), variant)
         partition = self._partition_fn(context)
-        # A result built from a human's answer (elicitation, sampling) is served, never stored.
-        asks = HumanAsks()
-        session = _request_session(context)
-
-        def dump(result: Any) -> dict[str, Any] | None:
-            return None if asks.count else _dump_tool_result(result)
 
         def through(load: Callable[[], Awaitable[Any]]) -> Awaitable[Any]:
             # The policy's read-through: its TTL, its tags (so writes find the entry),
@@ -540,8 +541,8 @@ class ToolCacheMiddleware(Middleware):
             label=name,
             ttl=self.call_tool_ttl if self.call_tool_ttl is not None else policy.ttl,
             tags=self.cache.policies.read_tags(server_id, name),
-            handler=lambda: asks.observe(session, lambda: call_next(context)),
-            dump=dump,
+            handler=lambda: call_next(context),
+            dump=_dump_tool_result,
             restore=payloads.load_tool_result,
             through=through,
         )

@@ -148,3 +148,28 @@ async def test_tools_that_ask_nobody_stay_cached(cache: atc.ToolCache, counter: 
         async with Client(server, **({"mode": mode} if mode else {})) as client:
             assert (await client.call_tool("forecast", {"city": "Paris"})).data == "sunny in Paris"
     assert counter.n == 1
+
+
+async def test_a_resource_or_prompt_built_from_an_elicited_answer_is_never_stored(
+    cache: atc.ToolCache,
+) -> None:
+    server = FastMCP("s")
+    server.add_middleware(ToolCacheMiddleware(cache))
+
+    @server.resource("data://me")
+    async def me() -> str:
+        reply = await get_context().elicit("your name?", response_type=str)
+        return f"profile of {reply.data}"
+
+    @server.prompt
+    async def intro() -> str:
+        reply = await get_context().elicit("your name?", response_type=str)
+        return f"introduce {reply.data}"
+
+    handler, asked = answering("alice", "bob", "carol", "dave")
+    async with Client(server, elicitation_handler=handler, mode="legacy") as client:
+        reads = [(await client.read_resource("data://me"))[0] for _ in range(2)]
+        prompts = [(await client.get_prompt("intro")).messages[0].content for _ in range(2)]
+    assert [getattr(r, "text", None) for r in reads] == ["profile of alice", "profile of bob"]
+    assert [getattr(p, "text", None) for p in prompts] == ["introduce carol", "introduce dave"]
+    assert len(asked) == 4
