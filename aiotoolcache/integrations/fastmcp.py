@@ -63,7 +63,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 try:
@@ -75,10 +75,10 @@ try:
     from fastmcp.server.dependencies import get_access_token
     from fastmcp.server.middleware.middleware import CallNext, Middleware, MiddlewareContext
     from fastmcp.tools.base import InputRequiredToolResult, Tool, ToolResult
-    from fastmcp.utilities.versions import VersionSpec
     from pydantic import BaseModel
 
     from aiotoolcache.integrations import _fastmcp_payloads as payloads
+    from aiotoolcache.integrations import _fastmcp_requests as request_info
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
     raise ImportError(
         "aiotoolcache.integrations.fastmcp needs FastMCP 4.x: pip install 'aiotoolcache[fastmcp]'"
@@ -146,61 +146,6 @@ class _Own:
     def __init__(self) -> None:
         self.value: Any = _NOTHING  # the payload the loader returned (the very object)
         self.result: Any = None  # that payload read back: what the client is served
-
-
-def _request_meta(context: MiddlewareContext[Any]) -> Any:
-    """The request's ``_meta``: on the message, or (as FastMCP passes it) the request context."""
-    meta = getattr(context.message, "meta", None)
-    if isinstance(meta, Mapping):
-        return meta
-    try:
-        request_context = context.fastmcp_context.request_context  # type: ignore[union-attr]
-    except (AttributeError, LookupError, RuntimeError):
-        return None
-    return getattr(request_context, "meta", None)
-
-
-def _request_session(context: MiddlewareContext[Any]) -> Any:
-    """The request's own ``ServerSession`` (None outside a client request)."""
-    try:
-        return context.fastmcp_context.session  # type: ignore[union-attr]
-    except (AttributeError, RuntimeError):
-        return None
-
-
-def _may_run_as_task(tool: Tool) -> bool:
-    if tool.task_config.supports_tasks():
-        return True
-    return tool.execution is not None and tool.execution.task_support not in (None, "forbidden")
-
-
-def _is_continuation(context: MiddlewareContext[Any]) -> bool:
-    """Whether this request answers an earlier input-required ask (it must bypass the cache)."""
-    ctx = context.fastmcp_context
-    if ctx is None:
-        return False
-    return ctx.input_responses is not None or ctx.request_state is not None
-
-
-def _requested_version(message: Any) -> Any:
-    """The FastMCP component version a request selects (request ``_meta.fastmcp.version``)."""
-    meta = getattr(message, "meta", None)
-    if not isinstance(meta, Mapping):
-        return None
-    fastmcp_meta = meta.get("fastmcp")
-    if not isinstance(fastmcp_meta, Mapping):
-        return None
-    return fastmcp_meta.get("version")
-
-
-def _version_spec(selector: Any) -> VersionSpec | None:
-    if isinstance(selector, str):
-        return VersionSpec(eq=selector)
-    if isinstance(selector, Mapping):
-        fields = {name: selector[name] for name in ("eq", "gte", "lt") if name in selector}
-        if all(isinstance(value, str) for value in fields.values()) and fields:
-            return VersionSpec(**fields)
-    return None
 
 
 # -- the middleware -----------------------------------------------------------------------------
@@ -297,7 +242,7 @@ class ToolCacheMiddleware(Middleware):
             allowed=name in self.allow_tools,
             denied=name in self.deny_tools or tool is None,
         )
-        if decision.cached and tool is not None and _may_run_as_task(tool):
+        if decision.cached and tool is not None and request_info.may_run_as_task(tool):
             return ToolDecision(decision.policy, False, decision.write)
         return decision
 
@@ -334,7 +279,7 @@ class ToolCacheMiddleware(Middleware):
         own = _Own()
         # An answer built from a human's reply (elicitation, sampling) is served, never stored.
         asks = HumanAsks()
-        session = _request_session(context)
+        session = request_info.request_session(context)
 
         def answer() -> Awaitable[Any]:
             return asks.observe(session, handler)
@@ -467,12 +412,14 @@ class ToolCacheMiddleware(Middleware):
         ):
             return await call_next(context)
         server = context.fastmcp_context.fastmcp
-        tool = await server.get_tool(name, _version_spec(_requested_version(message)))
+        tool = await server.get_tool(
+            name, request_info.version_spec(request_info.requested_version(message))
+        )
         server_id = self._server_id(context)
         decision = self.tool_decision(tool, name, server_id)
         directive = None
         if decision.policy.client_directives:
-            directive = control.directive_from_meta(_request_meta(context))
+            directive = control.directive_from_meta(request_info.request_meta(context))
         try:
             with control.applied(directive):
                 return await self._call(context, call_next, tool, server_id, decision)
@@ -493,7 +440,7 @@ class ToolCacheMiddleware(Middleware):
             return await calls.run_write(
                 self.cache, server_id, decision.policy, lambda: call_next(context)
             )
-        if not decision.cached or _is_continuation(context):
+        if not decision.cached or request_info.is_continuation(context):
             return await calls.run_uncached(lambda: call_next(context))
         assert tool is not None
         if not self._context_partitioned and takes_context(tool):
@@ -557,7 +504,7 @@ class ToolCacheMiddleware(Middleware):
         await self.check_resource_access(context)
         uri = str(context.message.uri)
         ctx = context.fastmcp_context
-        if not self.read_resource_enabled or _is_continuation(context) or ctx is None:
+        if not self.read_resource_enabled or request_info.is_continuation(context) or ctx is None:
             return await call_next(context)
         requires_live = getattr(ctx.fastmcp, "_requires_live_resource", None)
         if requires_live is not None and requires_live(uri):
@@ -566,7 +513,12 @@ class ToolCacheMiddleware(Middleware):
         result: ResourceResult = await self._serve(
             self.resources_layer,
             context,
-            ("fastmcp.read_resource", server_id, uri, _requested_version(context.message)),
+            (
+                "fastmcp.read_resource",
+                server_id,
+                uri,
+                request_info.requested_version(context.message),
+            ),
             label="resource",
             ttl=self.read_resource_ttl,
             tags=[server_tag(server_id), f"resource:{server_id}/{uri}"],
@@ -582,7 +534,7 @@ class ToolCacheMiddleware(Middleware):
         call_next: CallNext[mcp_types.GetPromptRequestParams, PromptResult],
     ) -> PromptResult:
         message = context.message
-        if not self.get_prompt_enabled or _is_continuation(context):
+        if not self.get_prompt_enabled or request_info.is_continuation(context):
             return await call_next(context)
         server_id = self._server_id(context)
         result: PromptResult = await self._serve(
@@ -593,7 +545,7 @@ class ToolCacheMiddleware(Middleware):
                 server_id,
                 message.name,
                 dict(message.arguments or {}),
-                _requested_version(message),
+                request_info.requested_version(message),
             ),
             label=message.name,
             ttl=self.get_prompt_ttl,
