@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from aiotoolcache import control
 from aiotoolcache.decorators import require_async_loader
 from aiotoolcache.errors import NotCached, UnserializableValue
-from aiotoolcache.policy import ToolPolicies, ToolPolicy
+from aiotoolcache.policy import EVERY_PARTITION, PartitionScope, ToolPolicies, ToolPolicy
 
 if TYPE_CHECKING:
     from aiotoolcache.cache import Layer, ShouldCache
@@ -86,7 +86,7 @@ async def read_through(
         key,
         loader if plain else timed,
         ttl if ttl is not None else policy.ttl,
-        tags=policies.read_tags(server_id, tool),
+        tags=policies.read_tags(server_id, tool, partition),
         partition=partition,
         label=tool,
         should_cache=should_cache if plain else keep,
@@ -107,13 +107,20 @@ def _refuse_under_only_if_cached(run: Callable[[], Awaitable[Any]]) -> None:
         raise NotCached("the call is never cached and only-if-cached forbids running it")
 
 
-async def after_write(cache: ToolCache, server_id: str, policy: ToolPolicy) -> None:
+async def after_write(
+    cache: ToolCache,
+    server_id: str,
+    policy: ToolPolicy,
+    partition: str | None | PartitionScope = EVERY_PARTITION,
+) -> None:
     """Drop the cached results a write under ``policy`` affects, in every worker.
 
-    Tag generations are bumped, so loads of those entries in flight are
+    Those of the write's ``partition`` only, unless the policy says
+    ``invalidates_partitions="all"`` or the partition is not known. Tag
+    generations are bumped, so loads of those entries in flight are
     revoked too: a read that began before the write cannot store its old value.
     """
-    tags = cache.policies.write_tags(server_id, policy)
+    tags = cache.policies.write_tags(server_id, policy, partition)
     if tags:
         await cache.invalidate(tags=tags)
 
@@ -124,14 +131,18 @@ async def run_write(
     policy: ToolPolicy,
     run: Callable[[], Awaitable[R]],
     succeeded: Callable[[R], bool] | None = None,
+    *,
+    partition: str | None | PartitionScope = EVERY_PARTITION,
 ) -> R:
-    """Run a write, then drop what it invalidates before returning, however it ended.
+    """Run a write in ``partition``, then drop what it invalidates, however it ended.
 
     A write that started may have changed state before it raised, was
     cancelled or reported an error result: the reads it affects are dropped
     in every case (at worst one extra load, never a stale read). Only a
     write that never started (refused under ``only-if-cached``) drops
     nothing. ``succeeded`` is accepted for older callers and changes nothing.
+    A caller that cannot tell the partition leaves ``EVERY_PARTITION``: the
+    write then reaches every partition.
     """
     del succeeded  # every write that started invalidates
     _refuse_under_only_if_cached(run)
@@ -139,4 +150,4 @@ async def run_write(
         return await run()
     finally:
         # Shielded: a caller cancelled again while the drop runs still gets it done.
-        await asyncio.shield(after_write(cache, server_id, policy))
+        await asyncio.shield(after_write(cache, server_id, policy, partition))

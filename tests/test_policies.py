@@ -10,8 +10,12 @@ import pytest
 import redis.asyncio as aioredis
 
 import aiotoolcache as atc
-from aiotoolcache.policy import DEFAULT_POLICY, cacheable, read_only, writes
+from aiotoolcache.policy import DEFAULT_POLICY, cacheable, partition_tag, read_only, writes
 from tests.workers import eventually
+
+# call_tool without a partition: its writes bump the tags of the no-partition partition.
+READS_NOTES = f"tag:{partition_tag('reads:notes', None)}"
+LIST_DIR = f"tag:{partition_tag('tool:files/list_dir', None)}"
 
 POLICIES = {
     "weather/forecast": atc.ToolPolicy(ttl=600, key_args=["city", "units"]),
@@ -179,7 +183,7 @@ async def test_a_write_drops_the_servers_reads_in_another_worker(
         return "ok"
 
     assert await a.call_tool("notes", "save", {"id": 1}, write, writes=True) == "ok"
-    await wait_for_generation(b, "tag:reads:notes", a.bus.generation("tag:reads:notes"))
+    await wait_for_generation(b, READS_NOTES, a.bus.generation(READS_NOTES))
     assert await b.call_tool("notes", "read", {"id": 1}, read) == "v2"
 
 
@@ -195,7 +199,7 @@ async def test_a_write_that_raised_still_invalidates_in_every_worker(
 
     with pytest.raises(RuntimeError, match="follow-up"):
         await a.call_tool("notes", "save", {"id": 1}, saved_then_failed, writes=True)
-    await wait_for_generation(b, "tag:reads:notes", a.bus.generation("tag:reads:notes"))
+    await wait_for_generation(b, READS_NOTES, a.bus.generation(READS_NOTES))
     await b.call_tool("notes", "read", {"id": 1}, read)
     assert runs == [2]
 
@@ -218,7 +222,7 @@ async def test_a_cancelled_write_still_invalidates(
     write.cancel()
     with pytest.raises(asyncio.CancelledError):
         await write
-    assert a.bus.generation("tag:reads:notes") > 0
+    assert a.bus.generation(READS_NOTES) > 0
     await a.call_tool("notes", "read", {"id": 1}, read)
     assert runs == [2]
 
@@ -231,7 +235,7 @@ async def test_a_write_refused_under_only_if_cached_invalidates_nothing(
     with atc.cache_control("only-if-cached"), pytest.raises(atc.NotCached):
         await a.call_tool("notes", "save", {"id": 1}, write, writes=True)
     assert write_runs == [0]
-    assert a.bus.generation("tag:reads:notes") == 0
+    assert a.bus.generation(READS_NOTES) == 0
 
 
 async def test_invalidates_patterns_narrow_what_a_write_drops(
@@ -247,9 +251,7 @@ async def test_invalidates_patterns_narrow_what_a_write_drops(
     await a.call_tool("files", "write_file", {"path": "a"}, write)
     await a.call_tool("files", "write_file", {"path": "a"}, write)
     assert write_runs == [2]  # writes are never cached
-    await wait_for_generation(
-        b, "tag:tool:files/list_dir", a.bus.generation("tag:tool:files/list_dir")
-    )
+    await wait_for_generation(b, LIST_DIR, a.bus.generation(LIST_DIR))
     for name, (_, load) in counts.items():
         await b.call_tool("files", name, {"path": "a"}, load)
     assert {name: runs[0] for name, (runs, _) in counts.items()} == {
@@ -287,7 +289,7 @@ async def test_a_read_in_flight_during_a_write_does_not_store_its_old_value(
         return "ok"
 
     await a.call_tool("notes", "save", {"id": 2}, write, writes=True)
-    await wait_for_generation(b, "tag:reads:notes", a.bus.generation("tag:reads:notes"))
+    await wait_for_generation(b, READS_NOTES, a.bus.generation(READS_NOTES))
     release.set()
     assert await reading == "old"  # its caller gets what it read...
 

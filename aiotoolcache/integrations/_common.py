@@ -206,7 +206,7 @@ async def call_through(
     if decision is None:
         decision = ToolDecision(cache.tool_policy(server_id, tool_name), True, False)
     if decision.write:
-        return await calls.run_write(cache, server_id, decision.policy, run)
+        return await calls.run_write(cache, server_id, decision.policy, run, partition=partition)
     if not decision.cached:
         return await calls.run_uncached(run)
     # ``dump`` makes a result the payload to store (None: not stored); ``restore``
