@@ -8,6 +8,7 @@ bumps, and the ``cache_control`` directive.
 
 from __future__ import annotations
 
+import asyncio
 import math
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -95,11 +96,15 @@ async def read_through(
 
 async def run_uncached(run: Callable[[], Awaitable[R]]) -> R:
     """Run a call that is never cached; refused under ``only-if-cached`` (it would load)."""
+    _refuse_under_only_if_cached(run)
+    return await run()
+
+
+def _refuse_under_only_if_cached(run: Callable[[], Awaitable[Any]]) -> None:
     require_async_loader(run)
     directive = control.current_directive()
     if directive is not None and not directive.loads:
         raise NotCached("the call is never cached and only-if-cached forbids running it")
-    return await run()
 
 
 async def after_write(
@@ -108,7 +113,7 @@ async def after_write(
     policy: ToolPolicy,
     partition: str | None | PartitionScope = EVERY_PARTITION,
 ) -> None:
-    """Drop the cached results a successful write under ``policy`` affects, in every worker.
+    """Drop the cached results a write under ``policy`` affects, in every worker.
 
     Those of the write's ``partition`` only, unless the policy says
     ``invalidates_partitions="all"`` or the partition is not known. Tag
@@ -129,13 +134,20 @@ async def run_write(
     *,
     partition: str | None | PartitionScope = EVERY_PARTITION,
 ) -> R:
-    """Run a write in ``partition``; once it succeeded, drop what it invalidates before returning.
+    """Run a write in ``partition``, then drop what it invalidates, however it ended.
 
-    A call that raises, or whose result ``succeeded`` rejects (an error
-    result), invalidates nothing. A caller that cannot tell the partition
-    leaves ``EVERY_PARTITION``: the write then reaches every partition.
+    A write that started may have changed state before it raised, was
+    cancelled or reported an error result: the reads it affects are dropped
+    in every case (at worst one extra load, never a stale read). Only a
+    write that never started (refused under ``only-if-cached``) drops
+    nothing. ``succeeded`` is accepted for older callers and changes nothing.
+    A caller that cannot tell the partition leaves ``EVERY_PARTITION``: the
+    write then reaches every partition.
     """
-    result = await run_uncached(run)
-    if succeeded is None or succeeded(result):
-        await after_write(cache, server_id, policy, partition)
-    return result
+    del succeeded  # every write that started invalidates
+    _refuse_under_only_if_cached(run)
+    try:
+        return await run()
+    finally:
+        # Shielded: a caller cancelled again while the drop runs still gets it done.
+        await asyncio.shield(after_write(cache, server_id, policy, partition))

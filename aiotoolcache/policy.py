@@ -1,10 +1,10 @@
 """Tool policies: per-tool caching rules, and the decisions made from them, without I/O.
 
 A ``ToolPolicy`` says how one tool's results are cached (TTL, key arguments,
-minimum load time, size cap) and which cached results a successful call of
-it drops. ``ToolPolicies`` finds the policy in force for ``"<server_id>/<tool>"``
-among fnmatch patterns: an exact name wins over any pattern, then the
-longest pattern. The decisions (``cacheable``, ``writes``, the tags of a read
+minimum load time, size cap) and which cached results a call of it drops
+once it ends. ``ToolPolicies`` finds the policy in force for
+``"<server_id>/<tool>"`` among fnmatch patterns: an exact name wins over any
+pattern, then the longest pattern. The decisions (``cacheable``, ``writes``, the tags of a read
 and of a write) are pure functions, so every integration makes them the
 same way.
 
@@ -102,13 +102,13 @@ class ToolPolicy:
         min_load_time: A result that loaded faster than this many seconds is
             returned but not stored (cheap calls are not worth an entry).
         invalidates: Tool-name patterns on the same server whose cached results
-            a successful call of this tool drops, in every worker. None means
-            the default: ``["*"]`` (all of the server's results) when the call
-            is a write. A non-empty list also marks the tool as a write; ``[]``
-            turns invalidation off.
+            a call of this tool drops once it ends (however it ends), in every
+            worker. None means the default: ``["*"]`` (all of the server's
+            results) when the call is a write. A non-empty list also marks the
+            tool as a write; ``[]`` turns invalidation off.
         max_value_bytes: Results whose encoded size exceeds this are returned
             but not stored (a lower cap than the layer's ``max_value_bytes``).
-        invalidates_partitions: Whose cached results a successful write drops:
+        invalidates_partitions: Whose cached results a write drops:
             ``"own"`` (the default) those of the caller's partition only, so
             one tenant cannot flush another's; ``"all"`` those of every
             partition, for a tool that changes data every tenant reads.
@@ -220,7 +220,7 @@ class ToolPolicies:
         policy: ToolPolicy,
         partition: str | None | PartitionScope = EVERY_PARTITION,
     ) -> list[str]:
-        """Return the tags a successful write in ``partition`` under ``policy`` bumps (empty: none).
+        """Return the tags a write in ``partition`` under ``policy`` bumps (empty: none).
 
         Scoped to ``partition`` unless the policy says ``invalidates_partitions="all"``
         or the partition is not known (``EVERY_PARTITION``).
@@ -296,7 +296,7 @@ def cacheable(policy: ToolPolicy, annotations: Any, trusted: bool = True) -> boo
 
 
 def writes(policy: ToolPolicy, annotations: Any, trusted: bool = True) -> bool:
-    """Whether a successful call of the tool is a write that drops cached reads.
+    """Whether a call of the tool is a write that drops cached reads.
 
     Any tool not proven read-only counts as a write: a non-empty
     ``invalidates`` always marks one; ``cache=True`` marks a read; otherwise

@@ -490,9 +490,9 @@ class ToolCache:
 
         The tool's policy (``tool_policy``) sets the key, TTL and what is
         stored. A write (``writes=True``, or a policy with ``invalidates``)
-        always runs; once it returns, the results it invalidates in its
-        ``partition`` (every partition under ``invalidates_partitions="all"``)
-        are dropped in every worker (a raising call invalidates nothing).
+        always runs; once it ends (returned, raised or cancelled), the results
+        it invalidates in its ``partition`` (every partition under
+        ``invalidates_partitions="all"``) are dropped in every worker.
         """
         policy = self.tool_policy(server_id, tool_name)
         if writes or policy.invalidates:

@@ -187,21 +187,55 @@ async def test_a_write_drops_the_servers_reads_in_another_worker(
     assert await b.call_tool("notes", "read", {"id": 1}, read) == "v2"
 
 
-async def test_a_failed_write_invalidates_nothing(
+async def test_a_write_that_raised_still_invalidates_in_every_worker(
+    workers: tuple[atc.ToolCache, atc.ToolCache],
+) -> None:
+    a, b = workers
+    runs, read = counting()
+    await b.call_tool("notes", "read", {"id": 1}, read)
+
+    async def saved_then_failed() -> str:
+        raise RuntimeError("saved, then the follow-up step failed")
+
+    with pytest.raises(RuntimeError, match="follow-up"):
+        await a.call_tool("notes", "save", {"id": 1}, saved_then_failed, writes=True)
+    await wait_for_generation(b, READS_NOTES, a.bus.generation(READS_NOTES))
+    await b.call_tool("notes", "read", {"id": 1}, read)
+    assert runs == [2]
+
+
+async def test_a_cancelled_write_still_invalidates(
     workers: tuple[atc.ToolCache, atc.ToolCache],
 ) -> None:
     a, _ = workers
     runs, read = counting()
     await a.call_tool("notes", "read", {"id": 1}, read)
+    started = asyncio.Event()
 
-    async def failing() -> str:
-        raise RuntimeError("disk full")
+    async def slow_write() -> str:
+        started.set()
+        await asyncio.Event().wait()  # never finishes on its own
+        return "unreachable"
 
-    with pytest.raises(RuntimeError):
-        await a.call_tool("notes", "save", {"id": 1}, failing, writes=True)
-    assert a.bus.generation(READS_NOTES) == 0
+    write = asyncio.create_task(a.call_tool("notes", "save", {"id": 1}, slow_write, writes=True))
+    await started.wait()
+    write.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await write
+    assert a.bus.generation(READS_NOTES) > 0
     await a.call_tool("notes", "read", {"id": 1}, read)
-    assert runs == [1]
+    assert runs == [2]
+
+
+async def test_a_write_refused_under_only_if_cached_invalidates_nothing(
+    workers: tuple[atc.ToolCache, atc.ToolCache],
+) -> None:
+    a, _ = workers
+    write_runs, write = counting("ok")
+    with atc.cache_control("only-if-cached"), pytest.raises(atc.NotCached):
+        await a.call_tool("notes", "save", {"id": 1}, write, writes=True)
+    assert write_runs == [0]
+    assert a.bus.generation(READS_NOTES) == 0
 
 
 async def test_invalidates_patterns_narrow_what_a_write_drops(
