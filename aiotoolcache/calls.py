@@ -130,7 +130,6 @@ async def run_write(
     server_id: str,
     policy: ToolPolicy,
     run: Callable[[], Awaitable[R]],
-    succeeded: Callable[[R], bool] | None = None,
     *,
     partition: str | None | PartitionScope = EVERY_PARTITION,
 ) -> R:
@@ -140,11 +139,9 @@ async def run_write(
     cancelled or reported an error result: the reads it affects are dropped
     in every case (at worst one extra load, never a stale read). Only a
     write that never started (refused under ``only-if-cached``) drops
-    nothing. ``succeeded`` is accepted for older callers and changes nothing.
-    A caller that cannot tell the partition leaves ``EVERY_PARTITION``: the
+    nothing. A caller that cannot tell the partition leaves ``EVERY_PARTITION``: the
     write then reaches every partition.
     """
-    del succeeded  # every write that started invalidates
     _refuse_under_only_if_cached(run)
     try:
         return await run()

@@ -438,7 +438,11 @@ class ToolCacheMiddleware(Middleware):
         if decision.write:
             # A continuation leg finishes the call an input-required ask paused.
             return await calls.run_write(
-                self.cache, server_id, decision.policy, lambda: call_next(context)
+                self.cache,
+                server_id,
+                decision.policy,
+                lambda: call_next(context),
+                partition=self._partition_fn(context),
             )
         if not decision.cached or request_info.is_continuation(context):
             return await calls.run_uncached(lambda: call_next(context))

@@ -519,7 +519,6 @@ class ToolCallCache:
                 self.server_id,
                 decision.policy,
                 lambda: self._full_call(client, name, args, meta),
-                lambda result: not result.is_error,
                 partition=self.partition,
             )
         if not decision.cached:
