@@ -113,7 +113,8 @@ class ToolPolicies:
     """ToolPolicies resolves the policy in force for a tool from ``"<server_id>/<tool>"`` patterns.
 
     An exact name wins over every pattern; among matching fnmatch patterns
-    the longest wins (ties go to the one configured first). A tool nothing
+    the longest wins (ties go to the one configured first). The key ``"*"``
+    matches every server's tools (the least specific pattern). A tool nothing
     matches gets ``default``.
     """
 
@@ -123,9 +124,10 @@ class ToolPolicies:
     def __post_init__(self) -> None:
         checked: dict[str, ToolPolicy] = {}
         for pattern, policy in dict(self.patterns).items():
-            if not isinstance(pattern, str) or "/" not in pattern:
+            # "*" is the one key without a "/": fnmatch's "*" spans it, so it matches every tool.
+            if not isinstance(pattern, str) or ("/" not in pattern and pattern != "*"):
                 raise ConfigurationError(
-                    f"tool policy keys are '<server_id>/<tool>' patterns, got {pattern!r}"
+                    f"tool policy keys are '<server_id>/<tool>' patterns or '*', got {pattern!r}"
                 )
             if not isinstance(policy, ToolPolicy):
                 raise ConfigurationError(f"{pattern!r} maps to {policy!r}, not a ToolPolicy")

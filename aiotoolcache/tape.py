@@ -70,7 +70,7 @@ def looks_secret(name: str) -> bool:
 def redact(value: Any, secret: Callable[[str], bool], path: str = "") -> tuple[Any, list[str]]:
     """Return ``value`` with the values of secret fields replaced, and the paths replaced.
 
-    Walks dicts and lists (tuples become lists, as the cache's codec makes them).
+    Walks dicts, lists and tuples; a tuple stays a tuple (the codec keeps them apart).
     """
     if isinstance(value, dict):
         out: dict[Any, Any] = {}
@@ -90,7 +90,7 @@ def redact(value: Any, secret: Callable[[str], bool], path: str = "") -> tuple[A
             new, inner = redact(item, secret, f"{path}[{i}]")
             items.append(new)
             paths.extend(inner)
-        return items, paths
+        return (tuple(items) if isinstance(value, tuple) else items), paths
     return value, []
 
 
@@ -102,7 +102,7 @@ def _json_exact(value: Any) -> bool:
         return -(2**63) <= value < 2**64  # what msgpack carries
     if isinstance(value, float):
         return math.isfinite(value)
-    if isinstance(value, list | tuple):
+    if isinstance(value, list):  # a tuple is not: JSON would give it back as a list
         return all(_json_exact(item) for item in value)
     if isinstance(value, dict):
         return MSGPACK not in value and all(
