@@ -24,6 +24,7 @@ Invalidation by writes uses tags, so it is O(1) and reaches every worker:
 from __future__ import annotations
 
 import fnmatch
+import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -135,11 +136,25 @@ class ToolPolicies:
         object.__setattr__(self, "patterns", checked)
 
     @classmethod
-    def of(cls, value: ToolPolicies | Mapping[str, ToolPolicy] | None) -> ToolPolicies:
-        """Return ``value`` as ToolPolicies (None: no configured policy)."""
+    def of(
+        cls, value: ToolPolicies | Mapping[str, ToolPolicy] | str | os.PathLike[str] | None
+    ) -> ToolPolicies:
+        """Return ``value`` as ToolPolicies (None: no configured policy; a path: its file)."""
         if isinstance(value, ToolPolicies):
             return value
+        if isinstance(value, str | os.PathLike):
+            return cls.from_file(value)
         return cls(dict(value or {}))
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike[str]) -> ToolPolicies:
+        """Read a TOML policy file (see ``aiotoolcache.policy_file``).
+
+        Raises ConfigurationError naming the file, the line and the field of a mistake.
+        """
+        from aiotoolcache.policy_file import read_policy_file  # it builds on this module
+
+        return read_policy_file(path)
 
     def resolve(self, server_id: str, tool: str) -> ToolPolicy:
         """Return the policy in force for ``tool`` on ``server_id``."""
