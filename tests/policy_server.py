@@ -1,13 +1,16 @@
-"""A minimal stdio MCP server for ``policy suggest`` tests: it lists tools, in two pages.
+"""A minimal MCP server for ``policy suggest`` tests: it lists tools, in two pages.
 
-Plain JSON-RPC over stdin/stdout with the standard library, so it starts in
-milliseconds; it answers ``initialize``, ``ping`` and ``tools/list`` only.
+Plain JSON-RPC with the standard library, so it starts in milliseconds; it
+answers ``initialize``, ``ping`` and ``tools/list`` only. Over stdio by
+default; ``--http`` serves streamable HTTP (JSON responses, no SSE stream)
+on a free loopback port and prints the port on its first line.
 """
 
 from __future__ import annotations
 
 import json
 import sys
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 TOOLS: list[dict[str, Any]] = [
@@ -56,7 +59,39 @@ def answer(message: dict[str, Any]) -> dict[str, Any] | None:
     return {"jsonrpc": "2.0", "id": message["id"], "result": result}
 
 
+class _Handler(BaseHTTPRequestHandler):
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        reply = answer(json.loads(body))
+        if reply is None:
+            self.send_response(202)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        data = json.dumps(reply).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def do_GET(self) -> None:  # no server-initiated stream
+        self.send_response(405)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    do_DELETE = do_GET
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
 def main() -> None:
+    if sys.argv[1:] == ["--http"]:
+        server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+        print(server.server_address[1], flush=True)
+        server.serve_forever()
+        return
     for line in sys.stdin:
         if line.strip():
             reply = answer(json.loads(line))

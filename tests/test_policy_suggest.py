@@ -5,8 +5,10 @@ from __future__ import annotations
 import importlib.util
 import io
 import json
+import subprocess
 import sys
 import tomllib
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -124,6 +126,31 @@ def test_suggest_prints_the_file_or_json(tmp_path: Path) -> None:
     status, out = run_cli("policy", "suggest", "--server-id", "shop", "--stdio", SERVER)
     assert status == 0 and out.startswith("# Tool policies for the MCP server")
     assert '[tools."shop/book_table"]\ncache = false\ninvalidates = ["*"]' in out
+
+
+@pytest.fixture
+def http_server() -> Iterator[str]:
+    """The same server over streamable HTTP; yields its URL."""
+    script = str(Path(__file__).with_name("policy_server.py"))
+    process = subprocess.Popen(
+        [sys.executable, script, "--http"], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert process.stdout is not None
+        port = int(process.stdout.readline())
+        yield f"http://127.0.0.1:{port}/mcp"
+    finally:
+        process.terminate()
+        process.wait(10)
+        if process.stdout is not None:
+            process.stdout.close()
+
+
+@needs_mcp
+def test_suggest_lists_a_streamable_http_servers_tools(http_server: str) -> None:
+    status, out = run_cli("policy", "suggest", "--server-id", "shop", "--url", http_server)
+    assert status == 0 and f"from {http_server}: 5 reads, 4 writes." in out
+    assert '[tools."shop/delete_preview"]\ncache = true' in out
 
 
 @needs_mcp
