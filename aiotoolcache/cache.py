@@ -260,7 +260,7 @@ class Layer:
             # After a lapse the read joins the next iteration's batch, which goes out
             # after the ping this read asked for: nothing of it is in flight while the
             # loop may still be busy with the spell that let the proof lapse.
-            value, envelope = await self._fetch(ref, batched=since is not None)
+            value, envelope = await self._fetch(ref, since=since)
         if since is not None:
             # Vouched for once everything published before the read began is applied,
             # if the generations did not move meanwhile; else the key may have moved too.
@@ -515,8 +515,13 @@ class Layer:
         envelope: Envelope,
         fill: Fill | None,
         size: int | None = None,
+        *,
+        vouched: bool = False,
     ) -> None:
-        """Keep the decoded ``value`` in L1 if coherence admits it (internal: used by loads)."""
+        """Keep the decoded ``value`` in L1 if coherence admits it (internal: used by loads).
+
+        ``vouched``: a proof of hearing covering the fill's start has come (see ``_fetch``).
+        """
         if not self.config.l1:
             return
         hard_left = envelope.fresh_until + self.config.stale_ttl - time.time()
@@ -539,7 +544,7 @@ class Layer:
         entry = L1Entry(
             value, meta, time.monotonic() + lifetime, self.name, size + 200, plain, quiet
         )
-        self._coherence.keep(ref.value_key, entry, fill)
+        self._coherence.keep(ref.value_key, entry, fill, vouched=vouched)
 
     # -- L2 -----------------------------------------------------------------------
     async def read_l2(self, ref: KeyRef) -> Envelope | None:
@@ -624,9 +629,16 @@ class Layer:
         return envelope, self._codec.seal(ref.value_key, envelope), ttl_ms
 
     # -- loading --------------------------------------------------------------------
-    async def _fetch(self, ref: KeyRef, *, batched: bool = False) -> tuple[Any, Envelope | None]:
-        """Read ``ref`` from L2 and keep its value in L1 if coherence admits it (``batched``:
-        see ``SharedTier.read_one``).
+    async def _fetch(
+        self, ref: KeyRef, *, since: float | None = None
+    ) -> tuple[Any, Envelope | None]:
+        """Read ``ref`` from L2 and keep its value in L1 if coherence admits it.
+
+        ``since``: the read began after a lapse of proof of hearing. It joins the next
+        batch (see ``SharedTier.read_one``), and what it read enters L1 once a proof
+        covering ``since`` has come, with its fill still open: an invalidation applied
+        before that proof revokes it, one applied after finds the entry in L1. Which of
+        the two connections answers first, the read's or the ping's, does not matter.
 
         Returns ``(value, envelope)``; ``(MISSING, None)`` when absent, and
         ``(MISSING, envelope)`` when the stored value does not decode.
@@ -639,15 +651,20 @@ class Layer:
             coherence.note_use()
         try:
             try:
-                data = await self._tier.read_one(ref.value_key, batched=batched)
+                data = await self._tier.read_one(ref.value_key, batched=since is not None)
             except Exception as exc:
                 data = await self._tier.read_failed(self, ref.value_key, exc)
             envelope = None if data is None else self.open_raw(ref, data)
             if envelope is None:
                 return MISSING, None
             value = self.decode(ref, envelope)
-            if value is not MISSING and fill is not None:
+            if value is MISSING or fill is None:
+                return value, envelope
+            bus = coherence.bus
+            if since is None:
                 self.keep_in_l1(ref, value, envelope, fill)
+            elif bus.proven_at >= since or await bus.proof(since):
+                self.keep_in_l1(ref, value, envelope, fill, vouched=True)
             return value, envelope
         finally:
             if fill is not None:

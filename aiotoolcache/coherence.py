@@ -189,9 +189,16 @@ class Coherence:
             return None
         return entry
 
-    def keep(self, value_key: str, entry: L1Entry, fill: Fill | None) -> None:
-        """Put ``entry`` in L1 if the rule admits it and the bus has proven lately that it hears."""
-        if self.admits(fill) and self.bus.hearing:
+    def keep(
+        self, value_key: str, entry: L1Entry, fill: Fill | None, *, vouched: bool = False
+    ) -> None:
+        """Put ``entry`` in L1 if the rule admits it and the bus has proven lately that it hears.
+
+        ``vouched``: a proof covering the fill's start came after the read (however late
+        the loop resumed it); any invalidation after that proof revokes the fill or finds
+        the entry in L1.
+        """
+        if self.admits(fill) and (vouched or self.bus.hearing):
             self.l1.put(value_key, entry, entry.size)
 
     # -- invalidations ---------------------------------------------------------------

@@ -314,7 +314,7 @@ def _sentinel_client(
         sentinel_kwargs["username"] = servers.query["sentinel_username"]
     if "sentinel_password" in servers.query:
         sentinel_kwargs["password"] = servers.query["sentinel_password"]
-    sentinel = Sentinel(  # type: ignore[no-untyped-call]
+    sentinel = Sentinel(  # type: ignore[no-untyped-call, unused-ignore]
         servers.hosts, sentinel_kwargs=sentinel_kwargs
     )
     client: Redis = sentinel.master_for(

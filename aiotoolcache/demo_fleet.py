@@ -12,8 +12,9 @@ coalesced request (it shared a load that was already running, in this
 process or in another worker), or a load. Workers report their counters as
 JSON lines on stdout; the coordinator reads them and never guesses.
 
-Without ``--url``, a private ``redis-server`` is started on a free loopback
-port (and stopped afterwards) when the binary is installed.
+Without ``--url``, a private server is started on a free loopback port (and
+stopped afterwards): ``redis-server`` when it is on the PATH, else the bundled
+``valkey-server`` (see ``aiotoolcache.local_server``).
 """
 
 from __future__ import annotations
@@ -42,17 +43,11 @@ __all__ = [
     "LayerRow",
     "WorkerReport",
     "private_redis",
-    "redis_server_binary",
     "run_fleet_demo",
 ]
 
 INVALIDATION_WAIT = 10.0  # seconds a worker waits to hear the coordinator's invalidation
 _PACKAGE_ROOT = Path(__file__).resolve().parents[1]
-
-
-def redis_server_binary() -> str | None:
-    """Return the path of ``redis-server``, or None when it is not installed."""
-    return shutil.which("redis-server")
 
 
 def _free_port() -> int:
@@ -63,7 +58,10 @@ def _free_port() -> int:
 
 @contextlib.asynccontextmanager
 async def private_redis(binary: str) -> AsyncIterator[str]:
-    """Run a throw-away redis-server on a free loopback port; yield its URL; stop it after."""
+    """Run a throw-away server (redis-server or valkey-server) on a free loopback port.
+
+    Yield its URL; stop it after.
+    """
     from redis.asyncio import Redis
 
     port = _free_port()

@@ -14,6 +14,7 @@
     ├── CassetteError
     │   └── CassetteMiss
     ├── NotCached
+    ├── ServerNotFound          (also a FileNotFoundError)
     └── BackendError
         ├── BackendTimeout
         └── CircuitOpen
@@ -38,8 +39,9 @@ __all__ = [
     "CircuitOpen",
     "ConfigurationError",
     "KeyEncodingError",
-    "StoreClosed",
     "NotCached",
+    "ServerNotFound",
+    "StoreClosed",
     "ToolCacheError",
     "UnserializableValue",
     "ValueTooLarge",
@@ -116,6 +118,10 @@ class CassetteMiss(CassetteError):
 
 class NotCached(ToolCacheError, LookupError):
     """Raised when ``cache_control("only-if-cached")`` finds no usable entry for a lookup."""
+
+
+class ServerNotFound(ToolCacheError, FileNotFoundError):
+    """Raised when no local Redis-compatible server binary is found for the demo or the tests."""
 
 
 class BackendError(ToolCacheError):

@@ -464,7 +464,7 @@ class RedisBus(Bus):
                 if pubsub.connection is not None:
                     pubsub.connection.deregister_connect_callback(self._connection_remade)
                 with contextlib.suppress(Exception):
-                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+                    await pubsub.aclose()  # type: ignore[no-untyped-call, unused-ignore]
 
     def _attempt_failed(self) -> None:
         """A subscription attempt failed: a start waiting for the first attempt stops waiting."""

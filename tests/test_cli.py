@@ -16,6 +16,8 @@ import pytest
 import aiotoolcache as atc
 from aiotoolcache.cli.doctor import server_check
 from aiotoolcache.fleet import FleetReporter
+from aiotoolcache.local_server import require_server
+from aiotoolcache.server_info import server_info
 from tests.servers import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -78,20 +80,33 @@ def test_doctor_on_a_live_redis(redis_url: str) -> None:
     assert report["ok"] is True
     statuses = {item["check"]: item["status"] for item in report["checks"]}
     assert statuses["pub/sub"] == "ok" and statuses["scripting"] == "ok"
-    assert statuses["server"] == "ok"  # the suite's servers are Redis 7
+    assert statuses["server"] == "ok"  # the suite's servers are Redis 7 or Valkey 9
     assert statuses["maxmemory-policy"] == "warn"
 
 
 @pytest.mark.parametrize(
-    ("version", "status"),
-    [("5.0.14", "warn"), ("6.2.14", "warn"), ("7.0.15", "ok"), ("7.4.1", "ok"), ("x", "ok")],
+    ("info", "status", "named"),
+    [
+        ({"redis_version": "6.2.14"}, "warn", "Redis 6.2.14"),
+        ({"redis_version": "7.0.15"}, "ok", "Redis 7.0.15"),
+        ({"redis_version": "7.2.4", "valkey_version": "9.1.2"}, "ok", "Valkey 9.1.2"),
+        ({"redis_version": "x"}, "warn", "unknown"),
+    ],
 )
-def test_doctor_recommends_a_redis_that_takes_a_lease_in_one_command(
-    version: str, status: str
+def test_doctor_names_the_server_and_recommends_one_that_leases_in_one_command(
+    info: dict[str, str], status: str, named: str
 ) -> None:
-    verdict, name, detail = server_check(version, "standalone")
-    assert (verdict, name) == (status, "server") and version in detail
-    assert ("7.0 or newer" in detail) == (status == "warn")
+    verdict, name, detail = server_check(server_info(info))
+    assert (verdict, name) == (status, "server") and named in detail
+    assert ("7.0 or newer" in detail) == (status == "warn" and named != "unknown")
+
+
+def test_doctor_says_which_fast_paths_the_live_server_has(redis_url: str) -> None:
+    report = json.loads(run_cli("doctor", "--url", redis_url, "--json").stdout)
+    detail = next(item["detail"] for item in report["checks"] if item["check"] == "server")
+    server = require_server()
+    assert detail.startswith(f"{server.flavour} {server.version} (standalone); SET NX GET on")
+    assert "SET IFEQ" in detail
 
 
 def test_doctor_strict_fails_on_a_warning(redis_url: str) -> None:

