@@ -17,7 +17,7 @@ from aiotoolcache import control
 from aiotoolcache.decorators import require_async_loader
 from aiotoolcache.errors import NotCached, UnserializableValue
 from aiotoolcache.layers import VALUE_LIMIT
-from aiotoolcache.policy import ToolPolicies, ToolPolicy
+from aiotoolcache.policy import EVERY_PARTITION, PartitionScope, ToolPolicies, ToolPolicy
 
 if TYPE_CHECKING:
     from aiotoolcache.cache import Layer, ShouldCache
@@ -93,7 +93,7 @@ async def read_through(
             key,
             loader if plain else timed,
             ttl if ttl is not None else policy.ttl,
-            tags=policies.read_tags(server_id, tool),
+            tags=policies.read_tags(server_id, tool, partition),
             partition=partition,
             label=tool,
             should_cache=should_cache if plain else keep,
@@ -113,13 +113,20 @@ async def run_uncached(run: Callable[[], Awaitable[R]]) -> R:
     return await run()
 
 
-async def after_write(cache: ToolCache, server_id: str, policy: ToolPolicy) -> None:
+async def after_write(
+    cache: ToolCache,
+    server_id: str,
+    policy: ToolPolicy,
+    partition: str | None | PartitionScope = EVERY_PARTITION,
+) -> None:
     """Drop the cached results a successful write under ``policy`` affects, in every worker.
 
-    Tag generations are bumped, so loads of those entries in flight are
+    Those of the write's ``partition`` only, unless the policy says
+    ``invalidates_partitions="all"`` or the partition is not known. Tag
+    generations are bumped, so loads of those entries in flight are
     revoked too: a read that began before the write cannot store its old value.
     """
-    tags = cache.policies.write_tags(server_id, policy)
+    tags = cache.policies.write_tags(server_id, policy, partition)
     if tags:
         await cache.invalidate(tags=tags)
 
@@ -130,13 +137,16 @@ async def run_write(
     policy: ToolPolicy,
     run: Callable[[], Awaitable[R]],
     succeeded: Callable[[R], bool] | None = None,
+    *,
+    partition: str | None | PartitionScope = EVERY_PARTITION,
 ) -> R:
-    """Run a write; once it succeeded, drop what it invalidates before returning.
+    """Run a write in ``partition``; once it succeeded, drop what it invalidates before returning.
 
     A call that raises, or whose result ``succeeded`` rejects (an error
-    result), invalidates nothing.
+    result), invalidates nothing. A caller that cannot tell the partition
+    leaves ``EVERY_PARTITION``: the write then reaches every partition.
     """
     result = await run_uncached(run)
     if succeeded is None or succeeded(result):
-        await after_write(cache, server_id, policy)
+        await after_write(cache, server_id, policy, partition)
     return result

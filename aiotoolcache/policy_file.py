@@ -51,6 +51,7 @@ FIELDS: dict[str, tuple[Callable[[Any], bool], str]] = {
         "a whole number of bytes above 0",
     ),
     "client_directives": (lambda v: isinstance(v, bool), "true or false"),
+    "invalidates_partitions": (lambda v: v in ("own", "all"), '"own" or "all"'),
 }
 """The ToolPolicy fields a table may hold."""
 

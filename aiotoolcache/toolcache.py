@@ -492,12 +492,13 @@ class ToolCache:
 
         The tool's policy (``tool_policy``) sets the key, TTL and what is
         stored. A write (``writes=True``, or a policy with ``invalidates``)
-        always runs; once it returns, the results it invalidates are dropped
-        in every worker (a raising call invalidates nothing).
+        always runs; once it returns, the results it invalidates in its
+        ``partition`` (every partition under ``invalidates_partitions="all"``)
+        are dropped in every worker (a raising call invalidates nothing).
         """
         policy = self.tool_policy(server_id, tool_name)
         if writes or policy.invalidates:
-            return await calls.run_write(self, server_id, policy, loader)
+            return await calls.run_write(self, server_id, policy, loader, partition=partition)
         if policy.cache is False:
             return await calls.run_uncached(loader)
         return await calls.read_through(
@@ -537,7 +538,7 @@ class ToolCache:
         key_args: Sequence[str] | None = None,
         partition: PartitionOf | None = None,
         tags: Iterable[str] | None = None,
-        ignore: Iterable[str] = ("self", "cls"),
+        ignore: Iterable[str] | None = None,
         run_sync: Literal[False] = False,
     ) -> Callable[[Callable[P, Awaitable[R]]], CachedFunction[P, R]]: ...
 
@@ -550,7 +551,7 @@ class ToolCache:
         key_args: Sequence[str] | None = None,
         partition: PartitionOf | None = None,
         tags: Iterable[str] | None = None,
-        ignore: Iterable[str] = ("self", "cls"),
+        ignore: Iterable[str] | None = None,
         run_sync: Literal[True],
     ) -> Callable[[Callable[P, R]], CachedFunction[P, R]]: ...
 
@@ -562,7 +563,7 @@ class ToolCache:
         key_args: Sequence[str] | None = None,
         partition: PartitionOf | None = None,
         tags: Iterable[str] | None = None,
-        ignore: Iterable[str] = ("self", "cls"),
+        ignore: Iterable[str] | None = None,
         run_sync: bool = False,
     ) -> Callable[[Callable[P, Any]], CachedFunction[P, Any]]:
         """Decorate a function so calls with equal arguments are served from ``layer``.
@@ -570,7 +571,9 @@ class ToolCache:
         See ``CachedFunction``: ``key_args`` picks the arguments of the key,
         ``partition(arguments)`` the partition; the result gains
         ``invalidate(...)`` and ``key(...)``. A synchronous function is refused
-        (TypeError) unless ``run_sync=True`` runs it in a worker thread.
+        (TypeError) unless ``run_sync=True`` runs it in a worker thread. A
+        method is refused (ConfigurationError) unless ``key_args``,
+        ``partition`` or ``ignore=("self",)`` says how its instance enters the key.
         """
         return cached_function(
             self.layer(layer),

@@ -12,8 +12,12 @@ import pytest
 import redis.asyncio as aioredis
 
 import aiotoolcache as atc
-from aiotoolcache.policy import DEFAULT_POLICY, cacheable, read_only, writes
+from aiotoolcache.policy import DEFAULT_POLICY, cacheable, partition_tag, read_only, writes
 from tests.workers import eventually
+
+# call_tool without a partition: its writes bump the tags of the no-partition partition.
+READS_NOTES = f"tag:{partition_tag('reads:notes', None)}"
+LIST_DIR = f"tag:{partition_tag('tool:files/list_dir', None)}"
 
 POLICIES = {
     "weather/forecast": atc.ToolPolicy(ttl=600, key_args=["city", "units"]),
@@ -214,7 +218,7 @@ async def test_a_write_drops_the_servers_reads_in_another_worker(
         return "ok"
 
     assert await a.call_tool("notes", "save", {"id": 1}, write, writes=True) == "ok"
-    await wait_for_generation(b, "tag:reads:notes", a.bus.generation("tag:reads:notes"))
+    await wait_for_generation(b, READS_NOTES, a.bus.generation(READS_NOTES))
     assert await b.call_tool("notes", "read", {"id": 1}, read) == "v2"
 
 
@@ -230,7 +234,7 @@ async def test_a_failed_write_invalidates_nothing(
 
     with pytest.raises(RuntimeError):
         await a.call_tool("notes", "save", {"id": 1}, failing, writes=True)
-    assert a.bus.generation("tag:reads:notes") == 0
+    assert a.bus.generation(READS_NOTES) == 0
     await a.call_tool("notes", "read", {"id": 1}, read)
     assert runs == [1]
 
@@ -248,9 +252,7 @@ async def test_invalidates_patterns_narrow_what_a_write_drops(
     await a.call_tool("files", "write_file", {"path": "a"}, write)
     await a.call_tool("files", "write_file", {"path": "a"}, write)
     assert write_runs == [2]  # writes are never cached
-    await wait_for_generation(
-        b, "tag:tool:files/list_dir", a.bus.generation("tag:tool:files/list_dir")
-    )
+    await wait_for_generation(b, LIST_DIR, a.bus.generation(LIST_DIR))
     for name, (_, load) in counts.items():
         await b.call_tool("files", name, {"path": "a"}, load)
     assert {name: runs[0] for name, (runs, _) in counts.items()} == {
@@ -288,7 +290,7 @@ async def test_a_read_in_flight_during_a_write_does_not_store_its_old_value(
         return "ok"
 
     await a.call_tool("notes", "save", {"id": 2}, write, writes=True)
-    await wait_for_generation(b, "tag:reads:notes", a.bus.generation("tag:reads:notes"))
+    await wait_for_generation(b, READS_NOTES, a.bus.generation(READS_NOTES))
     release.set()
     assert await reading == "old"  # its caller gets what it read...
 

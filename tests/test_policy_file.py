@@ -27,6 +27,7 @@ max_value_bytes = 2048
 [tools."*"]
 min_load_time = 0.5
 client_directives = true
+invalidates_partitions = "all"
 """
 
 
@@ -48,7 +49,7 @@ def test_a_file_declares_the_policies_of_its_tables(tmp_path: Path) -> None:
         invalidates=["read_*", "list_dir"], max_value_bytes=2048
     )
     assert policies.resolve("weather", "forecast") == atc.ToolPolicy(
-        min_load_time=0.5, client_directives=True
+        min_load_time=0.5, client_directives=True, invalidates_partitions="all"
     )
 
 
@@ -73,6 +74,7 @@ def test_an_empty_file_declares_nothing(tmp_path: Path) -> None:
         ('[tools."s/t"]\nmax_value_bytes = 1.5\n', 2, ["max_value_bytes", "whole number"]),
         ('[tools."s/t"]\nmax_value_bytes = true\n', 2, ["max_value_bytes"]),
         ('[tools."s/t"]\nkey_args = "city"\n', 2, ["key_args", "list"]),
+        ('[tools."s/t"]\ninvalidates_partitions = "some"\n', 2, ['"own" or "all"']),
         ('[tools."s/t"]\n\n\ninvalidates = [\n  "read",\n  3,\n]\n', 4, ["invalidates"]),
         ('[tools."s/a"]\nttl = 1\n\n[tools."s/b"]\nttl = -1\n', 5, ['tools."s/b".ttl']),
         ('[tools."s/a"]\nttl = 1\n[tools."forecast"]\nttl = 2\n', 3, ["'<server_id>/<tool>'"]),

@@ -171,7 +171,9 @@ async def call_through(
     if decision is None:
         decision = ToolDecision(cache.tool_policy(server_id, tool_name), True, False)
     if decision.write:
-        return await calls.run_write(cache, server_id, decision.policy, run, succeeded)
+        return await calls.run_write(
+            cache, server_id, decision.policy, run, succeeded, partition=partition
+        )
     if not decision.cached:
         return await calls.run_uncached(run)
     # ``dump`` makes a result the payload to store (None: not stored); ``restore``

@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aiotoolcache as atc
+from aiotoolcache.policy import partition_tag
 from tests.workers import Link, eventually
 
 READ_ONLY = {"readOnlyHint": True}
@@ -236,5 +237,9 @@ async def agent(cache: atc.ToolCache, link: Link, integrations: list[str]) -> No
         elif command[0] == "write":
             _, integration, path, content = command
             await tools[integration]("write_file", {"path": path, "content": content})
-            field = f"tag:reads:{server_of(integration)}"
-            link.send({field: cache.bus.generation(field)})
+            # A write bumps the tag of its partition, or the plain one when its
+            # integration does not tell the partition: either reaches the reads.
+            tag = f"reads:{server_of(integration)}"
+            fields = (f"tag:{tag}", f"tag:{partition_tag(tag, None)}")
+            bumped = {field: cache.bus.generation(field) for field in fields}
+            link.send({field: g for field, g in bumped.items() if g > 0})
