@@ -27,7 +27,7 @@ from aiotoolcache.errors import (
 from aiotoolcache.fills import Fill
 from aiotoolcache.freshness import Freshness, classify, jittered, quiet_until
 from aiotoolcache.keys import KeyRef, digest, generation_scope, sanitize_label
-from aiotoolcache.layers import LayerConfig
+from aiotoolcache.layers import LayerConfig, value_limit
 from aiotoolcache.lease import is_marker
 from aiotoolcache.stats import LayerCounters
 from aiotoolcache.tier import SharedTier
@@ -595,7 +595,7 @@ class Layer:
         if self._tier.pending_delete(ref):
             return None  # this worker deleted it; Redis has not taken the delete yet
         try:
-            envelope = self._codec.open(ref.value_key, data, max_bytes=self.config.max_value_bytes)
+            envelope = self._codec.open(ref.value_key, data, max_bytes=value_limit(self.config))
         except ForeignSecret as exc:
             # Another secret signed it: a miss, left in place (a rotation is under way).
             self.counters.corrupt += 1
@@ -631,10 +631,10 @@ class Layer:
         """
         try:
             payload = self._codec.encode_value(value)
-            if len(payload) > self.config.max_value_bytes:
-                raise ValueTooLarge(
-                    f"{len(payload)} bytes exceed max_value_bytes={self.config.max_value_bytes}"
-                )
+            # Never above what the codec reads back: such an entry would only be a miss.
+            limit = min(value_limit(self.config), self._codec.max_decoded_bytes)
+            if len(payload) > limit:
+                raise ValueTooLarge(f"{len(payload)} bytes exceed max_value_bytes={limit}")
         except (UnserializableValue, ValueTooLarge) as exc:
             self.counters.skipped_writes += 1
             self._codec.warn_unstorable(self.name, exc)

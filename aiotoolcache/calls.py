@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from aiotoolcache import control
 from aiotoolcache.decorators import require_async_loader
 from aiotoolcache.errors import NotCached, UnserializableValue
+from aiotoolcache.layers import VALUE_LIMIT
 from aiotoolcache.policy import EVERY_PARTITION, PartitionScope, ToolPolicies, ToolPolicy
 
 if TYPE_CHECKING:
@@ -56,10 +57,14 @@ async def read_through(
 
     ``ttl`` given by the caller wins over ``policy.ttl``; results that loaded
     faster than ``policy.min_load_time`` or encode larger than
-    ``policy.max_value_bytes`` are returned but not stored.
+    ``policy.max_value_bytes`` are returned but not stored. A
+    ``policy.max_value_bytes`` above the layer's raises the layer's limit for
+    this tool's results, to store them and to read them back.
     """
     require_async_loader(loader)
     elapsed = [math.inf]  # of this closure's latest load; read by keep() right after it
+    cap = policy.max_value_bytes
+    lower_cap = cap is not None and cap < layer.config.max_value_bytes  # else the layer checks it
 
     async def timed() -> R:
         started = time.perf_counter()
@@ -72,25 +77,31 @@ async def read_through(
             return False
         if elapsed[0] < policy.min_load_time:
             return False
-        if policy.max_value_bytes is not None:
+        if lower_cap:
             try:
                 size = len(codec.encode_value(value))
             except UnserializableValue:
                 return True  # the layer reports it (once, with the fix) and skips it
-            if size > policy.max_value_bytes:
+            if cap is not None and size > cap:
                 return False
         return True
 
-    plain = policy.min_load_time == 0 and policy.max_value_bytes is None
-    value: R = await layer.get_or_load(
-        key,
-        loader if plain else timed,
-        ttl if ttl is not None else policy.ttl,
-        tags=policies.read_tags(server_id, tool, partition),
-        partition=partition,
-        label=tool,
-        should_cache=should_cache if plain else keep,
-    )
+    plain = policy.min_load_time == 0 and not lower_cap
+    # The loads and reads of this call (its tasks too) see the tool's limit, no other call does.
+    token = VALUE_LIMIT.set(cap) if cap is not None else None
+    try:
+        value: R = await layer.get_or_load(
+            key,
+            loader if plain else timed,
+            ttl if ttl is not None else policy.ttl,
+            tags=policies.read_tags(server_id, tool, partition),
+            partition=partition,
+            label=tool,
+            should_cache=should_cache if plain else keep,
+        )
+    finally:
+        if token is not None:
+            VALUE_LIMIT.reset(token)
     return value
 
 

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import enum
 import fnmatch
+import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from hashlib import blake2b
@@ -157,7 +158,8 @@ class ToolPolicies:
     """ToolPolicies resolves the policy in force for a tool from ``"<server_id>/<tool>"`` patterns.
 
     An exact name wins over every pattern; among matching fnmatch patterns
-    the longest wins (ties go to the one configured first). A tool nothing
+    the longest wins (ties go to the one configured first). The key ``"*"``
+    matches every server's tools (the least specific pattern). A tool nothing
     matches gets ``default``.
     """
 
@@ -167,9 +169,10 @@ class ToolPolicies:
     def __post_init__(self) -> None:
         checked: dict[str, ToolPolicy] = {}
         for pattern, policy in dict(self.patterns).items():
-            if not isinstance(pattern, str) or "/" not in pattern:
+            # "*" is the one key without a "/": fnmatch's "*" spans it, so it matches every tool.
+            if not isinstance(pattern, str) or ("/" not in pattern and pattern != "*"):
                 raise ConfigurationError(
-                    f"tool policy keys are '<server_id>/<tool>' patterns, got {pattern!r}"
+                    f"tool policy keys are '<server_id>/<tool>' patterns or '*', got {pattern!r}"
                 )
             if not isinstance(policy, ToolPolicy):
                 raise ConfigurationError(f"{pattern!r} maps to {policy!r}, not a ToolPolicy")
@@ -177,11 +180,25 @@ class ToolPolicies:
         object.__setattr__(self, "patterns", checked)
 
     @classmethod
-    def of(cls, value: ToolPolicies | Mapping[str, ToolPolicy] | None) -> ToolPolicies:
-        """Return ``value`` as ToolPolicies (None: no configured policy)."""
+    def of(
+        cls, value: ToolPolicies | Mapping[str, ToolPolicy] | str | os.PathLike[str] | None
+    ) -> ToolPolicies:
+        """Return ``value`` as ToolPolicies (None: no configured policy; a path: its file)."""
         if isinstance(value, ToolPolicies):
             return value
+        if isinstance(value, str | os.PathLike):
+            return cls.from_file(value)
         return cls(dict(value or {}))
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike[str]) -> ToolPolicies:
+        """Read a TOML policy file (see ``aiotoolcache.policy_file``).
+
+        Raises ConfigurationError naming the file, the line and the field of a mistake.
+        """
+        from aiotoolcache.policy_file import read_policy_file  # it builds on this module
+
+        return read_policy_file(path)
 
     def resolve(self, server_id: str, tool: str) -> ToolPolicy:
         """Return the policy in force for ``tool`` on ``server_id``."""

@@ -101,7 +101,11 @@ class ToolCache:
         mode: str = "once",
         order: str = "any",
         redact: Iterable[str] = (),
-        tool_policies: ToolPolicies | Mapping[str, ToolPolicy] | None = None,
+        tool_policies: ToolPolicies
+        | Mapping[str, ToolPolicy]
+        | str
+        | os.PathLike[str]
+        | None = None,
     ) -> None:
         if not max_staleness > 0:
             raise ConfigurationError(f"max_staleness must be above 0 s, got {max_staleness!r}")
