@@ -232,6 +232,7 @@ async def agent(cache: atc.ToolCache, link: Link, integrations: list[str]) -> No
     """Serve read/write/sync commands from the test until told to stop."""
     files = Files(cache)
     tools = {name: await FACTORIES[name](cache, files) for name in integrations}
+    link.send("set up")  # every framework imported: slow on a busy machine, and untimed
     while True:
         command = await link.recv()
         if command[0] == "stop":
