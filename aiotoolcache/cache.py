@@ -26,8 +26,8 @@ from aiotoolcache.errors import (
 )
 from aiotoolcache.fills import Fill
 from aiotoolcache.freshness import Freshness, classify, jittered, quiet_until
-from aiotoolcache.keys import KeyRef, digest, sanitize_label
-from aiotoolcache.layers import LayerConfig
+from aiotoolcache.keys import KeyRef, digest, generation_scope, sanitize_label
+from aiotoolcache.layers import LayerConfig, value_limit
 from aiotoolcache.lease import is_marker
 from aiotoolcache.stats import LayerCounters
 from aiotoolcache.tier import SharedTier
@@ -123,7 +123,7 @@ class Layer:
 
     def _build_ref(self, key: Any, partition: str | None, label: str | None) -> KeyRef:
         generation = self._coherence.bus.generation
-        scope = f"g{generation('ns')}.{generation(self._layer_field)}"
+        scope = generation_scope(generation("ns"), generation(self._layer_field))
         if isinstance(key, KeyRef):
             if key.generation == scope and key.layer == self.name:
                 return key
@@ -132,15 +132,17 @@ class Layer:
 
     def _shadows(self, refs: Sequence[KeyRef]) -> list[KeyRef]:
         """The entries of ``refs`` under the generations Redis holds, when this worker's run
-        ahead of them (an invalidation of the layer or namespace that has not reached Redis
-        yet): the other workers still read those, so a write or delete must reach them too."""
-        confirmed = self._coherence.bus.confirmed
-        scope = f"g{confirmed.get('ns', 0)}.{confirmed.get(self._layer_field, 0)}"
-        return [
-            KeyRef.build(self.namespace, self.name, scope, ref.label, ref.digest)
-            for ref in refs
-            if ref.generation != scope
-        ]
+        ahead of them (see ``Coherence.names``): the other workers still read those, so a
+        write or delete must reach them too."""
+        names = self._coherence.names
+        return [shadow for ref in refs for shadow in names(self.namespace, ref)[1:]]
+
+    async def _writable(self) -> bool:
+        """Start the cache if it is not; True once keys built now name the entries the other
+        workers read (``Coherence.generations_current``), so a write or delete reaches them."""
+        if not self._coherence.ready:
+            await self._ready()
+        return await self._coherence.generations_current()
 
     # -- public API -----------------------------------------------------------------
     async def get_or_load(
@@ -431,14 +433,23 @@ class Layer:
         """Store each ``(key, value)``; values that cannot be encoded are skipped and counted.
 
         A delete of a key that lands while its write is in flight wins in this
-        worker's L1, as it may have in Redis. ``settle`` as for ``set``.
+        worker's L1, as it may have in Redis. When the keys cannot be named under
+        current generations (Redis unreachable at start, or the subscriber deaf and
+        the generations unreadable), the write is queued as a delete of those
+        entries, and raises BackendError in strict mode. ``settle`` as for ``set``.
         """
+        items = list(items)
         directive = control.current_directive()
         if directive is not None and not directive.stores:
             return  # bypass or no-store
         coherence = self._coherence
-        if not coherence.ready and not await self._start_up():
-            return  # keys built now could name entries other workers never read
+        if not await self._writable():
+            # Keys built now could name entries other workers never read: their old values
+            # are dropped once the names are known (the new ones are not written then, as
+            # they might overwrite a newer write).
+            refs = [self.ref(key, partition, label) for key, _ in items]
+            await self._tier.defer(self, refs)
+            return
         seen = coherence.tag_generations(sorted(set(tags)) if tags else None)
         entries: list[tuple[KeyRef, Envelope, bytes, int]] = []
         for key, value in items:
@@ -476,13 +487,18 @@ class Layer:
     ) -> None:
         """Remove ``key`` from L2 and from every worker's L1, and revoke loads in flight.
 
-        ``settle=True``: return only once no worker serves the deleted value
-        (default: the cache's ``settle_writes``).
+        The key is named under generations proven current (or read from Redis):
+        when neither can be had, the delete waits in the outbox until its key can
+        be named, and raises BackendError in strict mode. ``settle=True``: return
+        only once no worker serves the deleted value (default: the cache's
+        ``settle_writes``).
         """
-        if not self._coherence.ready:
-            await self._start_up()
+        writable = await self._writable()
         ref = self.ref(key, partition, label)
-        await self._tier.delete(self, [ref, *self._shadows([ref])])
+        if not writable:
+            await self._tier.defer(self, [ref])
+            return
+        await self._tier.delete(self, self._coherence.names(self.namespace, ref))
         if self._coherence.settles(settle):
             await self._coherence.bus.settle()
 
@@ -492,17 +508,22 @@ class Layer:
         await self._ready()
         return self._coherence.known
 
-    async def peek(self, ref: KeyRef) -> tuple[Any, Envelope | None, bool]:
-        """Return ``(value, envelope, from_l1)`` of ``ref``'s entry, ``(MISSING, None, False)``
-        when there is none that may be served; never loads, refreshes or counts."""
+    async def peek(
+        self, key: Any, partition: str | None = None, label: str | None = None
+    ) -> tuple[Any, Envelope | None, bool]:
+        """Return ``(value, envelope, from_l1)`` of ``key``'s entry, ``(MISSING, None, False)``
+        when there is none that may be served; never loads, refreshes or counts.
+
+        The key is named only once the cache has started and proof of hearing is
+        in: a name built earlier may embed generations older than Redis's.
+        """
         coherence = self._coherence
         if not (coherence.ready or await self._start_up()):
             return MISSING, None, False
-        if not coherence.bus.hearing:
-            if not await coherence.bus.regain():
-                return MISSING, None, False
-            ref = self.ref(ref)  # the generations may have moved while it waited
-        entry = coherence.l1_entry(ref.value_key) if self.config.l1 else None
+        if not (coherence.bus.hearing or await coherence.bus.regain()):
+            return MISSING, None, False
+        ref = self.ref(key, partition, label)
+        entry = coherence.l1_entry(ref.value_key, vouched=True) if self.config.l1 else None
         if entry is not None:
             return entry.value, entry.envelope, True
         value, envelope = await self._fetch(ref)
@@ -582,14 +603,18 @@ class Layer:
     def open_raw(self, ref: KeyRef, data: bytes) -> Envelope | None:
         """Return the envelope in stored bytes if it is sound and current, else None.
 
-        A lease marker (see ``lease``) is a plain miss. Corrupt bytes are counted
+        A lease marker (see ``lease``) is a plain miss, and so is an entry whose
+        delete waits in the outbox (every L2 read passes here, a lease request's
+        reply included). Corrupt bytes are counted
         and deleted in the background: between a read and keeping its value in
         L1 there must be no await (an invalidation could slip in unseen).
         """
         if is_marker(data):
             return None  # a lease: another worker is loading this entry
+        if self._tier.pending_delete(ref):
+            return None  # this worker deleted it; Redis has not taken the delete yet
         try:
-            envelope = self._codec.open(ref.value_key, data, max_bytes=self.config.max_value_bytes)
+            envelope = self._codec.open(ref.value_key, data, max_bytes=value_limit(self.config))
         except ForeignSecret as exc:
             # Another secret signed it: a miss, left in place (a rotation is under way).
             self.counters.corrupt += 1
@@ -625,10 +650,10 @@ class Layer:
         """
         try:
             payload = self._codec.encode_value(value)
-            if len(payload) > self.config.max_value_bytes:
-                raise ValueTooLarge(
-                    f"{len(payload)} bytes exceed max_value_bytes={self.config.max_value_bytes}"
-                )
+            # Never above what the codec reads back: such an entry would only be a miss.
+            limit = min(value_limit(self.config), self._codec.max_decoded_bytes)
+            if len(payload) > limit:
+                raise ValueTooLarge(f"{len(payload)} bytes exceed max_value_bytes={limit}")
         except (UnserializableValue, ValueTooLarge) as exc:
             self.counters.skipped_writes += 1
             self._codec.warn_unstorable(self.name, exc)

@@ -33,8 +33,8 @@ from typing import Any
 from aiotoolcache.codec import Envelope
 from aiotoolcache.fills import Fill, FillRegistry
 from aiotoolcache.flight import SingleFlight
-from aiotoolcache.invalidation import Bus, Message
-from aiotoolcache.keys import KeyRef
+from aiotoolcache.invalidation import Bus, Message, RedisBus
+from aiotoolcache.keys import KeyRef, generation_scope
 from aiotoolcache.stores.base import Store
 from aiotoolcache.stores.memory import BoundedLRU
 
@@ -133,6 +133,49 @@ class Coherence:
     def known(self) -> bool:
         """True once the generations are known: before that no key can be trusted."""
         return self.bus.known
+
+    async def generations_current(self) -> bool:
+        """True once keys built now name the entries the other workers read, so a write or
+        delete reaches them: the generations are known and either proven current by hearing
+        (waiting for a proof if need be, as a read does) or, when no proof can come (the
+        subscriber is down or stalled), read from Redis now. False when neither can be had:
+        what the write changes must then wait (see ``SharedTier.defer``).
+        """
+        bus = self.bus
+        if not bus.known:
+            return False
+        if bus.hearing or await bus.regain():
+            return True
+        if not isinstance(bus, RedisBus):
+            return False
+        try:
+            # A bump that lands after this read moves every reader to keys loaded after
+            # it: the write under the generations read here still reaches what they read.
+            await bus.load_generations()
+        except Exception:
+            return False
+        return True
+
+    def names(self, namespace: str, ref: KeyRef) -> list[KeyRef]:
+        """Every name a write or delete of ``ref``'s entry must reach now, first the one
+        under this worker's generations.
+
+        While an invalidation of the layer or namespace waits in the outbox, this
+        worker's generations run ahead of those Redis holds, which the other workers
+        still use: the entry's name under those comes second.
+        """
+        bus = self.bus
+        field = f"layer:{ref.layer}"
+        names: list[KeyRef] = []
+        for scope in (
+            generation_scope(bus.generation("ns"), bus.generation(field)),
+            generation_scope(bus.confirmed.get("ns", 0), bus.confirmed.get(field, 0)),
+        ):
+            if ref.generation == scope and not names:
+                names.append(ref)
+            elif not names or names[0].generation != scope:
+                names.append(KeyRef.build(namespace, ref.layer, scope, ref.label, ref.digest))
+        return names
 
     def admits(self, fill: Fill | None) -> bool:
         """May a value read or loaded under ``fill`` enter L2 (and, if L1 is trusted, L1)?

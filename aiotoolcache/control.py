@@ -184,10 +184,9 @@ async def directed_load(
     if directive.mode == "bypass":
         value, _ = await layer.run_loader(loader)
         return value
-    ref = layer.ref(key, partition, label)
     envelope = None
     if directive.reads:
-        value, envelope, from_l1 = await layer.peek(ref)
+        value, envelope, from_l1 = await layer.peek(key, partition, label)
         if envelope is not None and directive.usable(envelope, time.time()):
             if value is not _missing():
                 if from_l1:
@@ -226,8 +225,7 @@ async def directed_get_many(
     now = time.time()
     values: list[Any] = []
     for key in keys:
-        ref = layer.ref(key, partition, label)
-        decoded, envelope, _ = await layer.peek(ref)
+        decoded, envelope, _ = await layer.peek(key, partition, label)
         value = default
         if envelope is not None and directive.usable(envelope, now):
             if decoded is not _missing() and not isinstance(decoded, CachedLoaderError):

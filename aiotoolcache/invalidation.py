@@ -23,8 +23,9 @@ even after Redis lost the hash (FLUSHALL, eviction, a failover to an empty
 replica) a bump is larger than any value a worker has seen. Workers merge
 what they load or hear by max. A worker that finds the hash smaller than
 what it knew before reading it, or holding a value no worker could have
-produced, has seen data loss: it writes its values back, bumps the namespace
-(every earlier entry becomes unreachable) and drops its L1. A hash without
+produced, has seen data loss: it writes its values back and announces them
+(so every worker names keys alike), bumps the namespace (every earlier entry
+becomes unreachable) and drops its L1. A hash without
 the namespace field was never written or was lost: the first worker to find
 it so starts a new namespace generation. The hash expires after the longest
 entry TTL unless a worker keeps it alive. Each worker reads the hash again
@@ -533,6 +534,11 @@ class RedisBus(Bus):
                 args += [field, self.generations[field]]
             await self.breaker.call(lambda: self._merge(keys=[self.generations_key], args=args))
             self._confirm({field: self.generations[field] for field in lost})
+            # Announced, not only written back: the others may never have seen them (a
+            # worker started after the loss, a bump that reached only this one), and would
+            # name keys differently from this worker until their next check of the hash.
+            for field in lost:
+                await self.publish({"op": "gen", "f": field, "g": self.generations[field]})
         for field in insane:
             if field != "ns":
                 await self._bump_field(field, only_if_missing=False)  # written over

@@ -77,7 +77,7 @@ import orjson
 
 from aiotoolcache.errors import KeyEncodingError
 
-__all__ = ["KeyRef", "canonical_json", "digest", "sanitize_label"]
+__all__ = ["KeyRef", "canonical_json", "digest", "generation_scope", "sanitize_label"]
 
 _LABEL_UNSAFE = re.compile(r"[^A-Za-z0-9_.\-]+")
 _LABEL_MAX = 48
@@ -339,6 +339,11 @@ def sanitize_label(label: str | None) -> str:
         raise _refuse(f"a label of type {_type_name(type(label))}", "label")
     _text(label, "label")
     return _LABEL_UNSAFE.sub("-", label)[:_LABEL_MAX].strip("-") or "_"
+
+
+def generation_scope(namespace_generation: int, layer_generation: int) -> str:
+    """The part of a key name that says which generations (namespace, layer) it was built under."""
+    return f"g{namespace_generation}.{layer_generation}"
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,10 +1,10 @@
 """Tool policies: per-tool caching rules, and the decisions made from them, without I/O.
 
 A ``ToolPolicy`` says how one tool's results are cached (TTL, key arguments,
-minimum load time, size cap) and which cached results a successful call of
-it drops. ``ToolPolicies`` finds the policy in force for ``"<server_id>/<tool>"``
-among fnmatch patterns: an exact name wins over any pattern, then the
-longest pattern. The decisions (``cacheable``, ``writes``, the tags of a read
+minimum load time, size cap) and which cached results a call of it drops
+once it ends. ``ToolPolicies`` finds the policy in force for
+``"<server_id>/<tool>"`` among fnmatch patterns: an exact name wins over any
+pattern, then the longest pattern. The decisions (``cacheable``, ``writes``, the tags of a read
 and of a write) are pure functions, so every integration makes them the
 same way.
 
@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import enum
 import fnmatch
+import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from hashlib import blake2b
@@ -102,13 +103,13 @@ class ToolPolicy:
         min_load_time: A result that loaded faster than this many seconds is
             returned but not stored (cheap calls are not worth an entry).
         invalidates: Tool-name patterns on the same server whose cached results
-            a successful call of this tool drops, in every worker. None means
-            the default: ``["*"]`` (all of the server's results) when the call
-            is a write. A non-empty list also marks the tool as a write; ``[]``
-            turns invalidation off.
+            a call of this tool drops once it ends (however it ends), in every
+            worker. None means the default: ``["*"]`` (all of the server's
+            results) when the call is a write. A non-empty list also marks the
+            tool as a write; ``[]`` turns invalidation off.
         max_value_bytes: Results whose encoded size exceeds this are returned
             but not stored (a lower cap than the layer's ``max_value_bytes``).
-        invalidates_partitions: Whose cached results a successful write drops:
+        invalidates_partitions: Whose cached results a write drops:
             ``"own"`` (the default) those of the caller's partition only, so
             one tenant cannot flush another's; ``"all"`` those of every
             partition, for a tool that changes data every tenant reads.
@@ -157,7 +158,8 @@ class ToolPolicies:
     """ToolPolicies resolves the policy in force for a tool from ``"<server_id>/<tool>"`` patterns.
 
     An exact name wins over every pattern; among matching fnmatch patterns
-    the longest wins (ties go to the one configured first). A tool nothing
+    the longest wins (ties go to the one configured first). The key ``"*"``
+    matches every server's tools (the least specific pattern). A tool nothing
     matches gets ``default``.
     """
 
@@ -167,9 +169,10 @@ class ToolPolicies:
     def __post_init__(self) -> None:
         checked: dict[str, ToolPolicy] = {}
         for pattern, policy in dict(self.patterns).items():
-            if not isinstance(pattern, str) or "/" not in pattern:
+            # "*" is the one key without a "/": fnmatch's "*" spans it, so it matches every tool.
+            if not isinstance(pattern, str) or ("/" not in pattern and pattern != "*"):
                 raise ConfigurationError(
-                    f"tool policy keys are '<server_id>/<tool>' patterns, got {pattern!r}"
+                    f"tool policy keys are '<server_id>/<tool>' patterns or '*', got {pattern!r}"
                 )
             if not isinstance(policy, ToolPolicy):
                 raise ConfigurationError(f"{pattern!r} maps to {policy!r}, not a ToolPolicy")
@@ -177,11 +180,25 @@ class ToolPolicies:
         object.__setattr__(self, "patterns", checked)
 
     @classmethod
-    def of(cls, value: ToolPolicies | Mapping[str, ToolPolicy] | None) -> ToolPolicies:
-        """Return ``value`` as ToolPolicies (None: no configured policy)."""
+    def of(
+        cls, value: ToolPolicies | Mapping[str, ToolPolicy] | str | os.PathLike[str] | None
+    ) -> ToolPolicies:
+        """Return ``value`` as ToolPolicies (None: no configured policy; a path: its file)."""
         if isinstance(value, ToolPolicies):
             return value
+        if isinstance(value, str | os.PathLike):
+            return cls.from_file(value)
         return cls(dict(value or {}))
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike[str]) -> ToolPolicies:
+        """Read a TOML policy file (see ``aiotoolcache.policy_file``).
+
+        Raises ConfigurationError naming the file, the line and the field of a mistake.
+        """
+        from aiotoolcache.policy_file import read_policy_file  # it builds on this module
+
+        return read_policy_file(path)
 
     def resolve(self, server_id: str, tool: str) -> ToolPolicy:
         """Return the policy in force for ``tool`` on ``server_id``."""
@@ -220,7 +237,7 @@ class ToolPolicies:
         policy: ToolPolicy,
         partition: str | None | PartitionScope = EVERY_PARTITION,
     ) -> list[str]:
-        """Return the tags a successful write in ``partition`` under ``policy`` bumps (empty: none).
+        """Return the tags a write in ``partition`` under ``policy`` bumps (empty: none).
 
         Scoped to ``partition`` unless the policy says ``invalidates_partitions="all"``
         or the partition is not known (``EVERY_PARTITION``).
@@ -296,7 +313,7 @@ def cacheable(policy: ToolPolicy, annotations: Any, trusted: bool = True) -> boo
 
 
 def writes(policy: ToolPolicy, annotations: Any, trusted: bool = True) -> bool:
-    """Whether a successful call of the tool is a write that drops cached reads.
+    """Whether a call of the tool is a write that drops cached reads.
 
     Any tool not proven read-only counts as a write: a non-empty
     ``invalidates`` always marks one; ``cache=True`` marks a read; otherwise

@@ -53,7 +53,7 @@ def _json_exact(value: Any) -> bool:
         return -(2**63) <= value < 2**64  # what msgpack carries
     if isinstance(value, float):
         return math.isfinite(value)
-    if isinstance(value, list | tuple):
+    if isinstance(value, list):  # a tuple is not: JSON would give it back as a list
         return all(_json_exact(item) for item in value)
     if isinstance(value, dict):
         return MSGPACK not in value and all(

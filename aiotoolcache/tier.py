@@ -146,10 +146,12 @@ class SharedTier:
             layer.counters.dropped_writes += 1
             self._log_dropped_write(exc)
             if announce and self.outbox is not None:  # the others must still drop old copies
-                self.outbox.delete(layer.name, [(r.value_key, r.lease_key) for r, _, _ in entries])
+                self.outbox.delete(ref for ref, _, _ in entries)
             await self.write_fallback(layer, entries)
             self.failed(layer, exc)  # last: strict mode raises only once the rest is done
             return
+        if announce and self.outbox is not None:
+            self.outbox.landed(ref for ref, _, _ in entries)
         if self.mirror:
             await self.write_fallback(layer, entries)
 
@@ -211,17 +213,43 @@ class SharedTier:
         except Exception as exc:
             error = self.backend_error(exc)
             if self.outbox is not None:  # sent again until Redis takes it
-                self.outbox.delete(layer.name, [(ref.value_key, ref.lease_key) for ref in refs])
+                self.outbox.delete(refs)
+        else:
+            if self.outbox is not None:
+                self.outbox.landed(refs)
         # A read that began while the delete was on its way may have reached Redis
         # first and still hold the old value: revoke it too.
         self.coherence.apply(local)
+        await self._delete_fallback(keys)
+        if error is not None:
+            self.failed(layer, error)  # last: strict mode raises once the rest is done
+
+    async def defer(self, layer: Layer, refs: Sequence[KeyRef]) -> None:
+        """Invalidate entries whose key names cannot be trusted now (the generations are not
+        known yet, or neither proven nor readable): applied here at once, and queued in the
+        outbox, which names them under the generations current when Redis takes them.
+
+        Nothing is sent under a name that may be wrong: a delete that landed on it
+        would report success while the live entry stays. Strict mode raises.
+        """
+        keys = [ref.value_key for ref in refs]
+        origin = self.coherence.bus.origin
+        self.coherence.apply({"o": origin, "op": "del", "l": layer.name, "k": keys})
+        if self.outbox is not None:
+            self.outbox.delete(refs)
+        await self._delete_fallback(keys)
+        self.failed(layer, BackendError("keys cannot be named under current generations: queued"))
+
+    def pending_delete(self, ref: KeyRef) -> bool:
+        """True while a delete of ``ref``'s entry waits in the outbox: L2 must read it as absent."""
+        return self.outbox is not None and self.outbox.holds(ref)
+
+    async def _delete_fallback(self, keys: list[str]) -> None:
         if self.fallback is not None:
             try:
                 await self.fallback.delete_many(keys)
             except OSError as exc:
                 log.debug("fallback delete failed: %r", exc)
-        if error is not None:
-            self.failed(layer, error)  # last: strict mode raises once the rest is done
 
     async def aclose(self) -> None:
         await self.store.aclose()

@@ -103,7 +103,11 @@ class ToolCache:
         mode: str = "once",
         order: str = "any",
         redact: Iterable[str] = (),
-        tool_policies: ToolPolicies | Mapping[str, ToolPolicy] | None = None,
+        tool_policies: ToolPolicies
+        | Mapping[str, ToolPolicy]
+        | str
+        | os.PathLike[str]
+        | None = None,
         settle_writes: bool | None = None,
     ) -> None:
         if not max_staleness > 0:
@@ -182,7 +186,9 @@ class ToolCache:
                 ),
                 self.fallback,
             )
-            self.outbox = InvalidationOutbox(leases, self.bus, self.store, self.bus_channel)
+            self.outbox = InvalidationOutbox(
+                leases, self.coherence, self.namespace, self.bus_channel
+            )
         else:
             if self.url is None:
                 self.store = MemoryStore()
@@ -504,9 +510,9 @@ class ToolCache:
 
         The tool's policy (``tool_policy``) sets the key, TTL and what is
         stored. A write (``writes=True``, or a policy with ``invalidates``)
-        always runs; once it returns, the results it invalidates in its
-        ``partition`` (every partition under ``invalidates_partitions="all"``)
-        are dropped in every worker (a raising call invalidates nothing).
+        always runs; once it ends (returned, raised or cancelled), the results
+        it invalidates in its ``partition`` (every partition under
+        ``invalidates_partitions="all"``) are dropped in every worker.
         """
         policy = self.tool_policy(server_id, tool_name)
         if writes or policy.invalidates:

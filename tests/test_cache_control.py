@@ -9,7 +9,13 @@ from typing import Any
 import pytest
 
 import aiotoolcache as atc
-from aiotoolcache.control import CacheDirective, current_directive, directive_from_meta
+from aiotoolcache.control import (
+    META_KEY,
+    CacheDirective,
+    applied,
+    current_directive,
+    directive_from_meta,
+)
 from tests.workers import Link, Worker, run_workers
 
 
@@ -226,3 +232,31 @@ async def test_every_mode_across_worker_processes(redis_url: str) -> None:
         for worker in (a, b):
             worker.send(None)
             await worker.result()
+
+
+@pytest.mark.parametrize("lookup", ["max_age", "only-if-cached", "get", "mcp-meta"])
+async def test_a_directed_first_call_on_a_lazily_started_cache_never_serves_an_invalidated_entry(
+    redis_url: str, lookup: str
+) -> None:
+    async with atc.ToolCache.from_url(redis_url, namespace="lazy") as writer:
+        await writer.results.set("k", "old")
+        await writer.invalidate(layer="results")
+        # Under generation 0 of the layer the old entry is still in Redis.
+    fresh = atc.ToolCache.from_url(redis_url, namespace="lazy")  # started by its first call
+    _, load = counting("new")
+    try:
+        if lookup == "max_age":
+            with atc.cache_control(max_age=600):
+                assert await fresh.results.get_or_load("k", load) == "new1"
+        elif lookup == "only-if-cached":
+            with atc.cache_control("only-if-cached"), pytest.raises(atc.NotCached):
+                await fresh.results.get_or_load("k", load)
+        elif lookup == "get":
+            with atc.cache_control(max_age=600):
+                assert await fresh.results.get("k") is None
+        else:
+            # An MCP request's _meta directive takes the same path.
+            with applied(directive_from_meta({META_KEY: {"max_age": 600}})):
+                assert await fresh.results.get_or_load("k", load) == "new1"
+    finally:
+        await fresh.aclose()

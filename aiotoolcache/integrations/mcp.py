@@ -21,7 +21,8 @@ async with Client(url, cache=config) as client: ...
     FastMCP middleware: only tools annotated ``readOnlyHint`` (or
     allow-listed, never deny-listed) are cached; error results, exceptions,
     input-required asks and extension (task) results never are. Any other
-    tool is a write: its successful calls drop the server's cached results.
+    tool is a write: each of its calls, however it ends, drops the cached
+    results it affects.
     The tool listing itself is cached in the discovery layer, honouring
     the server's ``ttlMs``/``cacheScope`` hints on protocol
     2026-07-28. ``message_handler()`` turns ``notifications/tools/list_changed``
@@ -519,7 +520,6 @@ class ToolCallCache:
                 self.server_id,
                 decision.policy,
                 lambda: self._full_call(client, name, args, meta),
-                lambda result: not result.is_error,
                 partition=self.partition,
             )
         if not decision.cached:

@@ -7,10 +7,6 @@ On a Redis Cluster, MGETs are split per slot (and sent per node) and put back
 in order; redis-py spends tens of microseconds of CPU per slot there, so at
 most ``CLUSTER_BATCHES`` such batches run at once, each timed (by the breaker)
 from when it starts rather than from when it was queued.
-
-Keys whose delete could not reach Redis yet are ``tombstones``: they read as
-misses here until the delete lands, so this worker never reads back a value it
-already invalidated.
 """
 
 from __future__ import annotations
@@ -43,7 +39,6 @@ class RedisStore:
         get_one = None if isinstance(client, RedisCluster) else self._get
         self._reads: Batcher[str, bytes | None] = Batcher(self._mget, max_batch, get_one)
         self._writes: Batcher[tuple[str, bytes, int], None] = Batcher(self._pipeline_set, max_batch)
-        self.tombstones: set[str] = set()
         self._cluster_batches = asyncio.Semaphore(CLUSTER_BATCHES)
 
     async def _batch_call(self, operation: Callable[[], Awaitable[T]]) -> T:
@@ -83,18 +78,12 @@ class RedisStore:
         ``batched``: join the next flush even when alone, rather than going out at
         once from the caller's task (see ``Batcher.call``).
         """
-        if key in self.tombstones:
-            return self._tombstoned()
         return self._reads.submit(key) if batched else self._reads.call(key)
-
-    async def _tombstoned(self) -> None:
-        return None
 
     async def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
         if len(keys) == 1:
             return [await self.get(keys[0])]
-        values = await asyncio.gather(*(self._reads.submit(key) for key in keys))
-        return [None if key in self.tombstones else v for key, v in zip(keys, values, strict=True)]
+        return list(await asyncio.gather(*(self._reads.submit(key) for key in keys)))
 
     async def set_many(self, items: Sequence[tuple[str, bytes, int]]) -> None:
         if len(items) == 1:
