@@ -19,11 +19,13 @@ from typing import Any
 import msgpack
 
 __all__ = [
+    "MAX_GENERATION",
     "MAX_GENERATION_LEAD_MS",
     "Message",
     "bus_keys",
     "decode_message",
     "encode_message",
+    "generation_bound",
     "now_ms",
     "sane_generation",
 ]
@@ -33,6 +35,8 @@ _MAC_SIZE = 16
 _SIGNED = b"\x01"
 # A generation may run ahead of this worker's clock by this much (ms) and no more.
 MAX_GENERATION_LEAD_MS = 10 * 60 * 1000
+# No generation goes past this, so every one is exact in a Lua double (the bump script).
+MAX_GENERATION = 2**53 - 1
 
 
 def now_ms() -> int:
@@ -78,10 +82,16 @@ def bus_keys(secrets: Sequence[bytes]) -> tuple[bytes, ...]:
     )
 
 
+def generation_bound(local: int) -> int:
+    """The largest generation a worker that knows ``local`` accepts: not far beyond its
+    clock or what it knows, and never past ``MAX_GENERATION``."""
+    return min(MAX_GENERATION, max(local + 1_000_000, now_ms() + MAX_GENERATION_LEAD_MS))
+
+
 def sane_generation(value: Any, local: int) -> bool:
     """True for a generation a worker may accept: an int not far beyond anything plausible."""
     return (
         isinstance(value, int)
         and not isinstance(value, bool)
-        and 0 <= value <= max(local + 1_000_000, now_ms() + MAX_GENERATION_LEAD_MS)
+        and 0 <= value <= generation_bound(local)
     )

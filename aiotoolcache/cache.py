@@ -27,7 +27,7 @@ from aiotoolcache.errors import (
 from aiotoolcache.fills import Fill
 from aiotoolcache.freshness import Freshness, classify, jittered, quiet_until
 from aiotoolcache.keys import KeyRef, digest, generation_scope, sanitize_label
-from aiotoolcache.layers import LayerConfig
+from aiotoolcache.layers import LayerConfig, value_limit
 from aiotoolcache.lease import is_marker
 from aiotoolcache.stats import LayerCounters
 from aiotoolcache.tier import SharedTier
@@ -409,9 +409,16 @@ class Layer:
         tags: Iterable[str] | None = None,
         partition: str | None = None,
         label: str | None = None,
+        settle: bool | None = None,
     ) -> None:
-        """Store ``value`` for ``key`` in every tier; other workers drop their L1 copies."""
-        await self.set_many([(key, value)], ttl, tags=tags, partition=partition, label=label)
+        """Store ``value`` for ``key`` in every tier; other workers drop their L1 copies.
+
+        ``settle=True``: return only once no worker serves the value it replaced
+        (default: the cache's ``settle_writes``).
+        """
+        await self.set_many(
+            [(key, value)], ttl, tags=tags, partition=partition, label=label, settle=settle
+        )
 
     async def set_many(
         self,
@@ -421,6 +428,7 @@ class Layer:
         tags: Iterable[str] | None = None,
         partition: str | None = None,
         label: str | None = None,
+        settle: bool | None = None,
     ) -> None:
         """Store each ``(key, value)``; values that cannot be encoded are skipped and counted.
 
@@ -428,7 +436,7 @@ class Layer:
         worker's L1, as it may have in Redis. When the keys cannot be named under
         current generations (Redis unreachable at start, or the subscriber deaf and
         the generations unreadable), the write is queued as a delete of those
-        entries, and raises BackendError in strict mode.
+        entries, and raises BackendError in strict mode. ``settle`` as for ``set``.
         """
         items = list(items)
         directive = control.current_directive()
@@ -466,15 +474,24 @@ class Layer:
         shadows = self._shadows([ref for ref, *_ in entries])
         if shadows:
             await self._tier.delete(self, shadows)  # the old value the others still read
+        if coherence.settles(settle):
+            await coherence.bus.settle()
 
     async def delete(
-        self, key: Any, *, partition: str | None = None, label: str | None = None
+        self,
+        key: Any,
+        *,
+        partition: str | None = None,
+        label: str | None = None,
+        settle: bool | None = None,
     ) -> None:
         """Remove ``key`` from L2 and from every worker's L1, and revoke loads in flight.
 
         The key is named under generations proven current (or read from Redis):
         when neither can be had, the delete waits in the outbox until its key can
-        be named, and raises BackendError in strict mode.
+        be named, and raises BackendError in strict mode. ``settle=True``: return
+        only once no worker serves the deleted value (default: the cache's
+        ``settle_writes``).
         """
         writable = await self._writable()
         ref = self.ref(key, partition, label)
@@ -482,6 +499,8 @@ class Layer:
             await self._tier.defer(self, [ref])
             return
         await self._tier.delete(self, self._coherence.names(self.namespace, ref))
+        if self._coherence.settles(settle):
+            await self._coherence.bus.settle()
 
     async def _start_up(self) -> bool:
         """Start the cache if it is not (raises CacheClosed after aclose); True once the
@@ -595,7 +614,7 @@ class Layer:
         if self._tier.pending_delete(ref):
             return None  # this worker deleted it; Redis has not taken the delete yet
         try:
-            envelope = self._codec.open(ref.value_key, data, max_bytes=self.config.max_value_bytes)
+            envelope = self._codec.open(ref.value_key, data, max_bytes=value_limit(self.config))
         except ForeignSecret as exc:
             # Another secret signed it: a miss, left in place (a rotation is under way).
             self.counters.corrupt += 1
@@ -631,10 +650,10 @@ class Layer:
         """
         try:
             payload = self._codec.encode_value(value)
-            if len(payload) > self.config.max_value_bytes:
-                raise ValueTooLarge(
-                    f"{len(payload)} bytes exceed max_value_bytes={self.config.max_value_bytes}"
-                )
+            # Never above what the codec reads back: such an entry would only be a miss.
+            limit = min(value_limit(self.config), self._codec.max_decoded_bytes)
+            if len(payload) > limit:
+                raise ValueTooLarge(f"{len(payload)} bytes exceed max_value_bytes={limit}")
         except (UnserializableValue, ValueTooLarge) as exc:
             self.counters.skipped_writes += 1
             self._codec.warn_unstorable(self.name, exc)

@@ -8,6 +8,7 @@ bumps, and the ``cache_control`` directive.
 
 from __future__ import annotations
 
+import asyncio
 import math
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -16,7 +17,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from aiotoolcache import control
 from aiotoolcache.decorators import require_async_loader
 from aiotoolcache.errors import NotCached, UnserializableValue
-from aiotoolcache.policy import ToolPolicies, ToolPolicy
+from aiotoolcache.layers import VALUE_LIMIT
+from aiotoolcache.policy import EVERY_PARTITION, PartitionScope, ToolPolicies, ToolPolicy
 
 if TYPE_CHECKING:
     from aiotoolcache.cache import Layer, ShouldCache
@@ -55,10 +57,14 @@ async def read_through(
 
     ``ttl`` given by the caller wins over ``policy.ttl``; results that loaded
     faster than ``policy.min_load_time`` or encode larger than
-    ``policy.max_value_bytes`` are returned but not stored.
+    ``policy.max_value_bytes`` are returned but not stored. A
+    ``policy.max_value_bytes`` above the layer's raises the layer's limit for
+    this tool's results, to store them and to read them back.
     """
     require_async_loader(loader)
     elapsed = [math.inf]  # of this closure's latest load; read by keep() right after it
+    cap = policy.max_value_bytes
+    lower_cap = cap is not None and cap < layer.config.max_value_bytes  # else the layer checks it
 
     async def timed() -> R:
         started = time.perf_counter()
@@ -71,46 +77,65 @@ async def read_through(
             return False
         if elapsed[0] < policy.min_load_time:
             return False
-        if policy.max_value_bytes is not None:
+        if lower_cap:
             try:
                 size = len(codec.encode_value(value))
             except UnserializableValue:
                 return True  # the layer reports it (once, with the fix) and skips it
-            if size > policy.max_value_bytes:
+            if cap is not None and size > cap:
                 return False
         return True
 
-    plain = policy.min_load_time == 0 and policy.max_value_bytes is None
-    value: R = await layer.get_or_load(
-        key,
-        loader if plain else timed,
-        ttl if ttl is not None else policy.ttl,
-        tags=policies.read_tags(server_id, tool),
-        partition=partition,
-        label=tool,
-        should_cache=should_cache if plain else keep,
-    )
+    plain = policy.min_load_time == 0 and not lower_cap
+    # The loads and reads of this call (its tasks too) see the tool's limit, no other call does.
+    token = VALUE_LIMIT.set(cap) if cap is not None else None
+    try:
+        value: R = await layer.get_or_load(
+            key,
+            loader if plain else timed,
+            ttl if ttl is not None else policy.ttl,
+            tags=policies.read_tags(server_id, tool, partition),
+            partition=partition,
+            label=tool,
+            should_cache=should_cache if plain else keep,
+        )
+    finally:
+        if token is not None:
+            VALUE_LIMIT.reset(token)
     return value
 
 
 async def run_uncached(run: Callable[[], Awaitable[R]]) -> R:
     """Run a call that is never cached; refused under ``only-if-cached`` (it would load)."""
+    _refuse_under_only_if_cached(run)
+    return await run()
+
+
+def _refuse_under_only_if_cached(run: Callable[[], Awaitable[Any]]) -> None:
     require_async_loader(run)
     directive = control.current_directive()
     if directive is not None and not directive.loads:
         raise NotCached("the call is never cached and only-if-cached forbids running it")
-    return await run()
 
 
-async def after_write(cache: ToolCache, server_id: str, policy: ToolPolicy) -> None:
-    """Drop the cached results a successful write under ``policy`` affects, in every worker.
+async def after_write(
+    cache: ToolCache,
+    server_id: str,
+    policy: ToolPolicy,
+    partition: str | None | PartitionScope = EVERY_PARTITION,
+) -> None:
+    """Drop the cached results a write under ``policy`` affects, in every worker.
 
-    Tag generations are bumped, so loads of those entries in flight are
+    Those of the write's ``partition`` only, unless the policy says
+    ``invalidates_partitions="all"`` or the partition is not known. Tag
+    generations are bumped, so loads of those entries in flight are
     revoked too: a read that began before the write cannot store its old value.
+    The write settles (unless ``settle_writes=False``): once this returns, no
+    worker serves a result from before it.
     """
-    tags = cache.policies.write_tags(server_id, policy)
+    tags = cache.policies.write_tags(server_id, policy, partition)
     if tags:
-        await cache.invalidate(tags=tags)
+        await cache.invalidate(tags=tags, settle=cache.coherence.settles(None, tool_write=True))
 
 
 async def run_write(
@@ -118,14 +143,21 @@ async def run_write(
     server_id: str,
     policy: ToolPolicy,
     run: Callable[[], Awaitable[R]],
-    succeeded: Callable[[R], bool] | None = None,
+    *,
+    partition: str | None | PartitionScope = EVERY_PARTITION,
 ) -> R:
-    """Run a write; once it succeeded, drop what it invalidates before returning.
+    """Run a write in ``partition``, then drop what it invalidates, however it ended.
 
-    A call that raises, or whose result ``succeeded`` rejects (an error
-    result), invalidates nothing.
+    A write that started may have changed state before it raised, was
+    cancelled or reported an error result: the reads it affects are dropped
+    in every case (at worst one extra load, never a stale read). Only a
+    write that never started (refused under ``only-if-cached``) drops
+    nothing. A caller that cannot tell the partition leaves ``EVERY_PARTITION``: the
+    write then reaches every partition.
     """
-    result = await run_uncached(run)
-    if succeeded is None or succeeded(result):
-        await after_write(cache, server_id, policy)
-    return result
+    _refuse_under_only_if_cached(run)
+    try:
+        return await run()
+    finally:
+        # Shielded: a caller cancelled again while the drop runs still gets it done.
+        await asyncio.shield(after_write(cache, server_id, policy, partition))

@@ -121,6 +121,9 @@ class Cassette:
         self._cursor = 0
         self._next_seq = 0
         self._writer: TapeWriter | None = None
+        # id() of a recorded entry -> its line in the file, for messages (stable:
+        # self._entries keeps every entry alive as long as the cassette).
+        self._lines: dict[int, int] = {}
         if self.mode == "record":
             header = new_header(self._redact_names, redact_secrets)
             self._writer = TapeWriter(self.path, header)
@@ -130,6 +133,7 @@ class Cassette:
         recorded = {str(name).lower() for name in tape.header.get("redacted_fields", ())}
         self.redact_secrets |= bool(tape.header.get("redacts_secret_looking_fields"))
         added, self._redact_names = self._redact_names - recorded, self._redact_names | recorded
+        self._lines = dict(zip(map(id, tape.entries), tape.line_numbers, strict=True))
         for record in tape.entries:
             self._add_recorded(record)
         if self.mode == "new":
@@ -158,17 +162,25 @@ class Cassette:
     def _secret(self, name: str) -> bool:
         return name.lower() in self._redact_names or (self.redact_secrets and looks_secret(name))
 
+    def _where(self, record: dict[str, Any]) -> str:
+        line = self._lines.get(id(record))
+        return f"{self.path}:{line}" if line is not None else str(self.path)
+
     def _add_recorded(self, record: dict[str, Any]) -> None:
         layer, op = record.get("layer"), record.get("op")
         if not isinstance(layer, str) or not isinstance(op, str):
-            raise CassetteError(f"{self.path}: a line without its layer and op: {record!r:.200}")
-        call = Call(layer, op, *(record.get(name) for name in CALL_FIELDS[2:]))
-        identity = call.redacted(self._secret)[0].identity()
+            raise CassetteError(f"{self._where(record)}: a line without its layer and op")
         index = len(self._entries)
+        try:
+            call = Call(layer, op, *(record.get(name) for name in CALL_FIELDS[2:]))
+            identity = call.redacted(self._secret)[0].identity()
+            seq = int(record.get("seq", index))
+        except (UnserializableValue, ValueError, TypeError, OverflowError) as exc:
+            raise CassetteError(f"{self._where(record)}: unreadable call ({exc})") from None
         self._entries.append(record)
         self._identities.append(identity)
         self._queues.setdefault(identity, deque()).append(index)
-        self._next_seq = max(self._next_seq, int(record.get("seq", index)) + 1)
+        self._next_seq = max(self._next_seq, seq + 1)
 
     def _call(self, layer: str, key: Any, partition: str | None) -> tuple[Call, list[str]]:
         return describe(layer, key, partition).redacted(self._secret)
@@ -275,7 +287,10 @@ class Cassette:
         error = entry.get("error")
         if isinstance(error, dict):
             raise CachedLoaderError(str(error.get("type")), str(error.get("message")))
-        return decode_value(entry.get("result"), self._codec)
+        try:
+            return decode_value(entry.get("result"), self._codec)
+        except CassetteError as exc:
+            raise CassetteError(f"{self._where(entry)}: {exc}") from None
 
     async def _record(
         self, layer: Layer, call: Call, paths: list[str], loader: Callable[[], Awaitable[T]]
@@ -311,10 +326,13 @@ class Cassette:
             record["result"] = None
             record["error"] = {"type": type(error).__name__, "message": str(error)}
         else:
-            redacted, more = redact(value, self._secret, "result")
-            paths = paths + more
             try:
-                record["result"] = encode_value(redacted, self._codec)
+                # Redacted in the form written, so models and dataclasses inside
+                # $msgpack payloads are walked too.
+                record["result"], more = redact(
+                    encode_value(value, self._codec), self._secret, "result"
+                )
+                paths = paths + more
             except UnserializableValue:
                 record["result"] = None
                 record["unrecordable"] = type(value).__name__

@@ -37,6 +37,8 @@ class ClusterBus(RedisBus):
     """ClusterBus is the RedisBus of a Redis Cluster: it subscribes on one node at a time."""
 
     _turn = -1
+    # PUBLISH counts the receivers of one node only: writes settle by the bound alone.
+    counts_receivers = False
     node: ClusterNode | None = None  # the node the subscriber uses now
 
     @property
@@ -74,12 +76,12 @@ class ClusterBus(RedisBus):
         # The pool holds only the pub/sub connection, which PubSub.aclose disconnects.
         return PubSub(pool)
 
-    def _send(self, data: bytes) -> Awaitable[Any]:
+    def _send(self, data: bytes, channel: str | None = None) -> Awaitable[Any]:
         node = self.node if self.connected else None
         if node is not None:
             known = self.cluster.get_node(node_name=node.name)
             if known is not None:
                 return self.cluster.execute_command(
-                    "PUBLISH", self.channel, data, target_nodes=known
+                    "PUBLISH", channel or self.channel, data, target_nodes=known
                 )
-        return self.cluster.publish(self.channel, data)
+        return self.cluster.publish(channel or self.channel, data)

@@ -91,6 +91,8 @@ class Coherence:
         # Started, generations known, not closed: the hot path's one check. Recomputed by
         # start() (which every caller runs while it is False), cleared by close.
         self.ready = False
+        # Whether writes settle unless told (None: tool writes do, plain writes do not).
+        self.settle_writes: bool | None = None
 
     def attach(
         self,
@@ -210,6 +212,15 @@ class Coherence:
 
     def end(self, fill: Fill) -> None:
         self.fills.end(fill)
+
+    def settles(self, asked: bool | None, *, tool_write: bool = False) -> bool:
+        """Does a write settle before it returns? As asked; else as the cache's
+        ``settle_writes`` says; else only a tool write does."""
+        if asked is not None:
+            return asked
+        if self.settle_writes is not None:
+            return self.settle_writes
+        return tool_write
 
     # -- L1 --------------------------------------------------------------------------
     def l1_entry(self, value_key: str, vouched: bool = False) -> L1Entry | None:

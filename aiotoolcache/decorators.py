@@ -15,6 +15,7 @@ import inspect
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
 
+from aiotoolcache.errors import ConfigurationError
 from aiotoolcache.policy import ToolPolicy
 
 if TYPE_CHECKING:
@@ -61,6 +62,27 @@ def _returns_awaitable(func: Callable[..., Any]) -> bool:
     return any(word in str(text) for word in ("Awaitable", "Coroutine", "Future", "Task"))
 
 
+def _method_receiver(func: Callable[..., Any]) -> str | None:
+    """The name of ``func``'s first parameter when it is ``self`` or ``cls``, else None."""
+    try:
+        first = next(iter(inspect.signature(func).parameters), None)
+    except (TypeError, ValueError):
+        return None
+    return first if first in ("self", "cls") else None
+
+
+def _refuse_method(func: Callable[..., Any], receiver: str) -> ConfigurationError:
+    name = getattr(func, "__qualname__", repr(func))
+    return ConfigurationError(
+        f"@cached on {name}(): the key holds its arguments but not {receiver!r}, so every "
+        f"instance would share one entry (one tenant's client serving another's results). "
+        f"Say how {receiver} enters the key: key_args=[...] naming the arguments that "
+        f"identify the result; partition=lambda args: args[{receiver!r}].tenant placing "
+        f"each instance's entries apart; or ignore=({receiver!r},) when every instance "
+        "returns the same result for the same arguments"
+    )
+
+
 class CachedFunction(Generic[P, R]):
     """CachedFunction is an async function whose results are served from a cache layer.
 
@@ -68,7 +90,13 @@ class CachedFunction(Generic[P, R]):
     defaults applied (``f(1)``, ``f(x=1)`` and ``f()`` with default 1 share
     one entry), restricted to ``key_args`` when given (a left-out argument is
     part of the key as "absent"); ``partition(arguments)`` places the entry in
-    a partition. Parameters named in ``ignore`` never form the key.
+    a partition and sees every argument, ``self`` included. Parameters named
+    in ``ignore`` never form the key.
+
+    A method (a first parameter named ``self`` or ``cls``) never has its
+    receiver in the key, so it is refused with ConfigurationError unless the
+    caller says how instances differ: ``key_args``, ``partition`` or an
+    ``ignore`` that names the receiver.
     """
 
     def __init__(
@@ -80,9 +108,16 @@ class CachedFunction(Generic[P, R]):
         key_args: Sequence[str] | None = None,
         partition: PartitionOf | None = None,
         tags: Iterable[str] | None = None,
-        ignore: Iterable[str] = ("self", "cls"),
+        ignore: Iterable[str] | None = None,
         run_sync: bool = False,
     ) -> None:
+        receiver = _method_receiver(func)
+        if isinstance(ignore, str):
+            ignore = (ignore,)
+        if receiver is not None:
+            declared = ignore is not None and receiver in ignore
+            if not declared and key_args is None and partition is None:
+                raise _refuse_method(func, receiver)
         is_async = inspect.iscoroutinefunction(func)
         if not is_async and not run_sync:
             raise TypeError(f"@cached got the synchronous {func!r}: {_SYNC_HINT}")
@@ -96,7 +131,9 @@ class CachedFunction(Generic[P, R]):
         self._key_args = ToolPolicy(key_args=key_args).key_args
         self._partition = partition
         self._tags = sorted(set(tags)) if tags else None
-        self._ignore = frozenset(ignore)
+        # The receiver is never a key part (objects have no canonical form);
+        # its role was declared above.
+        self._ignore = frozenset(ignore or ()) | ({receiver} if receiver else set())
         self._signature = inspect.signature(func)
         self._name = f"{func.__module__}.{func.__qualname__}"
         self._label = func.__name__
@@ -112,13 +149,17 @@ class CachedFunction(Generic[P, R]):
     def _arguments(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
         bound = self._signature.bind(*args, **kwargs)
         bound.apply_defaults()
-        return {k: v for k, v in bound.arguments.items() if k not in self._ignore}
+        return dict(bound.arguments)
 
     def _key(self, arguments: dict[str, Any]) -> tuple[Any, Any]:
         if self._key_args is None:
-            return (self._name, arguments)
+            return (self._name, {k: v for k, v in arguments.items() if k not in self._ignore})
         # [value] when given, [] when absent: an absent argument never equals None.
-        chosen = {k: [arguments[k]] if k in arguments else [] for k in self._key_args}
+        # An argument both ignored and named in key_args is left out, as before.
+        chosen = {
+            k: [arguments[k]] if k in arguments and k not in self._ignore else []
+            for k in self._key_args
+        }
         return (self._name, {"key_args": chosen})
 
     def _where(self, arguments: dict[str, Any]) -> tuple[tuple[Any, Any], str | None]:
@@ -199,7 +240,7 @@ def cached_function(
     key_args: Sequence[str] | None = None,
     partition: PartitionOf | None = None,
     tags: Iterable[str] | None = None,
-    ignore: Iterable[str] = ("self", "cls"),
+    ignore: Iterable[str] | None = None,
     run_sync: bool = False,
 ) -> Callable[[Callable[P, Any]], CachedFunction[P, Any]]:
     """Return a decorator caching a function in ``layer``, keeping its signature."""

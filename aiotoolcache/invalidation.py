@@ -2,10 +2,12 @@
 
 Messages (msgpack maps) say who sent them (``o``), what happened (``op``:
 ``del`` keys, ``gen`` bumped a generation, ``filled`` a leased load
-finished) and to what. A worker applies its own messages locally when it
-sends them and ignores their echo. Group invalidation is O(1): layer, tag and
-namespace generations live in one Redis hash, mirrored here, and are folded
-into keys (layer, namespace) or checked against each entry (tags).
+finished, ``settle`` a write waits to settle, answered by an ``ack`` on the
+writer's own channel; see ``settle``) and to what. A worker applies its own
+messages locally when it sends them and ignores their echo. Group
+invalidation is O(1): layer, tag and namespace generations live in one Redis
+hash, mirrored here, and are folded into keys (layer, namespace) or checked
+against each entry (tags).
 
 Pub/sub loses what is published while a subscriber is away, so on every
 disconnect and reconnect the bus tells its owner to flush L1, and reloads
@@ -16,13 +18,20 @@ answered in order (see ``hearing``): L1 is trusted only for a bounded time
 after the last proof.
 
 Generations are never reused. A bump writes ``max(stored + 1, local + 1,
-now in ms)``, so even after Redis lost the hash (FLUSHALL, eviction, a
-failover to an empty replica) a bump is larger than any value a worker has
-seen. Workers merge what they load or hear by max. A worker that finds the
-hash missing or smaller than what it knows has seen data loss: it writes its
-values back and announces them (so every worker names keys alike), bumps the
-namespace (every earlier entry becomes unreachable) and drops its L1. The
-hash expires after the longest entry TTL unless a worker keeps it alive.
+now in ms)`` and announces it in the same script (see ``generations``), so
+even after Redis lost the hash (FLUSHALL, eviction, a failover to an empty
+replica) a bump is larger than any value a worker has seen. Workers merge
+what they load or hear by max. A worker that finds the hash smaller than
+what it knew before reading it, or holding a value no worker could have
+produced, has seen data loss: it writes its values back and announces them
+(so every worker names keys alike), bumps the namespace (every earlier entry
+becomes unreachable) and drops its L1. A hash without
+the namespace field was never written or was lost: the first worker to find
+it so starts a new namespace generation. The hash expires after the longest
+entry TTL unless a worker keeps it alive. Each worker reads the hash again
+every ``max_staleness`` while in use (every few health intervals when idle),
+so a bump that landed but whose announcement did not reach it (a refused
+PUBLISH) is still applied within that time.
 
 With a secret, every message carries a keyed MAC; a message that fails it is
 dropped and counted, and so is a generation that jumps past a sane bound.
@@ -37,6 +46,7 @@ import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Any
 
 from redis.asyncio.client import PubSub
@@ -47,10 +57,14 @@ from aiotoolcache.bus_messages import (
     bus_keys,
     decode_message,
     encode_message,
+    generation_bound,
     now_ms,
     sane_generation,
 )
+from aiotoolcache.errors import BackendError
+from aiotoolcache.generations import BUMP, MERGE, parse_bumped, parse_stored
 from aiotoolcache.hearing import DEFAULT_MAX_STALENESS, Hearing
+from aiotoolcache.settle import Settlement
 from aiotoolcache.stores.redis import AnyRedis
 
 __all__ = [
@@ -68,26 +82,11 @@ log = logging.getLogger("aiotoolcache.invalidation")
 _VERSIONS = itertools.count()  # see Bus.version
 
 
-# Heartbeats between two checks that the generations hash is still whole.
+# Heartbeats between two checks that the generations hash is still whole, while idle.
 _GENERATION_CHECKS = 5
-
-# KEYS: hash. ARGV: field, now in ms, the caller's value, TTL in ms. Never reuses a value.
-_BUMP = """
-local stored = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '0') or 0
-local value = math.max(stored + 1, tonumber(ARGV[2]), tonumber(ARGV[3]) + 1)
-redis.call('HSET', KEYS[1], ARGV[1], string.format('%d', value))
-redis.call('PEXPIRE', KEYS[1], ARGV[4])
-return value
-"""
-# KEYS: hash. ARGV: TTL in ms, then field, value pairs: each field becomes the max.
-_MERGE = """
-for i = 2, #ARGV, 2 do
-  local stored = tonumber(redis.call('HGET', KEYS[1], ARGV[i]) or '0') or 0
-  if tonumber(ARGV[i + 1]) > stored then redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
-end
-redis.call('PEXPIRE', KEYS[1], ARGV[1])
-return 1
-"""
+# Proposals of a bump before giving up: each one fails only if another worker bumped
+# the same field past it meanwhile.
+_BUMP_ATTEMPTS = 8
 
 
 class Bus:
@@ -182,6 +181,11 @@ class Bus:
 
     async def start(self, wait: float = 2.0) -> None:
         return None
+
+    async def settle(self) -> bool:
+        """Wait until no worker can serve what this worker's writes so far replaced (see
+        ``settle``); True when every worker acknowledged. In process: at once."""
+        return True
 
     async def aclose(self) -> None:
         self._wake_all()
@@ -287,8 +291,22 @@ class RedisBus(Bus):
         self._attempts = 0  # subscriptions tried, successful or not
         self._live: PubSub | None = None  # the subscribed connection, while it is listened on
         self._pinger: asyncio.Task[None] | None = None  # sends the pings readers wait for
-        self._bump = client.register_script(_BUMP)
-        self._merge = client.register_script(_MERGE)
+        self._bump = client.register_script(BUMP)
+        self._merge = client.register_script(MERGE)
+        # One reader of the hash at a time: two that found the same loss would each
+        # bump the namespace.
+        self._loading = asyncio.Lock()
+        self._renewed_at = float("-inf")  # time.monotonic() of the hash's last PEXPIRE
+        self._checker: asyncio.Task[None] | None = None  # reads the hash while subscribed
+        # Writes settle on acknowledgements sent to this worker's own channel.
+        self.ack_channel = self.ack_channel_of(self.origin)
+        self.settlement = Settlement(
+            self.origin,
+            self._publish_marker,
+            max_staleness=max_staleness,
+            counted=self.counts_receivers,
+        )
+        self._acking: set[asyncio.Task[None]] = set()  # acknowledgements on their way
         self._connected = asyncio.Event()
         self._attempted = asyncio.Event()  # set once the first subscription attempt ended
         self._closing = False
@@ -297,6 +315,9 @@ class RedisBus(Bus):
         self._reconnected_underneath = False
         self._task: asyncio.Task[None] | None = None
 
+    # PUBLISH's receiver count covers every subscriber (not on a Cluster: see settle).
+    counts_receivers = True
+
     @property
     def connected(self) -> bool:
         return self._connected.is_set()
@@ -304,6 +325,32 @@ class RedisBus(Bus):
     @property
     def known(self) -> bool:
         return self._known
+
+    def ack_channel_of(self, origin: str) -> str:
+        """The channel on which the worker ``origin`` hears acknowledgements of its writes."""
+        return f"{self.channel}:{origin}"
+
+    async def settle(self) -> bool:
+        return await self.settlement.settle()
+
+    async def _publish_marker(self, token: str) -> int:
+        """Publish the settle marker ``token``; return how many subscribers received it."""
+        data = encode_message({"o": self.origin, "op": "settle", "s": token}, self.mac_keys)
+        return int(await self.breaker.call(lambda: self._send(data)))
+
+    def _acknowledge(self, origin: str, token: Any) -> None:
+        """Acknowledge another worker's settle marker (everything before it is applied)."""
+        data = encode_message({"o": self.origin, "op": "ack", "s": token}, self.mac_keys)
+        channel = self.ack_channel_of(origin)
+        task = asyncio.create_task(self._send_ack(channel, data))
+        self._acking.add(task)
+        task.add_done_callback(self._acking.discard)
+
+    async def _send_ack(self, channel: str, data: bytes) -> None:
+        try:
+            await self.breaker.call(lambda: self._send(data, channel))
+        except Exception as exc:  # the writer waits for the bound instead
+            log.debug("acknowledgement not sent: %r", exc)
 
     def want_proof(self) -> float | None:
         if not self.ears.may_prove():
@@ -351,6 +398,7 @@ class RedisBus(Bus):
         A refused connection ends it at once; a slow Redis gets ``wait``.
         """
         self._task = asyncio.create_task(self._run(), name="aiotoolcache-subscriber")
+        self._checker = asyncio.create_task(self._check_generations(), name="aiotoolcache-gens")
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(wait):
                 await self._attempted.wait()
@@ -358,7 +406,7 @@ class RedisBus(Bus):
     def stop(self) -> None:
         self._closing = True
         self.ears.close()
-        for task in (self._task, self._pinger):
+        for task in (self._task, self._pinger, self._checker, *self._acking):
             if task is not None:
                 task.cancel()
         super().stop()
@@ -366,7 +414,7 @@ class RedisBus(Bus):
     async def aclose(self) -> None:
         self._closing = True
         self.ears.close()
-        for task in (self._pinger, self._task):
+        for task in (*self._acking, self._checker, self._pinger, self._task):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -374,12 +422,53 @@ class RedisBus(Bus):
         await super().aclose()
 
     async def bump(self, field: str) -> int:
-        local = self.generations.get(field, 0)
+        """Bump ``field`` past every value seen here or held in Redis; write and announce it
+        in one script (both land or neither). Returns the new value."""
+        return await self._bump_field(field, only_if_missing=False)
+
+    async def _bump_field(self, field: str, *, only_if_missing: bool) -> int:
+        """Propose ``max(now, local + 1)`` until Redis takes it (``only_if_missing``: until
+        the field holds a sane value, ours or another worker's); return the value held."""
         keys = [self.generations_key]
-        args: list[str | int] = [field, now_ms(), local, self.generations_ttl_ms]
-        value = int(await self.breaker.call(lambda: self._bump(keys=keys, args=args)))
-        await self.publish({"op": "gen", "f": field, "g": value})
-        return value
+        for _ in range(_BUMP_ATTEMPTS):
+            local = self.generations.get(field, 0)
+            value = max(now_ms(), local + 1)
+            message: Message = {"o": self.origin, "op": "gen", "f": field, "g": value}
+            bound = generation_bound(local)
+            args: list[str | int | bytes] = [
+                field,
+                value,
+                bound,
+                self.generations_ttl_ms,
+                self.channel,
+                encode_message(message, self.mac_keys),
+                "1" if only_if_missing else "0",
+            ]
+            reply = await self.breaker.call(partial(self._bump, keys=keys, args=args))
+            try:
+                bumped = parse_bumped(reply, bound)
+            except ValueError as exc:
+                raise BackendError(str(exc)) from exc
+            if bumped.insane:
+                self._found_insane([field])
+            if bumped.written:
+                self.apply(message)
+                return value
+            if bumped.value is not None:
+                # Another worker got there first: adopt its value, then go past it.
+                self.apply({"o": self.origin, "op": "gen", "f": field, "g": bumped.value})
+                if only_if_missing:
+                    return bumped.value
+        raise BackendError(f"generation {field!r} kept moving: {_BUMP_ATTEMPTS} bumps refused")
+
+    def _found_insane(self, fields: list[str]) -> None:
+        """Count generations in Redis that no worker could have produced (tampering, or
+        corruption): never adopted; the caller treats them as data loss."""
+        self.rejected += len(fields)
+        log.warning(
+            "generations in Redis hold values no worker could have written (%s): treated as lost",
+            ", ".join(sorted(fields)[:5]),
+        )
 
     async def publish(self, message: Message) -> None:
         message = {"o": self.origin, **message}
@@ -387,50 +476,88 @@ class RedisBus(Bus):
         data = encode_message(message, self.mac_keys)
         await self.breaker.call(lambda: self._send(data))
 
-    def _send(self, data: bytes) -> Awaitable[Any]:
-        """Send one encoded message on the channel (Cluster: through a live node)."""
-        return self.client.publish(self.channel, data)
+    def _send(self, data: bytes, channel: str | None = None) -> Awaitable[Any]:
+        """Send one encoded message on the bus channel, or on ``channel`` (Cluster: through a
+        live node); the reply is PUBLISH's receiver count."""
+        return self.client.publish(channel or self.channel, data)
 
     async def load_generations(self) -> None:
-        """Merge the stored generations into ours (by max); heal the hash after data loss."""
+        """Merge the stored generations into ours (by max); heal the hash after data loss.
+
+        Data loss is judged against what this worker knew Redis held before the
+        read: a bump heard while the read was on its way is newer than the reply,
+        not lost.
+        """
+        async with self._loading:
+            await self._load_generations()
+
+    async def _load_generations(self) -> None:
+        # What Redis was known to hold before the read: a bump heard while the read was
+        # on its way is newer than the reply, and one applied here only ("u", waiting in
+        # the outbox) never reached Redis; neither is a loss.
+        held = dict(self.confirmed)
         raw = await self.breaker.call(lambda: self.client.hgetall(self.generations_key))
-        stored: dict[str, int] = {}
-        for name, raw_value in raw.items():
-            with contextlib.suppress(ValueError):
-                stored[name.decode() if isinstance(name, bytes) else name] = int(raw_value)
-        local = self.generations
-        lost = [name for name, seen in local.items() if stored.get(name, 0) < seen]
-        merged = dict(stored)
-        for name, seen in local.items():
-            merged[name] = max(seen, merged.get(name, 0))
-        if merged != local:
-            self.generations = merged
-            self.version = next(_VERSIONS)
+        stored = parse_stored(raw, lambda name: generation_bound(self.generations.get(name, 0)))
+        values = stored.values
+        for name, value in values.items():
+            if value > self.generations.get(name, 0):
+                # Applied as if heard: L1 entries, fills and flights it invalidates go.
+                self.apply({"o": self.origin, "op": "gen", "f": name, "g": value})
+        self._confirm(values)
+        lost = [name for name, known in held.items() if values.get(name, 0) < known]
+        if stored.insane:
+            self._found_insane(stored.insane)
+        if lost or stored.insane:
+            await self._recover(lost, stored.insane)
+        elif "ns" not in values:
+            # Never written, or lost with every field: a new namespace generation either way.
+            await self._bump_field("ns", only_if_missing=True)
+        elif time.monotonic() - self._renewed_at >= _GENERATION_CHECKS * self.health_interval:
+            ttl = self.generations_ttl_ms
+            await self.breaker.call(lambda: self.client.pexpire(self.generations_key, ttl))
+            self._renewed_at = time.monotonic()
         self._known = True
-        self._confirm(stored)
+
+    async def _recover(self, lost: list[str], insane: list[str]) -> None:
+        """Redis forgot bumps this worker heard of, or holds values no worker wrote: write
+        ours back so new workers see them, and bump the namespace so no entry written
+        before the loss is reachable (which drops this worker's L1 too)."""
+        self.data_losses += 1
+        log.warning(
+            "generations in Redis are missing or behind (%d fields): invalidating the namespace",
+            len(lost) + len(insane),
+        )
         if lost:
-            # Redis forgot bumps we heard of: write them back so new workers see them, and
-            # bump the namespace so no entry written before the loss is reachable.
-            self.data_losses += 1
-            log.warning(
-                "generations in Redis are missing or behind (%d fields): "
-                "invalidating the namespace",
-                len(lost),
-            )
-            args: list[str | int] = [self.generations_ttl_ms]
+            bound = generation_bound(max(self.generations[field] for field in lost))
+            args: list[str | int] = [self.generations_ttl_ms, bound]
             for field in lost:
-                args += [field, merged[field]]
+                args += [field, self.generations[field]]
             await self.breaker.call(lambda: self._merge(keys=[self.generations_key], args=args))
-            self._confirm(merged)
+            self._confirm({field: self.generations[field] for field in lost})
             # Announced, not only written back: the others may never have seen them (a
             # worker started after the loss, a bump that reached only this one), and would
             # name keys differently from this worker until their next check of the hash.
             for field in lost:
-                await self.publish({"op": "gen", "f": field, "g": merged[field]})
-            await self.bump("ns")
-        elif merged:
-            ttl = self.generations_ttl_ms
-            await self.breaker.call(lambda: self.client.pexpire(self.generations_key, ttl))
+                await self.publish({"op": "gen", "f": field, "g": self.generations[field]})
+        for field in insane:
+            if field != "ns":
+                await self._bump_field(field, only_if_missing=False)  # written over
+        await self._bump_field("ns", only_if_missing=False)
+
+    async def _check_generations(self) -> None:
+        """Read the hash again and again while subscribed: Redis may lose it without
+        dropping us (FLUSHALL, eviction), and a bump may land unannounced (a refused
+        PUBLISH). Every ``max_staleness`` while the cache is in use, else every few
+        health intervals."""
+        while not self._closing:
+            idle = self.idle and not (self.busy is not None and self.busy())
+            every = _GENERATION_CHECKS * self.health_interval if idle else self.max_staleness
+            await asyncio.sleep(every)
+            if self._connected.is_set():
+                try:
+                    await self.load_generations()
+                except Exception as exc:  # the subscriber finds a broken connection itself
+                    log.debug("generation check failed: %r", exc)
 
     def _confirm(self, stored: dict[str, int]) -> None:
         for name, value in stored.items():
@@ -485,14 +612,15 @@ class RedisBus(Bus):
         # or flushed below and the generations are reloaded after it: proof up to here.
         subscribing_at = time.monotonic()
         async with asyncio.timeout(max(2.0, self.health_interval * 2)):
-            await pubsub.subscribe(self.channel)
+            await pubsub.subscribe(self.channel, self.ack_channel)
             assert pubsub.connection is not None
             self._reconnected_underneath = False
             pubsub.connection.register_connect_callback(self._connection_remade)
-            while True:
+            confirmed = 0
+            while confirmed < 2:  # the bus channel and this worker's acknowledgements
                 reply = await pubsub.get_message(timeout=self.health_interval)
                 if reply is not None and reply.get("type") == "subscribe":
-                    break
+                    confirmed += 1
             # Whatever was published before the subscription is lost: resync.
             await self.load_generations()
         if not self.reconnects and self._attempts > 1:
@@ -508,7 +636,6 @@ class RedisBus(Bus):
 
     async def _listen(self, pubsub: PubSub) -> None:
         ears = self.ears
-        next_check = time.monotonic() + _GENERATION_CHECKS * self.health_interval
         self._live = pubsub
         while not self._closing:
             now = time.monotonic()
@@ -535,11 +662,6 @@ class RedisBus(Bus):
                 raise ConnectionError("subscriber connection stopped answering")
             if waited > self.health_interval:
                 ears.stall()
-            if now >= next_check:
-                # Redis may lose the hash without dropping us (FLUSHALL, eviction).
-                next_check = now + _GENERATION_CHECKS * self.health_interval
-                with contextlib.suppress(Exception):
-                    await self.load_generations()
 
     async def _read_pending(self, pubsub: PubSub) -> bool:
         """Apply what reached the socket already; True if anything did.
@@ -558,7 +680,10 @@ class RedisBus(Bus):
     def _handle(self, reply: dict[str, Any]) -> None:
         kind = reply.get("type")
         if kind == "message":
-            self._receive(reply.get("data"))
+            if _text(reply.get("channel")) == self.ack_channel:
+                self._acknowledged(reply.get("data"))
+            else:
+                self._receive(reply.get("data"))
         elif kind == "pong":
             self.ears.answered(reply.get("data"))
 
@@ -570,12 +695,27 @@ class RedisBus(Bus):
         if message is None:
             self.rejected += 1
             return
-        if message.get("o") == self.origin:
+        origin = message.get("o")
+        if message["op"] == "settle":
+            # Read in order: every message before the marker is applied already.
+            if origin == self.origin:
+                self.settlement.acknowledged(message.get("s"))
+            elif isinstance(origin, str) and 0 < len(origin) <= 64:
+                self._acknowledge(origin, message.get("s"))
+            return
+        if origin == self.origin:
             return
         try:
             self.apply(message)
         except Exception:  # a bad message must never tear the subscription down
             log.exception("could not apply an invalidation message")
+
+    def _acknowledged(self, data: Any) -> None:
+        message = decode_message(data, self.mac_keys)
+        if message is None or message["op"] != "ack":
+            self.rejected += 1
+            return
+        self.settlement.acknowledged(message.get("s"))
 
     def _disconnected(self, exc: BaseException) -> None:
         was_connected = self._connected.is_set()
@@ -585,3 +725,7 @@ class RedisBus(Bus):
             self.reconnects += 1
             log.warning("invalidation subscriber lost its connection (%s); L1 flushed", exc)
         self.reset()
+
+
+def _text(value: Any) -> Any:
+    return value.decode(errors="replace") if isinstance(value, bytes) else value

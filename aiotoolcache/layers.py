@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from contextvars import ContextVar
 from dataclasses import dataclass, replace
 from typing import Any
 
 from aiotoolcache.errors import ConfigurationError
 
-__all__ = ["DEFAULT_LAYERS", "LayerConfig"]
+__all__ = ["DEFAULT_LAYERS", "VALUE_LIMIT", "LayerConfig", "value_limit"]
 
 HOUR = 3600.0
 DAY = 24 * HOUR
@@ -65,3 +66,22 @@ DEFAULT_LAYERS: dict[str, LayerConfig] = {
     "results": LayerConfig(ttl=5 * 60.0, beta=0.0),
     "embeddings": LayerConfig(ttl=7 * DAY, max_value_bytes=8 * 2**20),
 }
+
+
+VALUE_LIMIT: ContextVar[int | None] = ContextVar("aiotoolcache_value_limit", default=None)
+"""A tool policy's ``max_value_bytes`` for the call under way (None: no policy sets one).
+
+A context variable, so the loads and L2 reads a call starts (its own tasks
+included) see the limit of that call's tool, and no other call does.
+"""
+
+
+def value_limit(config: LayerConfig) -> int:
+    """The largest encoded value a layer stores and reads in this context.
+
+    A tool policy may raise the layer's ``max_value_bytes`` for its own
+    results; a policy's lower cap is applied before the value reaches the
+    layer (see ``calls.read_through``).
+    """
+    override = VALUE_LIMIT.get()
+    return config.max_value_bytes if override is None else max(override, config.max_value_bytes)

@@ -1,10 +1,10 @@
 """Tool policies: per-tool caching rules, and the decisions made from them, without I/O.
 
 A ``ToolPolicy`` says how one tool's results are cached (TTL, key arguments,
-minimum load time, size cap) and which cached results a successful call of
-it drops. ``ToolPolicies`` finds the policy in force for ``"<server_id>/<tool>"``
-among fnmatch patterns: an exact name wins over any pattern, then the
-longest pattern. The decisions (``cacheable``, ``writes``, the tags of a read
+minimum load time, size cap) and which cached results a call of it drops
+once it ends. ``ToolPolicies`` finds the policy in force for
+``"<server_id>/<tool>"`` among fnmatch patterns: an exact name wins over any
+pattern, then the longest pattern. The decisions (``cacheable``, ``writes``, the tags of a read
 and of a write) are pure functions, so every integration makes them the
 same way.
 
@@ -19,28 +19,63 @@ Invalidation by writes uses tags, so it is O(1) and reaches every worker:
   whose tool name matches it carries. The patterns come from the configured
   policies, so every worker must be configured with the same policies (as
   they must be for TTLs and keys to agree anyway).
+
+A write drops the results of its own partition only: each of the three
+tags above also exists per partition (``reads:<id>@p:<digest of the
+partition>``), a result carries both forms, and a write bumps the
+partition's form. So one tenant's write never flushes another tenant's
+results. ``ToolPolicy(invalidates_partitions="all")`` bumps the plain form
+instead, reaching every partition (a write to data that tenants share). A
+write whose partition its caller does not know (``EVERY_PARTITION``) reaches
+every partition too.
 """
 
 from __future__ import annotations
 
+import enum
 import fnmatch
+import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from hashlib import blake2b
+from typing import Any, Final, Literal
 
 from aiotoolcache.errors import ConfigurationError
 
 __all__ = [
     "DEFAULT_POLICY",
+    "EVERY_PARTITION",
+    "PartitionScope",
     "ToolPolicies",
     "ToolPolicy",
     "cacheable",
+    "partition_tag",
     "read_only",
     "with_lists",
     "writes",
 ]
 
 _WILDCARDS = frozenset("*?[")
+_PARTITION_SCOPES = ("own", "all")
+
+
+class PartitionScope(enum.Enum):
+    """PartitionScope names the partition of a write its caller cannot tell."""
+
+    EVERY = "every"
+
+
+EVERY_PARTITION: Final = PartitionScope.EVERY
+"""A write's partition when the caller does not know it: its invalidation reaches every one."""
+
+
+def partition_tag(tag: str, partition: str | None) -> str:
+    """``tag`` scoped to ``partition``: a short digest, so no partition name is stored in clear."""
+    if partition is None:
+        return f"{tag}@p:-"
+    return (
+        f"{tag}@p:{blake2b(partition.encode('utf-8', 'surrogatepass'), digest_size=8).hexdigest()}"
+    )
 
 
 def _names(value: Iterable[str] | None, what: str) -> tuple[str, ...] | None:
@@ -68,12 +103,16 @@ class ToolPolicy:
         min_load_time: A result that loaded faster than this many seconds is
             returned but not stored (cheap calls are not worth an entry).
         invalidates: Tool-name patterns on the same server whose cached results
-            a successful call of this tool drops, in every worker. None means
-            the default: ``["*"]`` (all of the server's results) when the call
-            is a write. A non-empty list also marks the tool as a write; ``[]``
-            turns invalidation off.
+            a call of this tool drops once it ends (however it ends), in every
+            worker. None means the default: ``["*"]`` (all of the server's
+            results) when the call is a write. A non-empty list also marks the
+            tool as a write; ``[]`` turns invalidation off.
         max_value_bytes: Results whose encoded size exceeds this are returned
             but not stored (a lower cap than the layer's ``max_value_bytes``).
+        invalidates_partitions: Whose cached results a write drops:
+            ``"own"`` (the default) those of the caller's partition only, so
+            one tenant cannot flush another's; ``"all"`` those of every
+            partition, for a tool that changes data every tenant reads.
         client_directives: Whether a client may send a cache directive with the
             request (the FastMCP middleware reads ``_meta``
             ``"io.aiotoolcache/cache-control"``); off by default because a
@@ -87,6 +126,7 @@ class ToolPolicy:
     invalidates: Sequence[str] | None = None
     max_value_bytes: int | None = None
     client_directives: bool = False
+    invalidates_partitions: Literal["own", "all"] = "own"
 
     def __post_init__(self) -> None:
         # Lists are accepted and kept as tuples, so a policy stays hashable and immutable.
@@ -98,6 +138,11 @@ class ToolPolicy:
             raise ConfigurationError(f"min_load_time must be >= 0, got {self.min_load_time!r}")
         if self.max_value_bytes is not None and self.max_value_bytes <= 0:
             raise ConfigurationError("max_value_bytes must be positive or None")
+        if self.invalidates_partitions not in _PARTITION_SCOPES:
+            raise ConfigurationError(
+                "invalidates_partitions must be 'own' or 'all', "
+                f"got {self.invalidates_partitions!r}"
+            )
 
     def with_options(self, **changes: Any) -> ToolPolicy:
         """Return a copy with some fields changed."""
@@ -113,7 +158,8 @@ class ToolPolicies:
     """ToolPolicies resolves the policy in force for a tool from ``"<server_id>/<tool>"`` patterns.
 
     An exact name wins over every pattern; among matching fnmatch patterns
-    the longest wins (ties go to the one configured first). A tool nothing
+    the longest wins (ties go to the one configured first). The key ``"*"``
+    matches every server's tools (the least specific pattern). A tool nothing
     matches gets ``default``.
     """
 
@@ -123,9 +169,10 @@ class ToolPolicies:
     def __post_init__(self) -> None:
         checked: dict[str, ToolPolicy] = {}
         for pattern, policy in dict(self.patterns).items():
-            if not isinstance(pattern, str) or "/" not in pattern:
+            # "*" is the one key without a "/": fnmatch's "*" spans it, so it matches every tool.
+            if not isinstance(pattern, str) or ("/" not in pattern and pattern != "*"):
                 raise ConfigurationError(
-                    f"tool policy keys are '<server_id>/<tool>' patterns, got {pattern!r}"
+                    f"tool policy keys are '<server_id>/<tool>' patterns or '*', got {pattern!r}"
                 )
             if not isinstance(policy, ToolPolicy):
                 raise ConfigurationError(f"{pattern!r} maps to {policy!r}, not a ToolPolicy")
@@ -133,11 +180,25 @@ class ToolPolicies:
         object.__setattr__(self, "patterns", checked)
 
     @classmethod
-    def of(cls, value: ToolPolicies | Mapping[str, ToolPolicy] | None) -> ToolPolicies:
-        """Return ``value`` as ToolPolicies (None: no configured policy)."""
+    def of(
+        cls, value: ToolPolicies | Mapping[str, ToolPolicy] | str | os.PathLike[str] | None
+    ) -> ToolPolicies:
+        """Return ``value`` as ToolPolicies (None: no configured policy; a path: its file)."""
         if isinstance(value, ToolPolicies):
             return value
+        if isinstance(value, str | os.PathLike):
+            return cls.from_file(value)
         return cls(dict(value or {}))
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike[str]) -> ToolPolicies:
+        """Read a TOML policy file (see ``aiotoolcache.policy_file``).
+
+        Raises ConfigurationError naming the file, the line and the field of a mistake.
+        """
+        from aiotoolcache.policy_file import read_policy_file  # it builds on this module
+
+        return read_policy_file(path)
 
     def resolve(self, server_id: str, tool: str) -> ToolPolicy:
         """Return the policy in force for ``tool`` on ``server_id``."""
@@ -152,25 +213,47 @@ class ToolPolicies:
                     best = (len(pattern), pattern)
         return self.default if best is None else self.patterns[best[1]]
 
-    def read_tags(self, server_id: str, tool: str) -> list[str]:
-        """Return the tags a cached result of ``tool`` carries, so writes can find it."""
-        tags = [f"server:{server_id}", f"tool:{server_id}/{tool}", f"reads:{server_id}"]
+    def read_tags(
+        self, server_id: str, tool: str, partition: str | None | PartitionScope = EVERY_PARTITION
+    ) -> list[str]:
+        """Return the tags a cached result of ``tool`` in ``partition`` carries, so writes find it.
+
+        Each tag a write can bump comes twice: plain (reached by a write to
+        every partition) and scoped to ``partition`` (reached by a write in
+        it). Without a partition (``EVERY_PARTITION``) only the plain form.
+        """
+        targets = [f"tool:{server_id}/{tool}", f"reads:{server_id}"]
         for pattern in self._wildcard_targets(server_id):
             if fnmatch.fnmatchcase(tool, pattern):
-                tags.append(f"reads:{server_id}:{pattern}")
+                targets.append(f"reads:{server_id}:{pattern}")
+        tags = [f"server:{server_id}", *targets]
+        if not isinstance(partition, PartitionScope):
+            tags.extend(partition_tag(tag, partition) for tag in targets)
         return tags
 
-    def write_tags(self, server_id: str, policy: ToolPolicy) -> list[str]:
-        """Return the tags a successful write under ``policy`` bumps (empty: none)."""
+    def write_tags(
+        self,
+        server_id: str,
+        policy: ToolPolicy,
+        partition: str | None | PartitionScope = EVERY_PARTITION,
+    ) -> list[str]:
+        """Return the tags a write in ``partition`` under ``policy`` bumps (empty: none).
+
+        Scoped to ``partition`` unless the policy says ``invalidates_partitions="all"``
+        or the partition is not known (``EVERY_PARTITION``).
+        """
         targets = ("*",) if policy.invalidates is None else policy.invalidates
-        if "*" in targets:
-            return [f"reads:{server_id}"]
         tags: list[str] = []
-        for pattern in targets:
-            if _is_pattern(pattern):
-                tags.append(f"reads:{server_id}:{pattern}")
-            else:
-                tags.append(f"tool:{server_id}/{pattern}")
+        if "*" in targets:
+            tags.append(f"reads:{server_id}")
+        else:
+            for pattern in targets:
+                if _is_pattern(pattern):
+                    tags.append(f"reads:{server_id}:{pattern}")
+                else:
+                    tags.append(f"tool:{server_id}/{pattern}")
+        if policy.invalidates_partitions == "own" and not isinstance(partition, PartitionScope):
+            tags = [partition_tag(tag, partition) for tag in tags]
         return sorted(set(tags))
 
     def _wildcard_targets(self, server_id: str) -> list[str]:
@@ -230,7 +313,7 @@ def cacheable(policy: ToolPolicy, annotations: Any, trusted: bool = True) -> boo
 
 
 def writes(policy: ToolPolicy, annotations: Any, trusted: bool = True) -> bool:
-    """Whether a successful call of the tool is a write that drops cached reads.
+    """Whether a call of the tool is a write that drops cached reads.
 
     Any tool not proven read-only counts as a write: a non-empty
     ``invalidates`` always marks one; ``cache=True`` marks a read; otherwise

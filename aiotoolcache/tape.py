@@ -14,7 +14,6 @@ import base64
 import json
 import math
 import os
-import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +22,7 @@ from typing import IO, Any
 from aiotoolcache.codec import Codec, CorruptValue
 from aiotoolcache.errors import CassetteError, UnserializableValue
 from aiotoolcache.keys import canonical_json
+from aiotoolcache.redaction import MAX_NESTING, MSGPACK, REDACTED, looks_secret, redact
 
 __all__ = [
     "FORMAT",
@@ -39,59 +39,10 @@ __all__ = [
 ]
 
 FORMAT = 1
-REDACTED = "<redacted>"
-MSGPACK = "$msgpack"
 ENCODING_NOTE = (
     'JSON; a value JSON cannot carry exactly is {"$msgpack": base64 of the payload of '
     "aiotoolcache's msgpack codec}"
 )
-# Name parts that mark a field as secret: accessToken, Authorization, password, apiKey…
-_SECRET_PARTS = frozenset(
-    {"token", "secret", "password", "passwd", "authorization", "auth", "apikey",
-     "credential", "credentials", "cookie"}
-)  # fmt: skip
-# "key" alone names lookups (a cache key, a sort key): secret only after one of these.
-_SECRET_KEY_KINDS = frozenset({"api", "private", "access", "secret", "signing", "session"})
-_CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
-_PARTS = re.compile(r"[^a-z0-9]+")
-
-
-def looks_secret(name: str) -> bool:
-    """True when a field name looks like it holds a secret (``api_key``, ``accessToken``…)."""
-    parts = _PARTS.split(_CAMEL.sub("_", name).lower())
-    if any(part in _SECRET_PARTS for part in parts):
-        return True
-    return any(
-        part == "key" and i > 0 and parts[i - 1] in _SECRET_KEY_KINDS
-        for i, part in enumerate(parts)
-    )
-
-
-def redact(value: Any, secret: Callable[[str], bool], path: str = "") -> tuple[Any, list[str]]:
-    """Return ``value`` with the values of secret fields replaced, and the paths replaced.
-
-    Walks dicts and lists (tuples become lists, as the cache's codec makes them).
-    """
-    if isinstance(value, dict):
-        out: dict[Any, Any] = {}
-        paths: list[str] = []
-        for key, item in value.items():
-            where = f"{path}.{key}" if path else str(key)
-            if isinstance(key, str) and secret(key):
-                out[key] = REDACTED
-                paths.append(where)
-            else:
-                out[key], inner = redact(item, secret, where)
-                paths.extend(inner)
-        return out, paths
-    if isinstance(value, list | tuple):
-        items, paths = [], []
-        for i, item in enumerate(value):
-            new, inner = redact(item, secret, f"{path}[{i}]")
-            items.append(new)
-            paths.extend(inner)
-        return items, paths
-    return value, []
 
 
 def _json_exact(value: Any) -> bool:
@@ -102,7 +53,7 @@ def _json_exact(value: Any) -> bool:
         return -(2**63) <= value < 2**64  # what msgpack carries
     if isinstance(value, float):
         return math.isfinite(value)
-    if isinstance(value, list | tuple):
+    if isinstance(value, list):  # a tuple is not: JSON would give it back as a list
         return all(_json_exact(item) for item in value)
     if isinstance(value, dict):
         return MSGPACK not in value and all(
@@ -113,7 +64,11 @@ def _json_exact(value: Any) -> bool:
 
 def encode_value(value: Any, codec: Codec) -> Any:
     """Return the JSON form of ``value``; raise UnserializableValue if the codec has none."""
-    if _json_exact(value):
+    try:
+        exact = _json_exact(value)
+    except RecursionError:
+        raise UnserializableValue(f"a value nested more than {MAX_NESTING} levels deep") from None
+    if exact:
         return value
     return {MSGPACK: base64.b64encode(codec.encode_value(value)).decode("ascii")}
 
@@ -122,8 +77,8 @@ def decode_value(data: Any, codec: Codec) -> Any:
     """Return the value of a JSON form written by ``encode_value``."""
     if isinstance(data, dict) and set(data) == {MSGPACK}:
         try:
-            return codec.decode_value(base64.b64decode(data[MSGPACK]))
-        except (CorruptValue, ValueError) as exc:
+            return codec.decode_value(base64.b64decode(data[MSGPACK], validate=True))
+        except (CorruptValue, ValueError, TypeError) as exc:
             raise CassetteError(f"undecodable recorded value: {exc}") from None
     return data
 
@@ -214,6 +169,7 @@ class Tape:
     header: dict[str, Any]
     entries: list[dict[str, Any]] = field(default_factory=list)
     valid_bytes: int = 0  # length of the file up to the end of its last complete line
+    line_numbers: list[int] = field(default_factory=list)  # of each entry, for messages
 
 
 def new_header(redact_fields: Iterable[str], redact_secrets: bool) -> dict[str, Any]:
@@ -227,8 +183,25 @@ def new_header(redact_fields: Iterable[str], redact_secrets: bool) -> dict[str, 
     }
 
 
+def _too_deep(value: Any) -> bool:
+    """True when ``value`` nests more than MAX_NESTING lists or objects (no recursion)."""
+    stack = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict | list):
+            if depth >= MAX_NESTING:
+                return True
+            children = item.values() if isinstance(item, dict) else item
+            stack.extend((child, depth + 1) for child in children)
+    return False
+
+
 def read_tape(path: str | os.PathLike[str]) -> Tape:
-    """Read a cassette file; a torn last line is dropped, any other bad line is an error."""
+    """Read a cassette file; a torn last line is dropped, any other bad line is an error.
+
+    Every failure to read a line is a CassetteError naming the file and the line:
+    a line that is not JSON, not an object, or nested more than MAX_NESTING deep.
+    """
     raw = Path(path).read_bytes()
     lines = raw.split(b"\n")
     # Every complete line ends with a newline: what follows the last one was torn.
@@ -238,18 +211,25 @@ def read_tape(path: str | os.PathLike[str]) -> Tape:
         offset += len(line) + 1
         try:
             record = json.loads(line)
+        except RecursionError:  # nested beyond what the parser can take
+            raise CassetteError(
+                f"{path}:{number}: nested more than {MAX_NESTING} levels deep"
+            ) from None
         except ValueError:
             if number == len(complete):
                 break  # the newline made it, the line did not: same as torn
             raise CassetteError(f"{path}:{number}: not a JSON line") from None
         if not isinstance(record, dict):
             raise CassetteError(f"{path}:{number}: not a JSON object")
+        if _too_deep(record):
+            raise CassetteError(f"{path}:{number}: nested more than {MAX_NESTING} levels deep")
         if tape is None:
             if record.get("aiotoolcache_cassette") != FORMAT:
                 raise CassetteError(f"{path}: not an aiotoolcache cassette (format {FORMAT})")
             tape = Tape(record)
         else:
             tape.entries.append(record)
+            tape.line_numbers.append(number)
         tape.valid_bytes = offset
     if tape is None:
         raise CassetteError(f"{path}: empty cassette (no header line)")

@@ -68,6 +68,8 @@ class ToolCache:
     shares one Redis among many worker processes. Use ``async with cache:``
     (or ``await cache.aclose()``) so background tasks and the pool are
     released. No backend error reaches a caller unless ``strict=True``.
+    Tool writes settle before they return (no worker serves a result from
+    before them); ``settle_writes=True`` makes every write settle, ``False`` none.
     """
 
     def __init__(
@@ -101,7 +103,12 @@ class ToolCache:
         mode: str = "once",
         order: str = "any",
         redact: Iterable[str] = (),
-        tool_policies: ToolPolicies | Mapping[str, ToolPolicy] | None = None,
+        tool_policies: ToolPolicies
+        | Mapping[str, ToolPolicy]
+        | str
+        | os.PathLike[str]
+        | None = None,
+        settle_writes: bool | None = None,
     ) -> None:
         if not max_staleness > 0:
             raise ConfigurationError(f"max_staleness must be above 0 s, got {max_staleness!r}")
@@ -133,6 +140,8 @@ class ToolCache:
         # Created first: it owns L1, fills, flights and generations, and decides what
         # may be stored or served; everything below receives it.
         self.coherence = Coherence(l1_max_entries=l1_max_entries, l1_max_bytes=l1_max_bytes)
+        # Tool writes settle before they return (None); True: every write; False: none.
+        self.coherence.settle_writes = settle_writes
         self.client: AnyRedis | None = client
         self._owns_client = client is None
         self.bus_channel = f"{self.namespace}:bus"
@@ -394,11 +403,18 @@ class ToolCache:
         return self._layers["embeddings"]
 
     # -- invalidation -------------------------------------------------------------------
-    async def invalidate(self, layer: str | None = None, tags: Iterable[str] | None = None) -> None:
+    async def invalidate(
+        self,
+        layer: str | None = None,
+        tags: Iterable[str] | None = None,
+        *,
+        settle: bool | None = None,
+    ) -> None:
         """Drop a whole layer, every entry carrying one of ``tags``, or (no arguments) everything.
 
         O(1) per layer or tag: a generation is bumped, so old entries become
-        unreachable in every worker and expire by TTL.
+        unreachable in every worker and expire by TTL. ``settle=True``: return
+        only once no worker serves what was dropped (default: ``settle_writes``).
         """
         await self._start_lazily()
         fields = [f"tag:{tag}" for tag in tags or ()]
@@ -407,9 +423,11 @@ class ToolCache:
         if layer is None and tags is None:
             fields = ["ns"]
         bus = self.coherence.bus
+        landed = False
         for field in fields:
             try:
                 await bus.bump(field)
+                landed = True
             except Exception as exc:
                 error = self.tier.backend_error(exc)
                 if self.outbox is not None:  # sent again until Redis takes it
@@ -419,10 +437,12 @@ class ToolCache:
                 bumped = max(bus.generation(field) + 1, now_ms())
                 bus.apply({"o": bus.origin, "op": "gen", "f": field, "g": bumped, "u": 1})
                 self.tier.failed(self._layers.get(layer or ""), error)
+        if landed and self.coherence.settles(settle):
+            await bus.settle()
 
-    async def invalidate_server(self, server_id: str) -> None:
+    async def invalidate_server(self, server_id: str, *, settle: bool | None = None) -> None:
         """Drop everything cached about one tool server: discovery, tools, search, results."""
-        await self.invalidate(tags=[server_tag(server_id)])
+        await self.invalidate(tags=[server_tag(server_id)], settle=settle)
 
     async def on_tools_list_changed(self, server_id: str) -> None:
         """Handle MCP ``notifications/tools/list_changed`` from ``server_id``."""
@@ -492,12 +512,13 @@ class ToolCache:
 
         The tool's policy (``tool_policy``) sets the key, TTL and what is
         stored. A write (``writes=True``, or a policy with ``invalidates``)
-        always runs; once it returns, the results it invalidates are dropped
-        in every worker (a raising call invalidates nothing).
+        always runs; once it ends (returned, raised or cancelled), the results
+        it invalidates in its ``partition`` (every partition under
+        ``invalidates_partitions="all"``) are dropped in every worker.
         """
         policy = self.tool_policy(server_id, tool_name)
         if writes or policy.invalidates:
-            return await calls.run_write(self, server_id, policy, loader)
+            return await calls.run_write(self, server_id, policy, loader, partition=partition)
         if policy.cache is False:
             return await calls.run_uncached(loader)
         return await calls.read_through(
@@ -537,7 +558,7 @@ class ToolCache:
         key_args: Sequence[str] | None = None,
         partition: PartitionOf | None = None,
         tags: Iterable[str] | None = None,
-        ignore: Iterable[str] = ("self", "cls"),
+        ignore: Iterable[str] | None = None,
         run_sync: Literal[False] = False,
     ) -> Callable[[Callable[P, Awaitable[R]]], CachedFunction[P, R]]: ...
 
@@ -550,7 +571,7 @@ class ToolCache:
         key_args: Sequence[str] | None = None,
         partition: PartitionOf | None = None,
         tags: Iterable[str] | None = None,
-        ignore: Iterable[str] = ("self", "cls"),
+        ignore: Iterable[str] | None = None,
         run_sync: Literal[True],
     ) -> Callable[[Callable[P, R]], CachedFunction[P, R]]: ...
 
@@ -562,7 +583,7 @@ class ToolCache:
         key_args: Sequence[str] | None = None,
         partition: PartitionOf | None = None,
         tags: Iterable[str] | None = None,
-        ignore: Iterable[str] = ("self", "cls"),
+        ignore: Iterable[str] | None = None,
         run_sync: bool = False,
     ) -> Callable[[Callable[P, Any]], CachedFunction[P, Any]]:
         """Decorate a function so calls with equal arguments are served from ``layer``.
@@ -570,7 +591,9 @@ class ToolCache:
         See ``CachedFunction``: ``key_args`` picks the arguments of the key,
         ``partition(arguments)`` the partition; the result gains
         ``invalidate(...)`` and ``key(...)``. A synchronous function is refused
-        (TypeError) unless ``run_sync=True`` runs it in a worker thread.
+        (TypeError) unless ``run_sync=True`` runs it in a worker thread. A
+        method is refused (ConfigurationError) unless ``key_args``,
+        ``partition`` or ``ignore=("self",)`` says how its instance enters the key.
         """
         return cached_function(
             self.layer(layer),

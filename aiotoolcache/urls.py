@@ -75,7 +75,7 @@ QUERY_OPTIONS: dict[str, frozenset[str]] = {
     "cluster": _TLS_QUERY,
     "sentinel": frozenset({"sentinel_username", "sentinel_password"}) | _TLS_QUERY,
 }
-_SECRET_QUERY = re.compile(r"([?&][^=&#]*(?:password|secret|token)[^=&#]*=)[^&#]*", re.IGNORECASE)
+_SECRET_QUERY = re.compile(r"([?&][^=&#]*(?:password|secret|token)[^=&#]*=)[^&]*", re.IGNORECASE)
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]*):")
 _CERT_REQS = ("required", "optional", "none")
 _BOOLEANS = {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False}
@@ -97,16 +97,46 @@ def mask_url(url: str) -> str:
             head, rest = url[: scheme.end() + 1], url[scheme.end() + 1 :]
         slashes = len(rest) - len(rest.lstrip("/"))
         head, rest = head + rest[:slashes], rest[slashes:]
+    hidden = [False] * len(rest)
+    # A password pasted without percent-encoding may hold '/', '?', '#' or '@', so
+    # the user information ends at the LAST '@': cutting the authority at the first
+    # '/' first would show such a password in clear. (An '@' in a query value is
+    # hidden along with it: showing too little is the safe mistake.)
+    at = rest.rfind("@")
+    colon = rest.find(":", 0, at) if at >= 0 else -1
+    if colon >= 0:
+        hidden[colon + 1 : at] = [True] * (at - colon - 1)
+    # A secret query value runs to the next '&': an unencoded '#' does not end it.
+    for match in _SECRET_QUERY.finditer(rest):
+        hidden[match.end(1) : match.end()] = [True] * (match.end() - match.end(1))
+    out, previous = [head], False
+    for char, secret in zip(rest, hidden, strict=True):
+        if not secret:
+            out.append(char)
+        elif not previous:
+            out.append("***")
+        previous = secret
+    return "".join(out)
+
+
+def _ambiguous_userinfo(url: str) -> bool:
+    """Return True when an '@' follows the first '/', '?' or '#' after the scheme's '//'.
+
+    Such a URL most likely holds a password with an unencoded '/', '?' or '#'.
+    Parsers cut it at that character, so a message quoting a parsed part (a
+    port, a database number) would quote a piece of the password.
+    """
+    rest = url.partition("://")[2]
     end = min((i for i in (rest.find(c) for c in "/?#") if i >= 0), default=len(rest))
-    authority = rest[:end]
-    if "@" in authority:
-        userinfo, _, hostinfo = authority.rpartition("@")
-        user, colon, _ = userinfo.partition(":")
-        authority = f"{user}:***@{hostinfo}" if colon else f"{userinfo}@{hostinfo}"
-    return _SECRET_QUERY.sub(r"\1***", head + authority + rest[end:])
+    return "@" in rest[end:]
 
 
 def _fail(problem: str, url: str, hint: str = "") -> ConfigurationError:
+    if _ambiguous_userinfo(url):  # the problem may quote a piece of the password
+        return ConfigurationError(
+            f"malformed cache URL {mask_url(url)!r}: a '/', '?' or '#' in the user name "
+            "or password must be percent-encoded (%2F, %3F, %23)"
+        )
     return ConfigurationError(f"{problem} in cache URL {mask_url(url)!r}{hint}")
 
 
@@ -181,11 +211,11 @@ def check_url(url: str) -> tuple[str, str]:
     scheme = match.group(1).lower() if match else ""
     kind = KNOWN_SCHEMES.get(scheme)
     if kind is None:
-        raise _fail(
-            f"unsupported cache URL scheme {scheme!r}" if scheme else "no scheme",
-            url,
-            ": use memory://, file:///path, redis://host:port/db, rediss://, "
-            "unix:///path.sock, redis+cluster:// or redis+sentinel://",
+        raise ConfigurationError(
+            (f"unsupported cache URL scheme {scheme!r}" if scheme else "no scheme")
+            + f" in cache URL {mask_url(url)!r}: use memory://, file:///path, "
+            "redis://host:port/db, rediss://, unix:///path.sock, redis+cluster:// "
+            "or redis+sentinel://"
         )
     if kind == "memory":
         return kind, ""

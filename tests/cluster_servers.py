@@ -13,6 +13,7 @@ import ipaddress
 import secrets
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -728,6 +729,7 @@ class TLSRedisServer(RedisServer):
     def __init__(self, port: int | None = None, extra_args: Sequence[str] = ()) -> None:
         super().__init__(port=port, extra_args=extra_args)
         self.tls = make_tls_files(self.dir)
+        self.plain: RedisServer | None = None  # behind a TLS terminator, when one is needed
         # Later options win, so "--port 0" overrides the plain port RedisServer passes.
         self.extra_args += [
             "--port",
@@ -743,6 +745,34 @@ class TLSRedisServer(RedisServer):
             "--tls-auth-clients",
             "no",
         ]
+
+    def start(self) -> TLSRedisServer:
+        try:
+            super().start()
+        except RuntimeError as exc:
+            if "TLS support" not in str(exc):
+                raise
+            self._start_behind_terminator()
+        return self
+
+    def _start_behind_terminator(self) -> None:
+        """A server built without TLS (the bundled valkey-server): the same server on a
+        private plain port, with a TLS terminator on ``port`` in front of it."""
+        self.plain = RedisServer().start()
+        root = Path(__file__).resolve().parents[1]
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "tests.tls_terminator", str(self.port), str(self.plain.port)]
+            + [str(self.tls.cert_file), str(self.tls.key_file)],
+            cwd=root,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        self.wait_ready()
+
+    def stop(self) -> None:
+        super().stop()
+        if self.plain is not None:
+            self.plain.stop()
 
     @property
     def ca_file(self) -> Path:

@@ -158,6 +158,23 @@ def test_profile_hit_quick_prints_a_table_and_json() -> None:
     assert "| component | µs | share |" in run.stdout
 
 
+@pytest.mark.timeout(120)
+def test_settle_quick_reports_acks_and_the_bound() -> None:
+    require_redis_server()
+    run = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "settle.py"), "--quick", "--writes", "10"],
+        capture_output=True,
+        text=True,
+        timeout=110,
+        cwd=ROOT,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    live, frozen = json.loads(run.stdout.strip().splitlines()[-1])
+    assert live["by_acks"] + live["by_bound"] == 10 and live["by_acks"] > 0
+    assert (frozen["frozen"], frozen["by_acks"], frozen["by_bound"]) == (1, 0, 10)
+    assert frozen["settled_p50_ms"] > 0
+
+
 TRACK_EVERY_ROW = """
 import json
 from benchmarks import bench_compare, compare

@@ -113,6 +113,19 @@ async def test_registered_models_record_and_replay(tape: Path) -> None:
     assert isinstance(replayed, Forecast) and replayed.city == "Paris"
 
 
+async def test_tuples_inside_a_result_replay_as_tuples(tape: Path) -> None:
+    value = {"route": ("CDG", "JFK"), "legs": [(1, "a"), [2, "b"]], "token": ("x",)}
+    async with atc.ToolCache(cassette=tape, mode="record") as cache:
+        await cache.call_tool("w", "f", {}, Tools().result(value))
+    async with atc.ToolCache(cassette=tape, mode="replay") as cache:
+        replayed = await cache.call_tool("w", "f", {}, Tools(live=False).result(None))
+    assert replayed == {**value, "token": "<redacted>"}
+    assert isinstance(replayed["route"], tuple)
+    assert isinstance(replayed["legs"][0], tuple) and isinstance(replayed["legs"][1], list)
+    # A result of plain JSON stays readable in the file; one holding a tuple is marked.
+    assert set(lines(tape)[1]["result"]) == {"$msgpack"}
+
+
 async def test_a_miss_names_the_call_and_diffs_the_nearest_recorded_one(tape: Path) -> None:
     async with atc.ToolCache(cassette=tape, mode="record") as cache:
         await agent_run(cache, Tools())

@@ -86,8 +86,8 @@ def test_help_shows_an_example_for_every_command() -> None:
         action for action in parser._actions if action.__class__.__name__ == "_SubParsersAction"
     )
     names = set(subparsers.choices)  # type: ignore[attr-defined]
-    assert names == {"demo", "stats", "invalidate", "doctor", "inspect", "cassette"}
-    assert len(COMMAND_MODULES) == 5
+    assert names == {"demo", "stats", "invalidate", "doctor", "inspect", "cassette", "policy"}
+    assert len(COMMAND_MODULES) == 6
     for name in names:
         text = run_cli(name, "--help").stdout
         assert "example:" in text and f"aiotoolcache {name}" in text, name

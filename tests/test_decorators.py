@@ -50,23 +50,86 @@ async def test_key_args_partition_invalidate_and_key(
     assert await here("Paris", user="u2") == {"city": "Paris", "n": 2}  # untouched
 
 
-async def test_methods_are_cached_per_arguments(cache: atc.ToolCache) -> None:
+def test_a_method_is_refused_until_it_says_how_its_instance_enters_the_key(
+    cache: atc.ToolCache,
+) -> None:
+    with pytest.raises(atc.ConfigurationError) as caught:
+
+        class MailClient:
+            @cache.cached("results")
+            async def inbox(self) -> list[str]:
+                return []
+
+    message = str(caught.value)
+    assert "MailClient.inbox()" in message and "'self'" in message
+    for choice in ("key_args=", "partition=lambda args: args['self']", "ignore=('self',)"):
+        assert choice in message
+    with pytest.raises(atc.ConfigurationError, match="'cls'"):
+
+        async def listing(cls: type, page: int) -> list[int]:
+            return [page]
+
+        cache.cached("results")(listing)
+    with pytest.raises(atc.ConfigurationError, match="'self'"):  # ignoring others is not enough
+        cache.cached("results", ignore=("verbose",))(MailClientLike.inbox)
+
+
+class MailClientLike:
+    async def inbox(self, verbose: bool = False) -> list[str]:
+        return []
+
+
+async def test_a_partition_by_instance_keeps_tenants_apart(cache: atc.ToolCache) -> None:
+    class MailClient:
+        def __init__(self, token: str) -> None:
+            self.token = token
+
+        @cache.cached("results", partition=lambda args: args["self"].token)
+        async def inbox(self, folder: str = "in") -> list[str]:
+            return [f"{folder} mail for {self.token}"]
+
+    alice, bob = MailClient("alice"), MailClient("bob")
+    assert await alice.inbox() == ["in mail for alice"]
+    assert await bob.inbox() == ["in mail for bob"]
+    assert await MailClient("alice").inbox() == ["in mail for alice"]  # alice's entry, shared
+    assert alice.inbox.key() != bob.inbox.key()
+    assert alice.inbox.key() == MailClient("alice").inbox.key()
+
+
+async def test_methods_declared_alike_share_entries_per_arguments(cache: atc.ToolCache) -> None:
     class Weather:
         runs = 0
 
-        @cache.cached("results")
+        @cache.cached("results", ignore=("self",))
         async def forecast(self, city: str) -> str:
             Weather.runs += 1
             return city.upper()
 
+        @cache.cached("results", key_args=["city"])
+        async def alerts(self, city: str, verbose: bool = False) -> str:
+            Weather.runs += 1
+            return f"no alerts in {city}"
+
     weather = Weather()
     assert await weather.forecast("oslo") == "OSLO"
-    assert await Weather().forecast("oslo") == "OSLO"  # self is not part of the key
+    assert await Weather().forecast("oslo") == "OSLO"  # declared: self is not part of the key
     assert Weather.runs == 1
     assert weather.forecast.key("oslo") == Weather().forecast.key("oslo")
     await weather.forecast.invalidate("oslo")
     assert await weather.forecast("oslo") == "OSLO"
     assert Weather.runs == 2
+    assert await weather.alerts("oslo") == await Weather().alerts("oslo", verbose=True)
+    assert Weather.runs == 3
+
+
+async def test_a_function_whose_first_parameter_is_not_self_is_not_a_method(
+    cache: atc.ToolCache,
+) -> None:
+    @cache.cached("results")
+    async def shelf(selfie: str) -> str:
+        return selfie
+
+    assert await shelf("x") == "x"
 
 
 async def test_a_sync_function_is_refused_before_it_runs(cache: atc.ToolCache) -> None:

@@ -164,8 +164,9 @@ def test_three_workers_share_l2_coalesce_and_all_hear_the_invalidation() -> None
     out = result.stdout
     server = require_server()
     first = out.splitlines()[0]
-    assert first.startswith("aiotoolcache demo: 3 worker processes share one Redis (a private ")
-    assert f"{server.flavour} {server.version} server at" in first
+    assert first == f"Starting 3 worker processes on a private {server}..."
+    assert "3 worker processes share one Redis (a private " in out
+    assert f"{server.flavour} {server.version} server at" in out
     layers = _rows("Fleet totals per layer:", out)
     assert {row[0] for row in layers} == {"discovery", "search", "results", "embeddings"}
     for _, requests, l1, l2, coalesced, loads, rate in layers:

@@ -72,7 +72,9 @@ async def test_invalidate_purge_from_the_command_line(redis_url: str, cache: atc
         )
         assert result.returncode == 0, result.stderr
         assert '"keys_deleted"' in result.stdout
-        assert await client.keys("test:*") == []
+        # No entry is left. The live worker may write its bookkeeping again at once (it
+        # finds the generations gone and moves past them), which is what it should do.
+        assert await client.keys("test:results:*") == []
         assert await client.exists("other:k")
     finally:
         await client.aclose()

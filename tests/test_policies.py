@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -10,8 +12,12 @@ import pytest
 import redis.asyncio as aioredis
 
 import aiotoolcache as atc
-from aiotoolcache.policy import DEFAULT_POLICY, cacheable, read_only, writes
+from aiotoolcache.policy import DEFAULT_POLICY, cacheable, partition_tag, read_only, writes
 from tests.workers import eventually
+
+# call_tool without a partition: its writes bump the tags of the no-partition partition.
+READS_NOTES = f"tag:{partition_tag('reads:notes', None)}"
+LIST_DIR = f"tag:{partition_tag('tool:files/list_dir', None)}"
 
 POLICIES = {
     "weather/forecast": atc.ToolPolicy(ttl=600, key_args=["city", "units"]),
@@ -21,6 +27,7 @@ POLICIES = {
     "search/*": atc.ToolPolicy(min_load_time=0.05),
     "search/quick_*": atc.ToolPolicy(ttl=5),
     "big/*": atc.ToolPolicy(max_value_bytes=1000),
+    "blobs/*": atc.ToolPolicy(max_value_bytes=16 * 2**20),
 }
 
 
@@ -162,6 +169,38 @@ async def test_max_value_bytes_caps_one_tools_results(
     assert big_runs == [2] and small_runs == [1]
 
 
+async def test_a_policy_may_raise_the_layers_size_limit_for_its_tool(
+    workers: tuple[atc.ToolCache, atc.ToolCache], caplog: pytest.LogCaptureFixture
+) -> None:
+    a, b = workers
+    blob = os.urandom(5 * 2**20)  # incompressible, above the results layer's 1 MiB
+    assert atc.DEFAULT_LAYERS["results"].max_value_bytes < len(blob)
+    runs, load = counting(blob)
+    with caplog.at_level(logging.WARNING, logger="aiotoolcache"):
+        assert await a.call_tool("blobs", "fetch", {"id": 1}, load) == blob
+        assert await a.call_tool("blobs", "fetch", {"id": 1}, load) == blob  # from L1
+        assert await b.call_tool("blobs", "fetch", {"id": 1}, load) == blob  # from L2
+    assert runs == [1] and "max_value_bytes" not in caplog.text
+    # The raised limit is the tool's: another tool's result of that size is not stored.
+    other_runs, other = counting(blob)
+    with caplog.at_level(logging.WARNING, logger="aiotoolcache"):
+        for _ in range(2):
+            assert await a.call_tool("files", "fetch", {"id": 1}, other) == blob
+    assert other_runs == [2] and "max_value_bytes=1048576" in caplog.text
+
+
+def test_a_star_key_matches_every_servers_tools() -> None:
+    policies = atc.ToolPolicies({"*": atc.ToolPolicy(ttl=30), "files/*": atc.ToolPolicy(ttl=9)})
+    assert policies.resolve("weather", "forecast").ttl == 30
+    assert policies.resolve("a.b", "c/d").ttl == 30
+    assert policies.resolve("files", "read").ttl == 9  # a longer pattern still wins
+    everything = atc.ToolPolicies({"*": atc.ToolPolicy(invalidates=["read_*"])})
+    assert "reads:files:read_*" in everything.read_tags("files", "read_file")
+    assert atc.ToolCache(tool_policies={"*": atc.ToolPolicy(cache=False)}).tool_policy(
+        "x", "y"
+    ) == atc.ToolPolicy(cache=False)
+
+
 async def test_a_write_drops_the_servers_reads_in_another_worker(
     workers: tuple[atc.ToolCache, atc.ToolCache],
 ) -> None:
@@ -179,25 +218,59 @@ async def test_a_write_drops_the_servers_reads_in_another_worker(
         return "ok"
 
     assert await a.call_tool("notes", "save", {"id": 1}, write, writes=True) == "ok"
-    await wait_for_generation(b, "tag:reads:notes", a.bus.generation("tag:reads:notes"))
+    await wait_for_generation(b, READS_NOTES, a.bus.generation(READS_NOTES))
     assert await b.call_tool("notes", "read", {"id": 1}, read) == "v2"
 
 
-async def test_a_failed_write_invalidates_nothing(
+async def test_a_write_that_raised_still_invalidates_in_every_worker(
+    workers: tuple[atc.ToolCache, atc.ToolCache],
+) -> None:
+    a, b = workers
+    runs, read = counting()
+    await b.call_tool("notes", "read", {"id": 1}, read)
+
+    async def saved_then_failed() -> str:
+        raise RuntimeError("saved, then the follow-up step failed")
+
+    with pytest.raises(RuntimeError, match="follow-up"):
+        await a.call_tool("notes", "save", {"id": 1}, saved_then_failed, writes=True)
+    await wait_for_generation(b, READS_NOTES, a.bus.generation(READS_NOTES))
+    await b.call_tool("notes", "read", {"id": 1}, read)
+    assert runs == [2]
+
+
+async def test_a_cancelled_write_still_invalidates(
     workers: tuple[atc.ToolCache, atc.ToolCache],
 ) -> None:
     a, _ = workers
     runs, read = counting()
     await a.call_tool("notes", "read", {"id": 1}, read)
+    started = asyncio.Event()
 
-    async def failing() -> str:
-        raise RuntimeError("disk full")
+    async def slow_write() -> str:
+        started.set()
+        await asyncio.Event().wait()  # never finishes on its own
+        return "unreachable"
 
-    with pytest.raises(RuntimeError):
-        await a.call_tool("notes", "save", {"id": 1}, failing, writes=True)
-    assert a.bus.generation("tag:reads:notes") == 0
+    write = asyncio.create_task(a.call_tool("notes", "save", {"id": 1}, slow_write, writes=True))
+    await started.wait()
+    write.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await write
+    assert a.bus.generation(READS_NOTES) > 0
     await a.call_tool("notes", "read", {"id": 1}, read)
-    assert runs == [1]
+    assert runs == [2]
+
+
+async def test_a_write_refused_under_only_if_cached_invalidates_nothing(
+    workers: tuple[atc.ToolCache, atc.ToolCache],
+) -> None:
+    a, _ = workers
+    write_runs, write = counting("ok")
+    with atc.cache_control("only-if-cached"), pytest.raises(atc.NotCached):
+        await a.call_tool("notes", "save", {"id": 1}, write, writes=True)
+    assert write_runs == [0]
+    assert a.bus.generation(READS_NOTES) == 0
 
 
 async def test_invalidates_patterns_narrow_what_a_write_drops(
@@ -213,9 +286,7 @@ async def test_invalidates_patterns_narrow_what_a_write_drops(
     await a.call_tool("files", "write_file", {"path": "a"}, write)
     await a.call_tool("files", "write_file", {"path": "a"}, write)
     assert write_runs == [2]  # writes are never cached
-    await wait_for_generation(
-        b, "tag:tool:files/list_dir", a.bus.generation("tag:tool:files/list_dir")
-    )
+    await wait_for_generation(b, LIST_DIR, a.bus.generation(LIST_DIR))
     for name, (_, load) in counts.items():
         await b.call_tool("files", name, {"path": "a"}, load)
     assert {name: runs[0] for name, (runs, _) in counts.items()} == {
@@ -253,7 +324,7 @@ async def test_a_read_in_flight_during_a_write_does_not_store_its_old_value(
         return "ok"
 
     await a.call_tool("notes", "save", {"id": 2}, write, writes=True)
-    await wait_for_generation(b, "tag:reads:notes", a.bus.generation("tag:reads:notes"))
+    await wait_for_generation(b, READS_NOTES, a.bus.generation(READS_NOTES))
     release.set()
     assert await reading == "old"  # its caller gets what it read...
 

@@ -22,6 +22,7 @@ from redis.crc import key_slot
 
 import aiotoolcache as atc
 from aiotoolcache import connect
+from aiotoolcache.cluster_bus import ClusterBus
 from aiotoolcache.connect import parse_server_list
 from tests.cluster_servers import (
     RedisClusterServers,
@@ -221,6 +222,19 @@ async def test_tag_and_layer_invalidation_reach_the_other_worker(workers: Worker
     _, new = loader_of("new")
     assert await second.call_tool("srv", "t", {"a": 1}, new) == "new"
     assert await second.search.get_or_load("q", new) == "new"
+
+
+async def test_a_settled_write_is_seen_at_once_by_the_other_worker(workers: Workers) -> None:
+    first, second = workers
+    for i in range(10):
+        await first.results.set("k", i, settle=True)
+        assert await second.results.get("k") == i  # no await in between: settling made it so
+    settlement = first.bus.settlement  # type: ignore[attr-defined]
+    if isinstance(first.bus, ClusterBus):
+        # PUBLISH counts one node's subscribers only: every write waits for the bound.
+        assert (settlement.by_acks, settlement.by_bound) == (0, 10)
+    else:
+        assert settlement.by_acks + settlement.by_bound == 10 and settlement.by_acks > 0
 
 
 async def test_100_concurrent_get_or_load_run_one_load(workers: Workers) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 import aiotoolcache as atc
+from aiotoolcache.cli import main
 from aiotoolcache.settings import parse_backend_url
 from aiotoolcache.urls import mask_url, tls_verification_off
 
@@ -98,6 +99,32 @@ def test_well_formed_urls_are_accepted(url: str, kind: str) -> None:
 def test_mask_url_hides_every_password(url: str) -> None:
     masked = mask_url(url)
     assert PW not in masked and "***" in masked
+
+
+@pytest.mark.parametrize("password", ["abc/def+g==", "p?ss", "p#ss", "p@ss/w", "a:b@c#d?e/f"])
+def test_a_password_with_unencoded_delimiters_is_masked_in_every_message(
+    password: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = f"redis://:{password}@cache.internal:6379/0"
+    assert mask_url(url) == "redis://:***@cache.internal:6379/0"
+    both = mask_url(f"redis://app:{password}@h/0?password={password}")
+    assert password not in both and both.startswith("redis://app:***")
+    try:
+        atc.ToolCache(url)
+    except atc.ConfigurationError as exc:
+        assert password not in str(exc) and "***" in str(exc)
+    monkeypatch.setenv("AIOTOOLCACHE_URL", f"redis://:{password}@127.0.0.1:1/0")
+    assert main(["doctor", "--json"]) == 1
+    captured = capsys.readouterr()
+    assert password not in captured.err + captured.out and "***" in captured.err
+
+
+def test_a_url_cut_inside_its_password_says_to_percent_encode_it() -> None:
+    with pytest.raises(atc.ConfigurationError, match="must be percent-encoded") as caught:
+        parse_backend_url("redis://:abc/9@cache.internal:6379/0")
+    assert "abc" not in str(caught.value) and "9@" not in str(caught.value)
+    # An "@" in a query value is not a password: the URL is accepted (and masked generously).
+    assert parse_backend_url("redis://h:6379/0?client_name=a@b")[0] == "redis"
 
 
 def test_a_tls_opt_out_is_reported_only_when_written_out() -> None:

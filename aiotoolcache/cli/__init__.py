@@ -1,4 +1,4 @@
-"""The ``aiotoolcache`` command: demo, stats, invalidate, doctor and inspect.
+"""The ``aiotoolcache`` command: demo, stats, invalidate, doctor, inspect, cassette and policy.
 
 Built on argparse so it works with the core install alone; with ``rich``
 installed (the ``cli`` extra) a terminal gets tables, colour and spinners,
@@ -30,6 +30,7 @@ from aiotoolcache.cli import cassette as cassette_command
 from aiotoolcache.cli import demo as demo_command
 from aiotoolcache.cli import doctor as doctor_command
 from aiotoolcache.cli import inspect as inspect_command
+from aiotoolcache.cli import policy as policy_command
 from aiotoolcache.cli import stats as stats_command
 from aiotoolcache.cli.connection import open_cache
 from aiotoolcache.cli.demo import render_demo
@@ -82,6 +83,7 @@ COMMAND_MODULES: tuple[ModuleType, ...] = (
     doctor_command,
     inspect_command,
     cassette_command,
+    policy_command,
 )
 
 _EXAMPLES = """examples:
@@ -90,6 +92,7 @@ _EXAMPLES = """examples:
   aiotoolcache doctor --url redis://localhost:6379/0
   aiotoolcache stats --url redis://localhost:6379/0 --namespace atc
   aiotoolcache cassette show run.jsonl               the calls a recorded agent run made
+  aiotoolcache policy suggest --server-id s --stdio "CMD"   a policy file for a server's tools
   aiotoolcache <command> --help                      options and an example of each command
 """
 

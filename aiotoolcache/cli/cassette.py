@@ -21,9 +21,8 @@ from aiotoolcache.cli.output import (
     print_json,
     render_table,
 )
-from aiotoolcache.codec import Codec
 from aiotoolcache.errors import CassetteError, UnserializableValue
-from aiotoolcache.tape import Tape, decode_value, encode_value, read_tape, redact, write_atomically
+from aiotoolcache.tape import Tape, read_tape, redact, write_atomically
 from aiotoolcache.tape_diff import title
 
 __all__ = ["cmd_cassette", "register"]
@@ -166,22 +165,19 @@ def redact_file(path: Path, fields: list[str], out: IO[str]) -> int:
     def secret(name: str) -> bool:
         return name.lower() in names
 
-    codec, replaced, opaque = Codec(), 0, 0
-    for record in tape.entries:
+    replaced = 0
+    for number, record in zip(tape.line_numbers, tape.entries, strict=True):
         before = set(record.get("redacted") or ())
         paths = list(before)
-        for part in ("arguments", "extra"):
+        # Every shape a line holds is walked, $dict tags and $msgpack payloads
+        # (registered models and dataclasses) included, without their classes.
+        for part in ("arguments", "extra", "result"):
             if record.get(part) is not None:
-                record[part], found = redact(record[part], secret, part)
+                try:
+                    record[part], found = redact(record[part], secret, part)
+                except UnserializableValue as exc:
+                    raise CLIError(f"{path}:{number}: {exc}") from None
                 paths += found
-        try:
-            result = decode_value(record.get("result"), codec)
-            result, found = redact(result, secret, "result")
-            if found:
-                record["result"] = encode_value(result, codec)
-            paths += found
-        except (CassetteError, UnserializableValue):
-            opaque += 1  # a registered model: its fields are not visible without the class
         replaced += len(set(paths) - before)
         if paths:
             record["redacted"] = sorted(set(paths))
@@ -189,6 +185,4 @@ def redact_file(path: Path, fields: list[str], out: IO[str]) -> int:
     header["redacted_fields"] = sorted({*header.get("redacted_fields", ()), *names})
     write_atomically(path, [header, *tape.entries])
     out.write(f"redacted {replaced} value{'' if replaced == 1 else 's'} in {path}\n")
-    if opaque:
-        out.write(f"warning: {opaque} results hold objects whose fields could not be read\n")
     return EXIT_OK

@@ -378,10 +378,11 @@ def _fleet_demo(args: argparse.Namespace, config: Any, screen: Screen) -> int:
     from aiotoolcache.demo_fleet import private_redis, run_fleet_demo
     from aiotoolcache.local_server import require_server
 
+    binary = None if config.url is not None else require_server()
+
     async def run() -> Any:
-        if config.url is not None:
+        if binary is None:
             return await run_fleet_demo(config, args.workers, config.url, redact_url(config.url))
-        binary = require_server()
         async with private_redis(binary.path) as url:
             where = url.removeprefix("redis://")
             label = (
@@ -390,7 +391,8 @@ def _fleet_demo(args: argparse.Namespace, config: Any, screen: Screen) -> int:
             return await run_fleet_demo(config, args.workers, url, label)
 
     if not args.json:
-        screen.line(f"Starting {args.workers} worker processes...")
+        on = redact_url(config.url) if binary is None else f"a private {binary}"
+        screen.line(f"Starting {args.workers} worker processes on {on}...")
         screen.out.flush()
     with screen.status(f"{args.workers} workers answering {config.requests} requests each…"):
         report = asyncio.run(_guarded_demo(run(), config.url))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
@@ -88,6 +89,41 @@ class ToolDecision:
     write: bool
 
 
+def uncached(decision: ToolDecision) -> ToolDecision:
+    """``decision`` with caching off: the call runs every time, a write still invalidates."""
+    return ToolDecision(decision.policy, False, decision.write)
+
+
+class ContextToolNotice:
+    """ContextToolNotice logs once per tool that a tool reading its caller's context runs uncached.
+
+    Such a tool's result may depend on who asks (the user, the tenant, the
+    thread), which its arguments do not say: caching it on the arguments
+    alone would hand one caller's result to another. The message names the
+    option that puts the part of the context that matters into the key.
+    """
+
+    __slots__ = ("_context", "_fix", "_log", "_told")
+
+    def __init__(self, log: logging.Logger, context: str, fix: str) -> None:
+        self._log = log
+        self._context = context
+        self._fix = fix
+        self._told: set[str] = set()  # tool names already logged; grows with the tool set only
+
+    def __call__(self, tool: str) -> None:
+        """Log the notice for ``tool`` unless it was logged before."""
+        if tool in self._told:
+            return
+        self._told.add(tool)
+        self._log.warning(
+            "tool %r takes a %s, so its result may depend on who calls it: it is not cached. %s",
+            tool,
+            self._context,
+            self._fix,
+        )
+
+
 def decide(
     cache: ToolCache,
     server_id: str,
@@ -160,18 +196,17 @@ async def call_through(
     partition: str | None,
     ttl: float | None,
     decision: ToolDecision | None = None,
-    succeeded: Callable[[ResultT], bool] | None = None,
 ) -> ResultT:
     """A tool call's result from the results layer or ``run()``; exceptions are never stored.
 
     Under ``decision`` (default: the tool's policy, cached, not a write) a
-    write runs and then drops the results it invalidates (unless it raised
-    or ``succeeded`` rejects its result); an uncached tool just runs.
+    write runs and then drops the results it invalidates, however it ended;
+    an uncached tool just runs.
     """
     if decision is None:
         decision = ToolDecision(cache.tool_policy(server_id, tool_name), True, False)
     if decision.write:
-        return await calls.run_write(cache, server_id, decision.policy, run, succeeded)
+        return await calls.run_write(cache, server_id, decision.policy, run, partition=partition)
     if not decision.cached:
         return await calls.run_uncached(run)
     # ``dump`` makes a result the payload to store (None: not stored); ``restore``

@@ -21,9 +21,10 @@ Rules:
   is true, or its name is in ``allow_tools`` (or its ``ToolPolicy`` says
   ``cache=True``); never when its name is in ``deny_tools`` (or its policy
   says ``cache=False``), when it may run as a task, or for a task-augmented call.
-- Any other tool is a write: once a call of it succeeds, the server's cached
-  tool results (or those its policy's ``invalidates`` names) are dropped in
-  every worker before the result is returned.
+- Any other tool is a write: once a call of it ends (a result, an error
+  result, an exception or a cancellation), the server's cached tool results
+  (or those its policy's ``invalidates`` names) are dropped in every worker
+  before the caller hears back.
 - A request may carry a directive in ``_meta["io.aiotoolcache/cache-control"]``
   (``"refresh"``, ``"bypass"``, ``"no-store"``, ``"only-if-cached"``, or
   ``{"mode": ..., "max_age": seconds}``), obeyed only for tools whose policy
@@ -31,6 +32,12 @@ Rules:
 - Error results (``isError``), exceptions, input-required asks and the
   continuation legs that answer them, and task (non-``ToolResult``) results
   are never cached. Empty listings are.
+- A request that asked the client for a human's answer while it ran
+  (``ctx.elicit``, sampling: older-protocol connections) is served, never
+  stored: a tool call, a resource read or a prompt alike. A tool whose
+  function takes a ``Context`` (or another injected parameter) is cached
+  only under a ``partition=`` of the user's own, which says which part of
+  the request its result depends on.
 - A stored entry that cannot be read back is a miss (counted in the layer's
   ``corrupt``): the real handler runs and its answer replaces the entry, so a
   client never sees a decoding error.
@@ -39,7 +46,10 @@ Rules:
   so their order does not matter). The partition is a SHA-256 of the caller's
   access token, so users never see each other's entries; unauthenticated
   callers share one partition. Pass ``partition=`` to derive it otherwise
-  (e.g. add a session id when per-session visibility changes listings).
+  (e.g. by tenant).
+- A listing's key holds the version of what it can show (the server's
+  components, its enable/disable rules and the session's visibility rules),
+  so a tool added at runtime or enabled for a session shows at once.
 - Every entry is tagged ``server:<server_id>``: ``await
   middleware.invalidate()`` or ``cache.on_tools_list_changed(server_id)``
   drops everything about the server in every worker.
@@ -53,7 +63,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 try:
@@ -65,10 +75,10 @@ try:
     from fastmcp.server.dependencies import get_access_token
     from fastmcp.server.middleware.middleware import CallNext, Middleware, MiddlewareContext
     from fastmcp.tools.base import InputRequiredToolResult, Tool, ToolResult
-    from fastmcp.utilities.versions import VersionSpec
     from pydantic import BaseModel
 
     from aiotoolcache.integrations import _fastmcp_payloads as payloads
+    from aiotoolcache.integrations import _fastmcp_requests as request_info
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
     raise ImportError(
         "aiotoolcache.integrations.fastmcp needs FastMCP 4.x: pip install 'aiotoolcache[fastmcp]'"
@@ -76,7 +86,14 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
 
 from aiotoolcache import calls, control
 from aiotoolcache.errors import ConfigurationError, NotCached
-from aiotoolcache.integrations._common import ToolDecision, decide, ensure_layer
+from aiotoolcache.integrations._common import (
+    ContextToolNotice,
+    ToolDecision,
+    decide,
+    ensure_layer,
+)
+from aiotoolcache.integrations._fastmcp_components import component_set_version
+from aiotoolcache.integrations._fastmcp_context import HumanAsks, takes_context
 from aiotoolcache.layers import LayerConfig
 from aiotoolcache.toolcache import server_tag
 
@@ -131,62 +148,6 @@ class _Own:
         self.result: Any = None  # that payload read back: what the client is served
 
 
-def _succeeded(result: Any) -> bool:
-    """A write succeeded when it returned a final, non-error result (not an input-required ask)."""
-    return (
-        isinstance(result, ToolResult)
-        and not isinstance(result, InputRequiredToolResult)
-        and not result.is_error
-    )
-
-
-def _request_meta(context: MiddlewareContext[Any]) -> Any:
-    """The request's ``_meta``: on the message, or (as FastMCP passes it) the request context."""
-    meta = getattr(context.message, "meta", None)
-    if isinstance(meta, Mapping):
-        return meta
-    try:
-        request_context = context.fastmcp_context.request_context  # type: ignore[union-attr]
-    except (AttributeError, LookupError, RuntimeError):
-        return None
-    return getattr(request_context, "meta", None)
-
-
-def _may_run_as_task(tool: Tool) -> bool:
-    if tool.task_config.supports_tasks():
-        return True
-    return tool.execution is not None and tool.execution.task_support not in (None, "forbidden")
-
-
-def _is_continuation(context: MiddlewareContext[Any]) -> bool:
-    """Whether this request answers an earlier input-required ask (it must bypass the cache)."""
-    ctx = context.fastmcp_context
-    if ctx is None:
-        return False
-    return ctx.input_responses is not None or ctx.request_state is not None
-
-
-def _requested_version(message: Any) -> Any:
-    """The FastMCP component version a request selects (request ``_meta.fastmcp.version``)."""
-    meta = getattr(message, "meta", None)
-    if not isinstance(meta, Mapping):
-        return None
-    fastmcp_meta = meta.get("fastmcp")
-    if not isinstance(fastmcp_meta, Mapping):
-        return None
-    return fastmcp_meta.get("version")
-
-
-def _version_spec(selector: Any) -> VersionSpec | None:
-    if isinstance(selector, str):
-        return VersionSpec(eq=selector)
-    if isinstance(selector, Mapping):
-        fields = {name: selector[name] for name in ("eq", "gte", "lt") if name in selector}
-        if all(isinstance(value, str) for value in fields.values()) and fields:
-            return VersionSpec(**fields)
-    return None
-
-
 # -- the middleware -----------------------------------------------------------------------------
 
 
@@ -238,6 +199,15 @@ class ToolCacheMiddleware(Middleware):
         self.allow_tools = frozenset(allow_tools)
         self.deny_tools = frozenset(deny_tools)
         self._partition_fn: PartitionFn = partition or token_partition
+        # Only a partition of the user's own says which part of a request's context matters.
+        self._context_partitioned = partition is not None
+        self._context_notice = ContextToolNotice(
+            log,
+            "Context (or another injected parameter)",
+            "Pass ToolCacheMiddleware(partition=lambda context: ...) returning the part of the "
+            "request the result depends on (e.g. the session id or the tenant) to cache it per "
+            "that value.",
+        )
         self.resources_layer = ensure_layer(cache, resources_layer, DEFAULT_RESOURCES_LAYER)
         self.prompts_layer = ensure_layer(cache, prompts_layer, DEFAULT_PROMPTS_LAYER)
 
@@ -272,7 +242,7 @@ class ToolCacheMiddleware(Middleware):
             allowed=name in self.allow_tools,
             denied=name in self.deny_tools or tool is None,
         )
-        if decision.cached and tool is not None and _may_run_as_task(tool):
+        if decision.cached and tool is not None and request_info.may_run_as_task(tool):
             return ToolDecision(decision.policy, False, decision.write)
         return decision
 
@@ -307,10 +277,16 @@ class ToolCacheMiddleware(Middleware):
         """
         partition = self._partition_fn(context)
         own = _Own()
+        # An answer built from a human's reply (elicitation, sampling) is served, never stored.
+        asks = HumanAsks()
+        session = request_info.request_session(context)
+
+        def answer() -> Awaitable[Any]:
+            return asks.observe(session, handler)
 
         async def load() -> Any:
-            result = await handler()
-            payload = dump(result)
+            result = await answer()
+            payload = None if asks.count else dump(result)
             if payload is None:
                 return _Uncached(result)
             try:
@@ -339,8 +315,8 @@ class ToolCacheMiddleware(Middleware):
             log.debug("undecodable entry in %s (%s): a miss", layer.name, exc)
         layer.counters.corrupt += 1
         layer.counters.misses += 1
-        result, _ = await layer.run_loader(handler)
-        payload = dump(result)
+        result, _ = await layer.run_loader(answer)
+        payload = None if asks.count else dump(result)
         if payload is not None:
             try:
                 restored = restore(payload)
@@ -361,11 +337,15 @@ class ToolCacheMiddleware(Middleware):
         base: type[ComponentT],
         ttl: float | None,
     ) -> Sequence[ComponentT]:
+        ctx = context.fastmcp_context
+        version = await component_set_version(ctx) if ctx is not None else None
+        if version is None:
+            return await call_next(context)
         server_id = self._server_id(context)
         listing: Sequence[ComponentT] = await self._serve(
             self.cache.discovery,
             context,
-            ("fastmcp." + kind, server_id),
+            ("fastmcp." + kind, server_id, version),
             label=server_id,
             ttl=ttl,
             tags=[server_tag(server_id)],
@@ -432,12 +412,14 @@ class ToolCacheMiddleware(Middleware):
         ):
             return await call_next(context)
         server = context.fastmcp_context.fastmcp
-        tool = await server.get_tool(name, _version_spec(_requested_version(message)))
+        tool = await server.get_tool(
+            name, request_info.version_spec(request_info.requested_version(message))
+        )
         server_id = self._server_id(context)
         decision = self.tool_decision(tool, name, server_id)
         directive = None
         if decision.policy.client_directives:
-            directive = control.directive_from_meta(_request_meta(context))
+            directive = control.directive_from_meta(request_info.request_meta(context))
         try:
             with control.applied(directive):
                 return await self._call(context, call_next, tool, server_id, decision)
@@ -456,11 +438,18 @@ class ToolCacheMiddleware(Middleware):
         if decision.write:
             # A continuation leg finishes the call an input-required ask paused.
             return await calls.run_write(
-                self.cache, server_id, decision.policy, lambda: call_next(context), _succeeded
+                self.cache,
+                server_id,
+                decision.policy,
+                lambda: call_next(context),
+                partition=self._partition_fn(context),
             )
-        if not decision.cached or _is_continuation(context):
+        if not decision.cached or request_info.is_continuation(context):
             return await calls.run_uncached(lambda: call_next(context))
         assert tool is not None
+        if not self._context_partitioned and takes_context(tool):
+            self._context_notice(tool.name)
+            return await calls.run_uncached(lambda: call_next(context))
         return await self._cached_call(context, call_next, tool, server_id, decision)
 
     async def _cached_call(
@@ -519,7 +508,7 @@ class ToolCacheMiddleware(Middleware):
         await self.check_resource_access(context)
         uri = str(context.message.uri)
         ctx = context.fastmcp_context
-        if not self.read_resource_enabled or _is_continuation(context) or ctx is None:
+        if not self.read_resource_enabled or request_info.is_continuation(context) or ctx is None:
             return await call_next(context)
         requires_live = getattr(ctx.fastmcp, "_requires_live_resource", None)
         if requires_live is not None and requires_live(uri):
@@ -528,7 +517,12 @@ class ToolCacheMiddleware(Middleware):
         result: ResourceResult = await self._serve(
             self.resources_layer,
             context,
-            ("fastmcp.read_resource", server_id, uri, _requested_version(context.message)),
+            (
+                "fastmcp.read_resource",
+                server_id,
+                uri,
+                request_info.requested_version(context.message),
+            ),
             label="resource",
             ttl=self.read_resource_ttl,
             tags=[server_tag(server_id), f"resource:{server_id}/{uri}"],
@@ -544,7 +538,7 @@ class ToolCacheMiddleware(Middleware):
         call_next: CallNext[mcp_types.GetPromptRequestParams, PromptResult],
     ) -> PromptResult:
         message = context.message
-        if not self.get_prompt_enabled or _is_continuation(context):
+        if not self.get_prompt_enabled or request_info.is_continuation(context):
             return await call_next(context)
         server_id = self._server_id(context)
         result: PromptResult = await self._serve(
@@ -555,7 +549,7 @@ class ToolCacheMiddleware(Middleware):
                 server_id,
                 message.name,
                 dict(message.arguments or {}),
-                _requested_version(message),
+                request_info.requested_version(message),
             ),
             label=message.name,
             ttl=self.get_prompt_ttl,

@@ -22,6 +22,7 @@ lives on a loop thread of the store's own.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable, Collection
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -38,6 +39,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
 
 from aiotoolcache.errors import ConfigurationError
 from aiotoolcache.integrations._common import (
+    ContextToolNotice,
     ToolDecision,
     allow_policy,
     allowed,
@@ -46,7 +48,9 @@ from aiotoolcache.integrations._common import (
     decide,
     is_plain,
     names,
+    uncached,
 )
+from aiotoolcache.integrations._langchain_human import answers_an_interrupt, takes_injected_args
 from aiotoolcache.integrations._langchain_store import ToolCacheByteStore
 
 if TYPE_CHECKING:
@@ -56,6 +60,7 @@ __all__ = ["ToolCacheByteStore", "ToolCacheMiddleware"]
 
 PartitionFor = Callable[[ToolCallRequest], "str | None"]
 ToolPolicy = Collection[str] | Callable[[str], bool]
+log = logging.getLogger("aiotoolcache.integrations.langchain")
 
 
 class ToolCacheMiddleware(AgentMiddleware):
@@ -67,16 +72,25 @@ class ToolCacheMiddleware(AgentMiddleware):
     ``ToolMessage`` stamped with the *current* call's ``tool_call_id``; the tool
     does not run.
 
-    Which tools are cached: by default **every tool**, except those named in
-    ``deny_tools``. Pass ``allow_tools`` (a collection of tool names, or a predicate taking
+    Which tools are cached: by default **every tool the model gives all the
+    arguments of**, except those named in ``deny_tools``. A tool with injected
+    arguments (``ToolRuntime``, ``InjectedState``, ``InjectedStore``,
+    ``InjectedToolArg``, ``InjectedToolCallId``) may answer from who is asking,
+    which ``tool_call["args"]`` never shows: it is cached only when
+    ``partition`` is a function of the request, which puts the part of the
+    context the result depends on into the key (a WARNING names such a tool
+    once). Pass ``allow_tools`` (a collection of tool names, or a predicate taking
     the tool name) to cache only the tools it accepts; ``deny_tools`` always wins.
     Cache only tools whose result depends on their arguments alone (lookups,
     searches, pure computations), never tools with side effects: a tool the
     lists exclude (or whose ``ToolPolicy`` says ``cache=False``, or whose
     ``metadata`` carries MCP annotations without ``readOnlyHint``) is a write,
-    and each successful call of it drops ``server_id``'s cached results.
+    and each call of it, however it ends, drops ``server_id``'s cached results.
 
-    Never cached: exceptions raised by the tool (they propagate as usual, and a
+    Never cached, nor served from the cache: the leg of a call that resumes
+    after a LangGraph ``interrupt()`` (a human answered it), so the same call
+    in another thread interrupts again. Never cached: exceptions raised by the
+    tool (including the ``GraphInterrupt`` of ``interrupt()``; they propagate as usual, and a
     concurrent identical call runs the tool itself), ``ToolMessage`` results
     with ``status="error"``, ``Command`` results, messages whose ``content`` or
     ``artifact`` are not plain data (str, numbers, bool, None, bytes, lists and
@@ -89,7 +103,9 @@ class ToolCacheMiddleware(AgentMiddleware):
             ``None`` (the default) allows every tool.
         deny_tools: Tool names never cached.
         partition: A fixed partition, or a function ``(ToolCallRequest) -> str | None``
-            reading it from the request (e.g. ``lambda r: r.runtime.context.user_id``).
+            reading it from the request (e.g. ``lambda r: r.runtime.context.user_id``);
+            a function also caches the tools with injected arguments, each
+            within its caller's partition.
         server_id: The cache's tool namespace for these results;
             ``await cache.invalidate_server(server_id)`` drops them all.
         cache_result: Optional predicate ``(ToolMessage) -> bool``; ``False``
@@ -123,6 +139,13 @@ class ToolCacheMiddleware(AgentMiddleware):
         self.server_id = server_id
         self.cache_result = cache_result
         self.sync = sync
+        self._context_notice = ContextToolNotice(
+            log,
+            "ToolRuntime or an injected argument",
+            "Pass ToolCacheMiddleware(partition=lambda request: ...) returning the part of the "
+            "context the result depends on (e.g. request.runtime.context.user_id) to cache it "
+            "per that value.",
+        )
 
     # -- policy ---------------------------------------------------------------
     def is_cached(self, tool_name: str) -> bool:
@@ -147,6 +170,19 @@ class ToolCacheMiddleware(AgentMiddleware):
             allowed=listed and self.allow_tools is not None,
             denied=not listed,
         )
+
+    def call_decision(self, request: ToolCallRequest) -> ToolDecision:
+        """The ``decision`` for this very call: off for a resumed leg or an unkeyed context tool."""
+        decision = self.decision(request)
+        if not decision.cached:
+            return decision
+        if answers_an_interrupt(request):
+            # A human answered an interrupt() of this call: never stored, never served.
+            return uncached(decision)
+        if not callable(self.partition) and takes_injected_args(request.tool):
+            self._context_notice(request.tool_call["name"])
+            return uncached(decision)
+        return decision
 
     def _partition_for(self, request: ToolCallRequest) -> str | None:
         if callable(self.partition):
@@ -190,8 +226,7 @@ class ToolCacheMiddleware(AgentMiddleware):
             restore=lambda payload: self._restore(payload, tool_call_id),
             partition=self._partition_for(request),
             ttl=self.ttl,
-            decision=self.decision(request),
-            succeeded=_succeeded,
+            decision=self.call_decision(request),
         )
 
     def wrap_tool_call(
@@ -200,7 +235,7 @@ class ToolCacheMiddleware(AgentMiddleware):
         handler: Callable[[ToolCallRequest], ToolMessage | Command[Any]],
     ) -> ToolMessage | Command[Any]:
         name = request.tool_call["name"]
-        decision = self.decision(request)
+        decision = self.call_decision(request)
         invalidates = decision.write and bool(
             self.cache.policies.write_tags(self.server_id, decision.policy)
         )
@@ -213,8 +248,3 @@ class ToolCacheMiddleware(AgentMiddleware):
             "sync='bypass' to run tools uncached (and writes without invalidation) under "
             "`invoke()` / `stream()`."
         )
-
-
-def _succeeded(result: ToolMessage | Command[Any]) -> bool:
-    """A write failed when its tool reported an error; it then invalidates nothing."""
-    return not (isinstance(result, ToolMessage) and result.status == "error")

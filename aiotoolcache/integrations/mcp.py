@@ -21,7 +21,8 @@ async with Client(url, cache=config) as client: ...
     FastMCP middleware: only tools annotated ``readOnlyHint`` (or
     allow-listed, never deny-listed) are cached; error results, exceptions,
     input-required asks and extension (task) results never are. Any other
-    tool is a write: its successful calls drop the server's cached results.
+    tool is a write: each of its calls, however it ends, drops the cached
+    results it affects.
     The tool listing itself is cached in the discovery layer, honouring
     the server's ``ttlMs``/``cacheScope`` hints on protocol
     2026-07-28. ``message_handler()`` turns ``notifications/tools/list_changed``
@@ -301,8 +302,10 @@ class ToolCallCache:
     when its name is in ``deny_tools`` (or its policy says ``cache=False``).
     Tools that may run as tasks are never cached. Every other tool is a
     write: once a call of it succeeds (no exception, no ``isError``), the
-    cached results its policy names (default: all of this server's) are
-    dropped in every worker, before ``call_tool`` returns. With
+    cached results its policy names (default: all of this server's) in this
+    client's ``partition`` (every partition under
+    ``ToolPolicy(invalidates_partitions="all")``) are dropped in every worker,
+    before ``call_tool`` returns. With
     ``trust_annotations=False`` the server's annotations can only make
     caching stricter: its tools are cached only when allow-listed or by policy.
 
@@ -357,8 +360,26 @@ class ToolCallCache:
         return ("mcp.list_tools", self.server_id)
 
     async def list_tools(self, client: Any, *, refresh: bool = False) -> list[Tool]:
-        """Return every tool of the server (all pages), from the discovery layer when cached."""
+        """Return every tool of the server (all pages), from the discovery layer when cached.
+
+        A listing is stored with its scope. Another partition's client (with
+        ``share_public``) is served only a listing whose server said
+        ``cacheScope: "public"``, never one stored private. Under a cassette
+        the listing is recorded and replayed like any call: a replay never
+        lists the server's tools.
+        """
         layer = self.cache.discovery
+        if self.cache.cassette is not None:
+
+            async def record() -> dict[str, Any]:
+                pages = await self._fetch_listing(client)
+                scope = self._listing_policy(client, pages[0])[1]
+                return self._listing_entry(pages, None, scope)
+
+            stored = await layer.get_or_load(
+                self._list_key(), record, partition=self.partition, label=self.server_id
+            )
+            return self._stored_tools(stored, shared=False, replayed=True) or []
         if not refresh:
             partitions = [self.partition]
             if self.share_public and self.partition is not None:
@@ -367,33 +388,46 @@ class ToolCallCache:
                 stored = await layer.get(
                     self._list_key(), partition=partition, label=self.server_id
                 )
-                tools = self._fresh_listing(stored)
+                shared = partition != self.partition
+                tools = self._stored_tools(stored, shared=shared, replayed=False)
                 if tools is not None:
                     return tools
         pages = await self._fetch_listing(client)
-        tools = [tool for page in pages for tool in page.tools]
         ttl, scope = self._listing_policy(client, pages[0])
         if ttl is None or ttl > 0:
             await layer.set(
                 self._list_key(),
-                {
-                    "tools": [tool.model_dump(mode="json", by_alias=True) for tool in tools],
-                    "expires_at": None if ttl is None else time.time() + ttl,
-                },
+                self._listing_entry(pages, ttl, scope),
                 ttl,
                 tags=[server_tag(self.server_id)],
                 partition=None if scope == "public" and self.share_public else self.partition,
                 label=self.server_id,
             )
-        return tools
+        return [tool for page in pages for tool in page.tools]
 
     @staticmethod
-    def _fresh_listing(stored: Any) -> list[Tool] | None:
-        """The tools of a stored listing, or None when missing, malformed or past a server TTL."""
+    def _listing_entry(
+        pages: list[ListToolsResult], ttl: float | None, scope: Literal["public", "private"]
+    ) -> dict[str, Any]:
+        """What the discovery layer stores for a listing: its tools, server TTL and scope."""
+        return {
+            "tools": [
+                tool.model_dump(mode="json", by_alias=True) for page in pages for tool in page.tools
+            ],
+            "expires_at": None if ttl is None else time.time() + ttl,
+            "scope": scope,
+        }
+
+    @staticmethod
+    def _stored_tools(stored: Any, *, shared: bool, replayed: bool) -> list[Tool] | None:
+        """The tools of a stored listing, or None when missing, malformed, past a server TTL,
+        or (``shared``: read from another partition) not public."""
         if not isinstance(stored, dict) or not isinstance(stored.get("tools"), list):
             return None
+        if shared and stored.get("scope") != "public":
+            return None  # a private listing (or one stored before scopes) serves its owner only
         expires_at = stored.get("expires_at")
-        if isinstance(expires_at, int | float) and expires_at <= time.time():
+        if not replayed and isinstance(expires_at, int | float) and expires_at <= time.time():
             return None  # a server-hinted TTL is exact, never served stale
         try:
             return [Tool.model_validate(item) for item in stored["tools"]]
@@ -486,7 +520,7 @@ class ToolCallCache:
                 self.server_id,
                 decision.policy,
                 lambda: self._full_call(client, name, args, meta),
-                lambda result: not result.is_error,
+                partition=self.partition,
             )
         if not decision.cached:
             return await calls.run_uncached(lambda: self._full_call(client, name, args, meta))

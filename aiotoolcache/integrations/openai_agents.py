@@ -21,11 +21,13 @@ from __future__ import annotations
 import copy
 import functools
 import json
+import logging
 from collections.abc import Awaitable, Callable, Collection, Sequence
 from typing import Any, TypeVar
 
 try:
     from agents import FunctionTool
+    from agents.function_schema import function_schema
     from agents.tool import ToolOutputFileContent, ToolOutputImage, ToolOutputText
     from agents.tool_context import ToolContext
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
@@ -37,12 +39,14 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
 from aiotoolcache import ToolCache
 from aiotoolcache.integrations._common import (
     LISTS,
+    ContextToolNotice,
     allow_policy,
     allowed,
     call_through,
     decide,
     is_plain,
     names,
+    uncached,
 )
 
 __all__ = ["cached_function_tool", "cached_function_tools"]
@@ -52,6 +56,9 @@ _STRUCTURED_OUTPUTS = (ToolOutputText, ToolOutputImage, ToolOutputFileContent)
 Invoker = Callable[[ToolContext[Any], str], Awaitable[Any]]
 PartitionFor = Callable[[ToolContext[Any]], "str | None"]
 T = TypeVar("T")
+log = logging.getLogger("aiotoolcache.integrations.openai_agents")
+# Set on the implementation of a ``@function_tool``: the Python function it calls.
+_WRAPPED_CALLABLE = "__agents_function_tool_wrapped_callable__"
 
 
 def _to_plain(output: Any) -> Any:
@@ -83,6 +90,7 @@ def _caching_invoker(
     server_id: str,
     should_cache: Callable[[Any], bool] | None,
     write: bool,
+    context_bound: bool,
 ) -> Invoker:
     def dump(result: Any) -> dict[str, Any] | None:
         if should_cache is not None and not should_cache(result):
@@ -95,6 +103,8 @@ def _caching_invoker(
     async def invoke_cached(ctx: ToolContext[Any], input: str) -> Any:
         # The SDK's function tools carry no read-only marker: the lists and the policy decide.
         decision = decide(cache, server_id, tool_name, LISTS, denied=write)
+        if context_bound:
+            decision = uncached(decision)
         if decision.write or not decision.cached:
             return await call_through(
                 cache,
@@ -144,13 +154,19 @@ def cached_function_tool(
 
     The tool's ``ToolPolicy`` (``cache.tool_policy(server_id, name)``) applies:
     ``cache=False`` or a non-empty ``invalidates`` makes it a write. A write
-    (also ``write=True``) is never cached; each successful call drops the
-    cached results its policy names (default: all of ``server_id``'s), in
-    every worker, before it returns.
+    (also ``write=True``) is never cached; each call, however it ends, drops
+    the cached results its policy names (default: all of ``server_id``'s), in
+    every worker, before it returns or raises.
 
     The key is the tool's qualified name plus its JSON arguments in canonical
     form (argument order never matters), optionally within a ``partition``
-    that no other partition can read. The original tool is left unchanged;
+    that no other partition can read. A tool whose function takes a
+    ``RunContextWrapper`` (or ``ToolContext``), and any ``FunctionTool`` built
+    by hand (its ``on_invoke_tool`` always gets the context), may answer from
+    who is asking: it is cached only when ``partition`` is a function of the
+    ``ToolContext``, which puts the part of the context the result depends on
+    into the key (``lambda ctx: None`` says none does); otherwise it runs
+    uncached and a WARNING says so when the tool is wrapped. The original tool is left unchanged;
     the copy keeps its schema, guardrails, approval policy and timeout.
 
     Never cached: exceptions raised by the tool and the error text the SDK
@@ -168,7 +184,8 @@ def cached_function_tool(
         cache: The ``ToolCache`` to use.
         ttl: Seconds a result stays fresh; ``None`` uses the results layer's TTL.
         partition: A fixed partition, or ``(ToolContext) -> str | None``, e.g.
-            ``lambda ctx: ctx.context.user_id``.
+            ``lambda ctx: ctx.context.user_id``; a function also caches tools
+            that take the context, each within its caller's partition.
         server_id: The cache's tool namespace for these results;
             ``await cache.invalidate_server(server_id)`` drops them all.
         should_cache: Optional predicate on the tool's output; ``False`` returns
@@ -176,14 +193,24 @@ def cached_function_tool(
     """
     if not isinstance(tool, FunctionTool):
         raise TypeError(f"cached_function_tool wraps a FunctionTool, got {type(tool).__name__}")
+    name = tool.qualified_name
+    context_bound = not write and not callable(partition) and _takes_context(tool)
+    if context_bound:
+        ContextToolNotice(
+            log,
+            "RunContextWrapper (or is built by hand)",
+            "Pass cached_function_tool(..., partition=lambda ctx: ...) returning the part of "
+            "the context the result depends on (e.g. ctx.context.user_id, or None when nothing "
+            "in it matters) to cache it per that value.",
+        )(name)
     options: dict[str, Any] = {
         "ttl": ttl,
         "partition": partition,
         "server_id": server_id,
         "should_cache": should_cache,
         "write": write,
+        "context_bound": context_bound,
     }
-    name = tool.qualified_name
     new_tool = copy.copy(tool)
     invoker: Any = new_tool.on_invoke_tool
     inner = getattr(invoker, "_invoke_tool_impl", None)
@@ -205,6 +232,18 @@ def cached_function_tool(
     return new_tool
 
 
+def _takes_context(tool: FunctionTool) -> bool:
+    """Whether ``tool``'s function takes the run context (unknown, e.g. built by hand: yes)."""
+    implementation = getattr(tool.on_invoke_tool, "_invoke_tool_impl", None)
+    function = getattr(implementation, _WRAPPED_CALLABLE, None)
+    if not callable(function):
+        return True
+    try:
+        return function_schema(function).takes_context
+    except Exception:  # a signature the SDK's own parser refuses: assume it takes one
+        return True
+
+
 def cached_function_tools(
     tools: Sequence[T],
     cache: ToolCache,
@@ -222,10 +261,12 @@ def cached_function_tools(
     ``deny_tools``; pass ``allow_tools`` (tool names, or a predicate on the tool) to cache
     only the tools it accepts; ``deny_tools`` always wins. The SDK's function tools
     carry no read-only marker, so a ``FunctionTool`` the lists exclude is a write:
-    it runs uncached and each successful call drops ``server_id``'s cached
+    it runs uncached and each call, however it ends, drops ``server_id``'s cached
     results (narrow that with ``ToolPolicy(invalidates=[...])``, or ``[]``).
     Other tools (hosted tools, MCP servers' tools) are returned unchanged.
-    Cache only tools whose result depends on their arguments alone.
+    Cache only tools whose result depends on their arguments alone; a tool
+    that takes the run context is cached only under a ``partition`` function
+    (see ``cached_function_tool``).
     """
     allow = allow_policy(allow_tools)
     deny = names(deny_tools)

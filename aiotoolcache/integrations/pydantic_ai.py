@@ -16,6 +16,7 @@ embedder = Embedder(CachedEmbeddingModel("openai:text-embedding-3-small", cache)
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import KW_ONLY, dataclass, field
 from hashlib import blake2b
@@ -30,6 +31,7 @@ try:
     from pydantic_ai.embeddings.wrapper import WrapperEmbeddingModel
     from pydantic_ai.messages import ToolCallPart
     from pydantic_ai.tools import RunContext, ToolDefinition
+    from pydantic_ai.toolsets.function import FunctionToolset, FunctionToolsetTool
     from pydantic_ai.usage import RequestUsage
     from pydantic_core import to_jsonable_python
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
@@ -40,15 +42,19 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
 
 from aiotoolcache import ToolCache
 from aiotoolcache.integrations._common import (
+    ContextToolNotice,
     ToolDecision,
     allowed,
     annotations_in,
     call_through,
     decide,
     is_plain,
+    uncached,
 )
 
 __all__ = ["CachedEmbeddingModel", "ToolCacheCapability"]
+
+log = logging.getLogger("aiotoolcache.integrations.pydantic_ai")
 
 # Settings that never change the vectors a model returns.
 _NEUTRAL_SETTINGS = frozenset({"extra_headers", "dimensions"})
@@ -64,17 +70,25 @@ class ToolCacheCapability(AbstractCapability[Any]):
     the tool does not run, nor do the ``before_tool_execute`` /
     ``after_tool_execute`` hooks of capabilities inside this one.
 
-    Which tools are cached: by default **every function tool**, except those
-    named in ``deny_tools``. Pass ``allow_tools`` (a collection of tool names, or a
-    predicate taking the ``ToolDefinition``) to cache only the tools it
-    accepts; ``deny_tools`` always wins. A tool whose ``metadata`` has
-    ``{"cache": False}`` is never cached. Cache only tools whose result depends
-    on their arguments alone, never tools with side effects: a tool excluded
-    here (or by its ``ToolPolicy``, or by MCP annotations in its ``metadata``)
-    is a write, and each successful call of it drops ``server_id``'s cached results.
+    Which tools are cached: by default **every function tool that takes no
+    ``RunContext``**, except those named in ``deny_tools``. A tool that takes
+    one may answer from ``ctx.deps`` (the current user, tenant, database), which
+    its arguments do not show: it is cached only when ``partition`` is a
+    function of the ``RunContext``, which puts the part of the context the
+    result depends on into the key (a WARNING names such a tool once). Pass
+    ``allow_tools`` (a collection of tool names, or a predicate taking the
+    ``ToolDefinition``) to cache only the tools it accepts; ``deny_tools``
+    always wins. A tool whose ``metadata`` has ``{"cache": False}`` is never
+    cached. Cache only tools whose result depends on their arguments alone,
+    never tools with side effects: a tool excluded here (or by its
+    ``ToolPolicy``, or by MCP annotations in its ``metadata``) is a write, and
+    each call of it, however it ends, drops ``server_id``'s cached results.
 
-    Never cached: exceptions (including ``ModelRetry``, deferrals and approvals;
-    they propagate unchanged and a concurrent identical call runs the tool
+    Never cached, nor served from the cache: a call a human approved
+    (``ctx.tool_call_approved``, after ``ApprovalRequired`` or for a tool made
+    with ``requires_approval=True``), so a later call asks again. Never cached:
+    exceptions (including ``ModelRetry``, deferrals and approvals; they
+    propagate unchanged and a concurrent identical call runs the tool
     itself), results that are not plain data (str, numbers, bool, None, bytes,
     lists and str-keyed dicts; with ``jsonable=True`` pydantic models and
     dataclasses are cached as their JSON form), and results rejected by
@@ -87,7 +101,8 @@ class ToolCacheCapability(AbstractCapability[Any]):
             ``None`` (the default) allows every tool.
         deny_tools: Tool names never cached.
         partition: A fixed partition, or ``(RunContext) -> str | None``, e.g.
-            ``lambda ctx: ctx.deps.user_id``.
+            ``lambda ctx: ctx.deps.user_id``; a function also caches the tools
+            that take a ``RunContext``, each within its caller's partition.
         server_id: The cache's tool namespace for these results;
             ``await cache.invalidate_server(server_id)`` drops them all.
         cache_result: Optional predicate on the tool's return value; ``False``
@@ -106,7 +121,15 @@ class ToolCacheCapability(AbstractCapability[Any]):
     cache_result: Callable[[Any], bool] | None = None
     jsonable: bool = False
 
+    _context_notice: ContextToolNotice = field(init=False, repr=False, compare=False)
+
     def __post_init__(self) -> None:
+        self._context_notice = ContextToolNotice(
+            log,
+            "RunContext",
+            "Pass ToolCacheCapability(partition=lambda ctx: ...) returning the part of the "
+            "context the result depends on (e.g. ctx.deps.user_id) to cache it per that value.",
+        )
         if isinstance(self.allow_tools, str):
             self.allow_tools = frozenset([self.allow_tools])
         if isinstance(self.deny_tools, str):
@@ -168,6 +191,13 @@ class ToolCacheCapability(AbstractCapability[Any]):
         handler: WrapToolExecuteHandler,
     ) -> Any:
         decision = self.decision(tool_def)
+        if decision.cached:
+            if ctx.tool_call_approved or tool_def.kind == "unapproved":
+                # A human decided on this call: its result is never stored nor served.
+                decision = uncached(decision)
+            elif not callable(self.partition) and _takes_context(ctx, tool_def):
+                self._context_notice(tool_def.name)
+                decision = uncached(decision)
         try:
             key_args = to_jsonable_python(args) if decision.cached else None
         except Exception:  # arguments with no JSON form: run the tool uncached
@@ -185,6 +215,28 @@ class ToolCacheCapability(AbstractCapability[Any]):
             ttl=self.ttl,
             decision=decision,
         )
+
+
+def _takes_context(ctx: RunContext[Any], tool_def: ToolDefinition) -> bool:
+    """Whether the function behind ``tool_def`` takes a ``RunContext``.
+
+    Only function tools can; tools of other toolsets (MCP servers) never
+    see the run's context. A function tool that cannot be found counts as
+    taking one.
+    """
+    manager = ctx.tool_manager
+    if manager is None or manager.tools is None:
+        return True
+    tool: Any = manager.tools.get(tool_def.name)
+    while not isinstance(tool, FunctionToolsetTool) and hasattr(tool, "source_tool"):
+        tool = tool.source_tool  # a combined toolset's tool names the tool it came from
+    if not isinstance(tool, FunctionToolsetTool):
+        return False
+    toolset = tool.toolset
+    if not isinstance(toolset, FunctionToolset):
+        return True
+    function = toolset.tools.get(tool.original_name or tool_def.name)
+    return function is None or function.takes_ctx
 
 
 @dataclass(init=False)

@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aiotoolcache as atc
+from aiotoolcache.policy import partition_tag
 from tests.workers import Link, eventually
 
 READ_ONLY = {"readOnlyHint": True}
@@ -123,7 +124,10 @@ async def via_langchain(cache: atc.ToolCache, files: Files) -> Tool:
 
     from aiotoolcache.integrations.langchain import ToolCacheMiddleware
 
-    middleware = ToolCacheMiddleware(cache, server_id=server_of("langchain"))
+    # The requests below name no tool object: the partition says nothing in the context matters.
+    middleware = ToolCacheMiddleware(
+        cache, server_id=server_of("langchain"), partition=lambda request: None
+    )
 
     async def call(name: str, args: dict[str, Any]) -> str:
         request = ToolCallRequest(
@@ -148,12 +152,19 @@ async def via_langchain(cache: atc.ToolCache, files: Files) -> Tool:
 
 
 async def via_pydantic_ai(cache: atc.ToolCache, files: Files) -> Tool:
+    from pydantic_ai import RunContext
     from pydantic_ai.messages import ToolCallPart
+    from pydantic_ai.models.test import TestModel
     from pydantic_ai.tools import ToolDefinition
+    from pydantic_ai.usage import RunUsage
 
     from aiotoolcache.integrations.pydantic_ai import ToolCacheCapability
 
-    capability = ToolCacheCapability(cache, server_id=server_of("pydantic_ai"))
+    # Outside an agent run no tool manager says which tools take a RunContext:
+    # the partition says nothing in the context matters.
+    capability = ToolCacheCapability(
+        cache, server_id=server_of("pydantic_ai"), partition=lambda ctx: None
+    )
 
     async def call(name: str, args: dict[str, Any]) -> str:
         async def handler(arguments: dict[str, Any]) -> str:
@@ -162,7 +173,7 @@ async def via_pydantic_ai(cache: atc.ToolCache, files: Files) -> Tool:
             return await files.write(arguments["path"], arguments["content"])
 
         result = await capability.wrap_tool_execute(
-            None,  # type: ignore[arg-type]
+            RunContext(deps=None, model=TestModel(), usage=RunUsage()),
             call=ToolCallPart(tool_name=name, args=args),
             tool_def=ToolDefinition(name=name),
             args=args,
@@ -221,6 +232,7 @@ async def agent(cache: atc.ToolCache, link: Link, integrations: list[str]) -> No
     """Serve read/write/sync commands from the test until told to stop."""
     files = Files(cache)
     tools = {name: await FACTORIES[name](cache, files) for name in integrations}
+    link.send("set up")  # every framework imported: slow on a busy machine, and untimed
     while True:
         command = await link.recv()
         if command[0] == "stop":
@@ -236,5 +248,9 @@ async def agent(cache: atc.ToolCache, link: Link, integrations: list[str]) -> No
         elif command[0] == "write":
             _, integration, path, content = command
             await tools[integration]("write_file", {"path": path, "content": content})
-            field = f"tag:reads:{server_of(integration)}"
-            link.send({field: cache.bus.generation(field)})
+            # A write bumps the tag of its partition, or the plain one when its
+            # integration does not tell the partition: either reaches the reads.
+            tag = f"reads:{server_of(integration)}"
+            fields = (f"tag:{tag}", f"tag:{partition_tag(tag, None)}")
+            bumped = {field: cache.bus.generation(field) for field in fields}
+            link.send({field: g for field, g in bumped.items() if g > 0})

@@ -321,12 +321,16 @@ async def test_invalidate_drops_the_server(cache: atc.ToolCache) -> None:
     middleware = ToolCacheMiddleware(cache, server_id="weather")
     server = FastMCP("weather")
     server.add_middleware(middleware)
+    counter = RequestCounter()
+    server.add_middleware(counter)
+    server.add_tool(Tool.from_function(lambda: "x", name="early"))
     async with Client(server) as client:
-        assert await client.list_tools() == []
-        server.add_tool(Tool.from_function(lambda: "x", name="late"))
-        assert await client.list_tools() == []  # served from cache
+        for _ in range(2):
+            assert [tool.name for tool in await client.list_tools()] == ["early"]
+        assert counter.count("tools/list") == 1  # the second was served from the cache
         await middleware.invalidate()
-        assert [tool.name for tool in await client.list_tools()] == ["late"]
+        assert [tool.name for tool in await client.list_tools()] == ["early"]
+    assert counter.count("tools/list") == 2
 
 
 async def test_listing_switches_and_ttls(cache: atc.ToolCache) -> None:

@@ -12,11 +12,12 @@ import pytest
 pytest.importorskip("fastmcp")
 
 import mcp_types
-from fastmcp import Client, FastMCP
+from fastmcp import Client, Context, FastMCP
 from fastmcp.prompts.base import Message
 from mcp_types import ResourceLink, ToolAnnotations
 
 import aiotoolcache as atc
+from aiotoolcache.integrations._fastmcp_components import component_set_version
 from aiotoolcache.integrations.fastmcp import ToolCacheMiddleware
 
 LINK = ResourceLink(type="resource_link", uri="data://docs/guide", name="guide")
@@ -169,6 +170,9 @@ async def test_an_unreadable_entry_is_a_counted_miss_that_runs_the_handler(
         expected = await make_request(plain)
     runs: list[str] = []
     server = make_server(cache, runs)  # adds the resources and prompts layers
+    if layer_name == "discovery":  # a listing's key ends with the server's component set
+        async with Context(fastmcp=server) as ctx:
+            key = (*key, await component_set_version(ctx))
     await cache.layer(layer_name).set(key, planted, label=label)
     async with Client(server) as client:
         first = await make_request(client)

@@ -170,6 +170,54 @@ async def test_server_list_hints_are_honoured(cache: atc.ToolCache) -> None:
         assert counter.count("tools/list") == 2
 
 
+async def test_share_public_never_serves_a_listing_stored_private(cache: atc.ToolCache) -> None:
+    anonymous_view = MCPServer("inv")  # no hint at all: the listing is private
+
+    @anonymous_view.tool(annotations=READ_ONLY)
+    def lookup(sku: str) -> str:
+        return "anonymous"
+
+    own_view, _, counter = make_server()
+    anonymous = ToolCallCache(cache, server_id="inv")  # no partition: stores in the shared one
+    tenant = ToolCallCache(cache, server_id="inv", partition="tenant-b", share_public=True)
+    async with Client(anonymous_view, cache=None) as client:
+        assert [t.name for t in await anonymous.list_tools(client)] == ["lookup"]
+    async with FastMCPClient(own_view) as client:
+        names = [t.name for t in await tenant.list_tools(client)]
+        assert "lookup" not in names and "book" in names  # its own listing, from its server
+        await tenant.list_tools(client)
+    assert counter.count("tools/list") == 1  # then cached in its own partition
+
+
+async def test_share_public_serves_a_public_listing_to_every_partition(
+    cache: atc.ToolCache,
+) -> None:
+    server, _, counter = make_server(cache_ttl=60, cache_scope="public")
+    anonymous = ToolCallCache(cache, server_id="weather", share_public=True)
+    tenant = ToolCallCache(cache, server_id="weather", partition="tenant-b", share_public=True)
+    async with FastMCPClient(server) as client:
+        await anonymous.list_tools(client)
+        assert "forecast" in [t.name for t in await tenant.list_tools(client)]
+    assert counter.count("tools/list") == 1
+
+
+async def test_a_replay_never_lists_the_servers_tools(tmp_path: Any) -> None:
+    tape = tmp_path / "mcp.jsonl"
+    for mode in ("record", "replay"):
+        server, runs, counter = make_server()
+        async with (
+            atc.ToolCache(cassette=tape, mode=mode) as cache,
+            FastMCPClient(server) as client,
+        ):
+            calls = ToolCallCache(cache, server_id="weather")
+            assert "forecast" in [t.name for t in await calls.list_tools(client)]
+            result = await calls.call_tool(client, "forecast", {"city": "Oslo"})
+            assert result.structured_content == {"city": "Oslo", "days": 1}
+        # Recording runs every call live (call_tool lists the tools again); a replay, none.
+        assert counter.count("tools/list") == (2 if mode == "record" else 0), mode
+        assert runs.get("forecast", 0) == (1 if mode == "record" else 0), mode
+
+
 async def test_a_zero_ttl_hint_can_be_respected(cache: atc.ToolCache) -> None:
     server = MCPServer("hinted", cache_hints={"tools/list": CacheHint(ttl_ms=0, scope="private")})
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from dataclasses import dataclass
 from typing import Any
 
@@ -198,8 +199,12 @@ async def test_hand_built_tool_with_returned_errors(cache: atc.ToolCache, counte
         },
         on_invoke_tool=invoke,
     )
+    # A hand-built invoker always gets the context: ``lambda ctx: None`` says none of it matters.
     cached = cached_function_tool(
-        weather, cache, should_cache=lambda out: not str(out).startswith("ERROR")
+        weather,
+        cache,
+        partition=lambda ctx: None,
+        should_cache=lambda out: not str(out).startswith("ERROR"),
     )
     for _ in range(2):
         assert await run([cached], ("weather", {"city": "paris"})) == "sunny in paris"
@@ -281,6 +286,64 @@ async def test_direct_invocation_keeps_context_semantics(
     assert await run([cached], ("whoami", {"greeting": "hi"}), user="bo") == "hi bo"
     assert await run([cached], ("whoami", {"greeting": "hi"}), user="ann") == "hi ann"
     assert counter.n == 2
+
+
+async def test_a_tool_taking_the_run_context_is_not_cached_by_default(
+    cache: atc.ToolCache, counter: Counter, caplog: pytest.LogCaptureFixture
+) -> None:
+    @function_tool
+    async def my_orders(ctx: RunContextWrapper[Ctx]) -> str:
+        """The current user's orders."""
+        counter.n += 1
+        return f"orders of {ctx.context.user}"
+
+    with caplog.at_level(logging.WARNING, "aiotoolcache.integrations.openai_agents"):
+        cached = cached_function_tool(my_orders, cache)
+    assert "partition=lambda ctx" in caplog.text and "my_orders" in caplog.text
+    seen = [await run([cached], ("my_orders", {}), user=u) for u in ("ann", "bo", "bo")]
+    assert seen == ["orders of ann", "orders of bo", "orders of bo"]
+    assert counter.n == 3
+
+
+async def test_a_hand_built_tool_is_not_cached_without_a_partition_function(
+    cache: atc.ToolCache, counter: Counter
+) -> None:
+    async def invoke(ctx: Any, args: str) -> str:
+        counter.n += 1
+        return f"orders of {ctx.context.user}"
+
+    orders = FunctionTool(
+        name="orders",
+        description="The current user's orders.",
+        params_json_schema={"type": "object", "properties": {}, "additionalProperties": False},
+        on_invoke_tool=invoke,
+    )
+    cached = cached_function_tool(orders, cache, partition="shared")  # a fixed value: not enough
+    seen = [await run([cached], ("orders", {}), user=u) for u in ("ann", "bo")]
+    assert seen == ["orders of ann", "orders of bo"]
+    assert counter.n == 2
+
+
+async def test_a_cached_output_never_skips_a_needs_approval_gate(
+    cache: atc.ToolCache, counter: Counter
+) -> None:
+    @function_tool(needs_approval=True)
+    async def read_record(rid: int) -> str:
+        """A record; a human approves each read."""
+        counter.n += 1
+        return f"record {rid}"
+
+    cached = cached_function_tool(read_record, cache)
+    agent = Agent[Ctx](name="a", tools=[cached], model=ScriptedModel(("read_record", {"rid": 7})))
+    config = RunConfig(tracing_disabled=True)
+    for _ in range(2):
+        asked = await Runner.run(agent, "go", context=Ctx("u"), run_config=config)
+        assert len(asked.interruptions) == 1  # asked on every run, the cache comes after
+        state = asked.to_state()
+        state.approve(asked.interruptions[0])
+        approved = await Runner.run(agent, state, run_config=config)
+        assert approved.final_output == "record 7"
+    assert counter.n == 1  # the second approved call was a hit
 
 
 async def test_results_shared_between_workers_through_redis(

@@ -25,6 +25,8 @@ async def test_a_write_makes_the_next_read_in_another_worker_run_the_tool(redis_
     async with run_workers(
         2, redis_url, agent, list(INTEGRATIONS), namespace="agents", tool_policies=POLICIES
     ) as (reader, writer):
+        for worker in (reader, writer):
+            assert await worker.recv(within=300) == "set up"
         for integration in INTEGRATIONS:
             path = f"{integration}.txt"
             assert await ask(reader, "read", integration, path) == {"content": "v1", "ran": True}

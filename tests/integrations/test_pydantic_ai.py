@@ -230,9 +230,9 @@ async def test_tools_registered_with_tool_objects_and_context(
         counter.n += 1
         return f"hi {name}"
 
-    agent: Agent[Deps, str] = Agent(
-        deps_type=Deps, tools=[Tool(greet)], capabilities=[ToolCacheCapability(cache)]
-    )
+    # A tool taking a RunContext is cached once the partition says what of it matters.
+    capability = ToolCacheCapability(cache, partition=lambda ctx: ctx.deps.user)
+    agent: Agent[Deps, str] = Agent(deps_type=Deps, tools=[Tool(greet)], capabilities=[capability])
     for _ in range(2):
         assert await run(agent, ("greet", {"name": "ada"})) == "hi ada"
     assert counter.n == 1
