@@ -30,10 +30,11 @@ import time
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
+from aiotoolcache.bus import Bus
 from aiotoolcache.codec import Envelope
 from aiotoolcache.fills import Fill, FillRegistry
 from aiotoolcache.flight import SingleFlight
-from aiotoolcache.invalidation import Bus, Message, RedisBus
+from aiotoolcache.invalidation import Message, RedisBus
 from aiotoolcache.keys import KeyRef, generation_scope
 from aiotoolcache.stores.base import Store
 from aiotoolcache.stores.memory import BoundedLRU

@@ -34,7 +34,7 @@ from collections import deque
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from aiotoolcache.invalidation import Bus
+    from aiotoolcache.bus import Bus
 
 __all__ = ["DEFAULT_MAX_STALENESS", "IN_USE_FOR", "MAX_PINGS", "Hearing"]
 

@@ -72,8 +72,10 @@ def _hint(annotations: Any, camel: str, snake: str) -> bool | None:
         return None
     if isinstance(annotations, Mapping):
         value = annotations.get(camel, annotations.get(snake))
+    elif hasattr(annotations, snake):  # the MCP SDK's names; the old ones warn when read
+        value = getattr(annotations, snake)
     else:
-        value = getattr(annotations, snake, getattr(annotations, camel, None))
+        value = getattr(annotations, camel, None)
     return value if isinstance(value, bool) else None
 
 

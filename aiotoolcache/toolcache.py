@@ -20,6 +20,7 @@ from redis.exceptions import RedisError
 
 from aiotoolcache import calls, connect, fleet
 from aiotoolcache.breaker import CircuitBreaker
+from aiotoolcache.bus import Bus
 from aiotoolcache.cache import Layer
 from aiotoolcache.cassette import Cassette, options_from_url
 from aiotoolcache.cluster_bus import ClusterBus
@@ -32,7 +33,7 @@ from aiotoolcache.fills import FillRegistry
 from aiotoolcache.flight import SingleFlight
 from aiotoolcache.health import Health, check_health
 from aiotoolcache.hearing import DEFAULT_MAX_STALENESS
-from aiotoolcache.invalidation import Bus, RedisBus, bus_keys, now_ms
+from aiotoolcache.invalidation import RedisBus, bus_keys, now_ms
 from aiotoolcache.layers import DEFAULT_LAYERS, LayerConfig
 from aiotoolcache.lease import LeaseManager
 from aiotoolcache.loading import LoadCoordinator

@@ -5,8 +5,6 @@ from __future__ import annotations
 import importlib
 import sys
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from types import SimpleNamespace
 from typing import Any, cast
 
@@ -22,15 +20,12 @@ from fastmcp.resources.base import ResourceContent, ResourceResult
 from fastmcp.server import create_proxy
 from fastmcp.server.middleware.middleware import MiddlewareContext
 from fastmcp.tools.base import InputRequiredToolResult, Tool, ToolResult
-from mcp.server.auth.middleware.auth_context import auth_context_var
-from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
-from mcp.server.auth.provider import AccessToken
 from mcp_types import Icon, ToolAnnotations
 
 import aiotoolcache as atc
 from aiotoolcache.integrations.fastmcp import ToolCacheMiddleware
 from aiotoolcache.integrations.mcp import list_changed_handler
-from tests.integrations.fastmcp_helpers import RequestCounter
+from tests.integrations.fastmcp_helpers import RequestCounter, signed_in
 
 READ_ONLY = ToolAnnotations(read_only_hint=True)
 IDEMPOTENT = ToolAnnotations(idempotent_hint=True)
@@ -74,18 +69,6 @@ def make_server(
         return ToolResult(content=f"no data for {city}", is_error=True)
 
     return server, runs
-
-
-@contextmanager
-def signed_in(token: str) -> Iterator[None]:
-    """Make requests of clients opened inside this block carry ``token``."""
-    reset = auth_context_var.set(
-        AuthenticatedUser(AccessToken(token=token, client_id="client", scopes=[]))
-    )
-    try:
-        yield
-    finally:
-        auth_context_var.reset(reset)
 
 
 # -- tool results --------------------------------------------------------------------------

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import pytest
@@ -13,28 +11,13 @@ pytest.importorskip("fastmcp")
 from fastmcp import Client, Context, FastMCP
 from fastmcp.exceptions import ToolError
 from fastmcp.tools.base import Tool, ToolResult
-from mcp.server.auth.middleware.auth_context import auth_context_var
-from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
-from mcp.server.auth.provider import AccessToken
 from mcp_types import ToolAnnotations
 
 import aiotoolcache as atc
 from aiotoolcache.integrations.fastmcp import ToolCacheMiddleware
-from tests.integrations.fastmcp_helpers import RequestCounter
+from tests.integrations.fastmcp_helpers import RequestCounter, signed_in
 
 READ_ONLY = ToolAnnotations(read_only_hint=True)
-
-
-@contextmanager
-def signed_in(token: str) -> Iterator[None]:
-    """Make requests of clients opened inside this block carry ``token``."""
-    reset = auth_context_var.set(
-        AuthenticatedUser(AccessToken(token=token, client_id="client", scopes=[]))
-    )
-    try:
-        yield
-    finally:
-        auth_context_var.reset(reset)
 
 
 def stateful_server(cache: atc.ToolCache) -> tuple[FastMCP, dict[str, int]]:
