@@ -20,7 +20,8 @@ async with Client(url, cache=config) as client: ...
     ``mcp.ClientSession`` or ``fastmcp.Client``, under the same rules as the
     FastMCP middleware: only tools annotated ``readOnlyHint`` (or
     allow-listed, never deny-listed) are cached; error results, exceptions,
-    input-required asks and extension (task) results never are. Any other
+    input-required asks, extension (task) results and a result built while
+    the client answered an elicitation or sampling request never are. Any other
     tool is a write: each of its calls, however it ends, drops the cached
     results it affects.
     The tool listing itself is cached in the discovery layer, honouring
@@ -275,6 +276,42 @@ class _Uncached:
 
 def _is_stored_result(value: Any) -> bool:
     return isinstance(value, dict)
+
+
+class _HumanAsks:
+    """_HumanAsks counts the elicitation and sampling requests one session has answered.
+
+    A tool call during which the count moved may have been built from a human's
+    answer (an older-protocol server asks mid-call): it is returned, never stored.
+    Calls running at the same time on the session are all treated so, which errs
+    on the side of not caching.
+    """
+
+    __slots__ = ("count",)
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    @classmethod
+    def of(cls, session: ClientSession) -> _HumanAsks:
+        """The counter of ``session``, wrapping its two callbacks the first time."""
+        asks: _HumanAsks | None = getattr(session, "_aiotoolcache_asks", None)
+        if asks is not None:
+            return asks
+        asks = cls()
+        for attribute in ("_elicitation_callback", "_sampling_callback"):
+            answer = getattr(session, attribute, None)
+            if answer is not None:
+                setattr(session, attribute, asks._counting(answer))
+        session._aiotoolcache_asks = asks  # type: ignore[attr-defined]
+        return asks
+
+    def _counting(self, answer: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+        async def counted(*args: Any) -> Any:
+            self.count += 1
+            return await answer(*args)
+
+        return counted
 
 
 def _session_of(client: Any) -> ClientSession:
@@ -570,6 +607,8 @@ class ToolCallCache:
         meta: Mapping[str, Any] | None,
     ) -> dict[str, Any] | _Uncached:
         session = _session_of(client)
+        asks = _HumanAsks.of(session)
+        asked_before = asks.count
         request_meta: Any = dict(meta) if meta is not None else None
         try:
             result = await session.call_tool(
@@ -586,8 +625,8 @@ class ToolCallCache:
             result = await self._full_call(client, name, arguments, meta)
         if not isinstance(result, CallToolResult):
             return _Uncached(None)
-        if result.is_error:
-            return _Uncached(result)
+        if result.is_error or asks.count != asked_before:
+            return _Uncached(result)  # an error, or built from a human's answer
         return result.model_dump(mode="json", by_alias=True)
 
     @staticmethod

@@ -384,3 +384,35 @@ def test_missing_sdk_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delitem(sys.modules, "aiotoolcache.integrations.mcp")
     with pytest.raises(ImportError, match=r"pip install 'aiotoolcache\[mcp\]'"):
         importlib.import_module("aiotoolcache.integrations.mcp")
+
+
+async def test_a_result_built_from_an_answer_the_client_gave_is_never_stored(
+    cache: atc.ToolCache,
+) -> None:
+    # An older-protocol server asks mid-call; the client's handler answers for its user.
+    server = FastMCP("s")
+
+    @server.tool(annotations=ToolAnnotations(read_only_hint=True))
+    async def greet(ctx: Context) -> str:
+        reply = await ctx.elicit("your name?", response_type=str)
+        return f"hello {reply.data}"
+
+    @server.tool(annotations=ToolAnnotations(read_only_hint=True))
+    def motd() -> str:
+        return "welcome"
+
+    names = iter(["alice", "bob"])
+    asked: list[str] = []
+
+    async def answer(message: str, response_type: Any, params: Any, context: Any) -> str:
+        asked.append(message)
+        return next(names)
+
+    calls = ToolCallCache(cache, server_id="s")
+    async with FastMCPClient(server, elicitation_handler=answer, mode="legacy") as client:
+        greetings = [(await calls.call_tool(client, "greet", {})).structured_content for _ in "ab"]
+        for _ in range(2):
+            await calls.call_tool(client, "motd", {})
+    assert greetings == [{"result": "hello alice"}, {"result": "hello bob"}]
+    assert len(asked) == 2  # bob was asked, never served alice's answer
+    assert cache.stats().layers["results"].hits == 1  # a call that asked nobody is cached
