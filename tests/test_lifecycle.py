@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
+import gc
 import logging
 import subprocess
 import sys
 import textwrap
+import weakref
 
 import pytest
 
 import aiotoolcache as atc
 from tests.servers import RedisServer, free_port
-from tests.workers import eventually
+from tests.workers import Counting, eventually
 
 
 async def one() -> int:
@@ -113,3 +116,19 @@ async def test_aclose_never_hangs(
     async with asyncio.timeout(5):
         await cache.aclose()
     assert any("closed at once" in r.getMessage() for r in caplog.records)
+
+
+async def test_a_closed_cache_is_collected_with_everything_it_started(redis_url: str) -> None:
+    # A worker that opens a cache per task (or per chaos phase) must not accumulate them:
+    # no task, callback or registry outlives aclose() holding a reference.
+    refs: list[weakref.ref[atc.ToolCache]] = []
+    for i in range(20):
+        async with atc.ToolCache.from_url(redis_url, namespace="gc") as cache:
+            await cache.results.get_or_load(("k", i % 3), Counting(i))
+            await cache.results.delete(("k", i % 3), settle=True)
+            await cache.call_tool("s", "write", {"i": i}, Counting("ok"), writes=True)
+            refs.append(weakref.ref(cache))
+        del cache
+    await asyncio.sleep(0)  # callbacks scheduled by the last close run
+    gc.collect()
+    assert [ref for ref in refs if ref() is not None] == []
