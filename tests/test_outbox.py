@@ -200,9 +200,10 @@ async def restart_with_deaf_writer(
 ) -> None:
     """Restart Redis empty; the reader subscribes again (and finds the generations lost, so
     its keys move on) while the writer's user comes back unable to subscribe (and ``rules``)."""
+    before = reader.bus.generation("ns")
     await asyncio.to_thread(server.restart)  # the writer's user is gone until set up below
     await eventually(lambda: not writer.bus.connected)
-    await eventually(lambda: reader.bus.connected and reader.bus.generation("ns") > 0)
+    await eventually(lambda: reader.bus.connected and reader.bus.generation("ns") > before)
     with server.client() as admin:
         admin.execute_command(
             "ACL", "SETUSER", "writer", "on", ">pw", "~*", "&*", "+@all", "-subscribe", *rules
