@@ -85,10 +85,21 @@ class Presence:
         self._answers: dict[tuple[int, str, str], tuple[float, asyncio.Future[bool]]] = {}
         self._closed = False
 
-    async def token(self) -> str:
-        """A new lease token naming this worker's presence (a bare one while not connected)."""
+    def start(self) -> None:
+        """Open the named connection in the background (once), so a first miss finds it."""
         if self._task is None and not self._closed:
             self._task = asyncio.create_task(self._hold())
+
+    async def connected(self) -> bool:
+        """Wait until the first connection attempt has ended; True when markers name us."""
+        self.start()
+        if not self._closed:
+            await self._first.wait()
+        return bool(self._suffix)
+
+    async def token(self) -> str:
+        """A new lease token naming this worker's presence (a bare one while not connected)."""
+        self.start()
         if not self._first.is_set() and not self._closed:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(_FIRST_CONNECT_WAIT):

@@ -261,6 +261,10 @@ class ToolCache:
         self._check_open()
         await self.coherence.start(wait=2.0)
         self._warn_if_unknown(2.0)
+        if self.loads.leases is not None and self.coherence.known:
+            # Named before the first miss parks a lease (a Cluster client knows its nodes
+            # once the generations were read).
+            self.loads.leases.presence.start()
         if self.client is not None and self.server is None and self.coherence.known:
             self.server = await read_server_info(self.client)
             if self.server is not None:

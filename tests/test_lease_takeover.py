@@ -38,6 +38,9 @@ async def hold_or_wait(cache: atc.ToolCache, link: Link, arg: dict[str, Any]) ->
         return {"attempt": attempt, "by": link.index}
 
     try:
+        leases = cache.loads.leases
+        assert leases is not None
+        await leases.presence.connected()  # however slowly this process started
         await link.recv()  # go
         value = await cache.results.get_or_load("k", load)
     finally:
