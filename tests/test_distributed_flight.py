@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
+import uuid
 from collections import Counter
 from typing import Any
 
@@ -192,6 +193,19 @@ async def test_remote_waiter_is_woken_by_the_fill_message_not_by_lease_expiry(
 
 
 async def test_cancelled_waiters_do_not_disturb_the_others_across_workers(
+    redis_url: str, redis_server: RedisServer
+) -> None:
+    # A namespace of its own: no cache left over from another test on the shared server
+    # can move this one's generations (its keys) while the callers gather.
+    namespace = f"cancel-{uuid.uuid4().hex[:8]}"
+    async with (
+        atc.ToolCache.from_url(redis_url, namespace=namespace) as cache,
+        atc.ToolCache.from_url(redis_url, namespace=namespace) as other_worker,
+    ):
+        await _cancelled_waiters_across_workers(cache, other_worker, redis_server)
+
+
+async def _cancelled_waiters_across_workers(
     cache: atc.ToolCache, other_worker: atc.ToolCache, redis_server: RedisServer
 ) -> None:
     gate = asyncio.Event()
@@ -209,10 +223,13 @@ async def test_cancelled_waiters_do_not_disturb_the_others_across_workers(
     async with asyncio.timeout(10):
         here = [asyncio.create_task(cache.results.get_or_load("k", slow_load)) for _ in range(3)]
         await eventually(lambda: loads == 1)
+        value_key = cache.results.ref("k").value_key
+        # All three callers share the one load before one of them is cancelled.
+        calls = cache.flight._calls  # type: ignore[attr-defined]
+        await eventually(lambda: value_key in calls and calls[value_key].waiters == 3)
         there = [
             asyncio.create_task(other_worker.results.get_or_load("k", other_load)) for _ in range(3)
         ]
-        value_key = cache.results.ref("k").value_key
         with redis_server.client() as plain:  # the second worker waits for the fill
             await eventually(lambda: (plain.get(value_key) or b"").endswith(b"+"))
         here[0].cancel()
