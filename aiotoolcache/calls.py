@@ -15,9 +15,9 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from aiotoolcache import control
-from aiotoolcache.decorators import require_async_loader
 from aiotoolcache.errors import NotCached, UnserializableValue
 from aiotoolcache.layers import VALUE_LIMIT
+from aiotoolcache.loaders import require_async_loader
 from aiotoolcache.policy import EVERY_PARTITION, PartitionScope, ToolPolicies, ToolPolicy
 
 if TYPE_CHECKING:

@@ -236,7 +236,7 @@ class Cassette:
         if self.mode != "new":
             reason = f"recorded, but its {entry['unrecordable']} result could not be written"
             raise self._miss(call, reason, [entry])
-        return (await layer.run_loader(loader))[0]
+        return (await layer.entries.run_loader(loader))[0]
 
     async def embed(
         self,
@@ -263,7 +263,7 @@ class Cassette:
             charges: list[float] = []
             token = _charges.set(charges)
             try:
-                loaded, seconds = await layer.run_loader(lambda: loader(todo))
+                loaded, seconds = await layer.entries.run_loader(lambda: loader(todo))
             finally:
                 _charges.reset(token)
             vectors = list(loaded)
@@ -299,7 +299,7 @@ class Cassette:
         token = _charges.set(charges)
         started = time.perf_counter()
         try:
-            value, seconds = await layer.run_loader(loader)
+            value, seconds = await layer.entries.run_loader(loader)
         except Exception as exc:
             cost = sum(charges) if charges else layer.config.cost_per_load
             self._write(call, paths, None, exc, time.perf_counter() - started, cost)

@@ -325,7 +325,7 @@ class Codec:
         # a NaN anywhere makes the sum NaN).
         if (created - created) + (fresh - fresh) + (hard - hard) + (load - load) != 0.0:
             raise CorruptValue("envelope time is not a finite float")
-        if load < 0.0:  # freshness decisions scale with it (see Layer._maybe_refresh)
+        if load < 0.0:  # freshness decisions scale with it (see ReadPath.maybe_refresh)
             raise CorruptValue("envelope load time is negative")
         if now is None:
             now = time.time()

@@ -18,17 +18,15 @@ Modes:
 
 from __future__ import annotations
 
-import time
-from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Final, Literal, TypeVar, cast, get_args
+from typing import TYPE_CHECKING, Any, Final, Literal, cast, get_args
 
-from aiotoolcache.errors import CachedLoaderError, ConfigurationError, NotCached
+from aiotoolcache.errors import ConfigurationError
 
 if TYPE_CHECKING:
-    from aiotoolcache.cache import Layer, ShouldCache
     from aiotoolcache.codec import Envelope
 
 __all__ = [
@@ -40,7 +38,6 @@ __all__ = [
     "directive_from_meta",
 ]
 
-T = TypeVar("T")
 CacheMode = Literal["refresh", "bypass", "no-store", "only-if-cached"]
 _MODES: Final = frozenset(get_args(CacheMode))
 
@@ -163,78 +160,3 @@ def undirected() -> Iterator[None]:
         yield
     finally:
         DIRECTIVE.reset(token)
-
-
-# -- lookups under a directive (called by Layer) ----------------------------------------------
-
-
-async def directed_load(
-    layer: Layer,
-    directive: CacheDirective,
-    key: Any,
-    loader: Callable[[], Awaitable[T]],
-    ttl: float | None,
-    tags: list[str] | None,
-    partition: str | None,
-    label: str | None,
-    should_cache: ShouldCache | None,
-    load_through: Callable[[], Awaitable[T]],
-) -> T:
-    """``Layer.get_or_load`` under ``directive``; ``load_through`` is the undirected path."""
-    if directive.mode == "bypass":
-        value, _ = await layer.run_loader(loader)
-        return value
-    envelope = None
-    if directive.reads:
-        value, envelope, from_l1 = await layer.peek(key, partition, label)
-        if envelope is not None and directive.usable(envelope, time.time()):
-            if value is not _missing():
-                if from_l1:
-                    layer.counters.l1_hits += 1
-                else:
-                    layer.counters.l2_hits += 1
-                if isinstance(value, CachedLoaderError):
-                    raise value
-                return cast(T, value)
-        if not directive.loads:
-            raise NotCached(f"no usable entry in layer {layer.name!r} (only-if-cached)")
-        if envelope is None and directive.mode is None:
-            # Nothing cached at all: the ordinary path, with its single-flight and lease.
-            return await load_through()
-    layer.counters.misses += 1
-    value, _ = await layer.run_loader(loader)
-    if directive.stores:
-        if should_cache is None or should_cache(value):
-            await layer.set(key, value, ttl, tags=tags, partition=partition, label=label)
-        else:
-            layer.counters.skipped_writes += 1
-    return value
-
-
-async def directed_get_many(
-    layer: Layer,
-    directive: CacheDirective,
-    keys: Sequence[Any],
-    default: Any,
-    partition: str | None,
-    label: str | None,
-) -> list[Any]:
-    """``Layer.get_many`` under ``directive``: entries too old (or not to be read) are missing."""
-    if not directive.reads:
-        return [default] * len(keys)
-    now = time.time()
-    values: list[Any] = []
-    for key in keys:
-        decoded, envelope, _ = await layer.peek(key, partition, label)
-        value = default
-        if envelope is not None and directive.usable(envelope, now):
-            if decoded is not _missing() and not isinstance(decoded, CachedLoaderError):
-                value = decoded
-        values.append(value)
-    return values
-
-
-def _missing() -> Any:
-    from aiotoolcache.cache import MISSING
-
-    return MISSING

@@ -16,50 +16,18 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
 
 from aiotoolcache.errors import ConfigurationError
+from aiotoolcache.loaders import SYNC_HINT
 from aiotoolcache.policy import ToolPolicy
 
 if TYPE_CHECKING:
     from aiotoolcache.cache import Layer
     from aiotoolcache.keys import KeyRef
 
-__all__ = ["CachedFunction", "require_async_loader"]
+__all__ = ["CachedFunction"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
 PartitionOf = Callable[[Mapping[str, Any]], "str | None"]
-
-_ASYNC_FLAGS = inspect.CO_COROUTINE | inspect.CO_ITERABLE_COROUTINE | inspect.CO_ASYNC_GENERATOR
-_SYNC_HINT = (
-    "pass an async function (async def), wrap the sync one in one "
-    "(async def load(): return await asyncio.to_thread(fn)), or use run_sync=True "
-    "to run it in a worker thread"
-)
-
-
-def require_async_loader(loader: Callable[..., Any], what: str = "loader") -> None:
-    """Raise TypeError, before it runs, when ``loader`` is a plain synchronous function.
-
-    A lambda or a ``functools.partial`` may return an awaitable, so only
-    functions and methods defined with ``def`` are refused. Runs on every
-    lookup, so the common case (an ``async def``) is one flag test.
-    """
-    code = getattr(loader, "__code__", None)  # bound methods forward it from __func__
-    if code is None or code.co_flags & _ASYNC_FLAGS or code.co_name == "<lambda>":
-        return
-    target = getattr(loader, "__func__", loader)
-    if (
-        inspect.isfunction(target)
-        and not inspect.iscoroutinefunction(target)
-        and not _returns_awaitable(target)
-    ):
-        raise TypeError(f"{what} {target.__qualname__!r} is synchronous: {_SYNC_HINT}")
-
-
-def _returns_awaitable(func: Callable[..., Any]) -> bool:
-    """True when ``func`` is annotated as returning an awaitable (a sync def handing one back)."""
-    returns = getattr(func, "__annotations__", {}).get("return")
-    text = returns if isinstance(returns, str) else getattr(returns, "__name__", "")
-    return any(word in str(text) for word in ("Awaitable", "Coroutine", "Future", "Task"))
 
 
 def _method_receiver(func: Callable[..., Any]) -> str | None:
@@ -120,7 +88,7 @@ class CachedFunction(Generic[P, R]):
                 raise _refuse_method(func, receiver)
         is_async = inspect.iscoroutinefunction(func)
         if not is_async and not run_sync:
-            raise TypeError(f"@cached got the synchronous {func!r}: {_SYNC_HINT}")
+            raise TypeError(f"@cached got the synchronous {func!r}: {SYNC_HINT}")
         if is_async and run_sync:
             raise TypeError(f"run_sync=True is for synchronous functions; {func!r} is async")
         self._func = func

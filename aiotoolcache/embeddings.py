@@ -77,7 +77,7 @@ async def embed_texts(
     directive = current_directive()
     if directive is not None and not directive.loads:
         raise NotCached(f"{len(missing)} of {len(texts)} texts have no cached vector")
-    loaded = await layer.run_loader(lambda: loader(missing))
+    loaded = await layer.entries.run_loader(lambda: loader(missing))
     fresh = list(loaded[0])
     if len(fresh) != len(missing):
         raise ToolCacheError(

@@ -31,21 +31,19 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, TypeVar, cast
+from typing import Any, TypeVar, cast
 
 from aiotoolcache.breaker import CircuitBreaker
-from aiotoolcache.cache import MISSING
 from aiotoolcache.codec import Envelope
 from aiotoolcache.coherence import Coherence
+from aiotoolcache.entries import MISSING, LayerEntries
 from aiotoolcache.errors import BackendError, CachedLoaderError
 from aiotoolcache.fills import Fill
 from aiotoolcache.keys import KeyRef
 from aiotoolcache.lease import Lease, LeaseManager
+from aiotoolcache.loaders import ShouldCache
 from aiotoolcache.presence import PROBE_EVERY
 from aiotoolcache.tier import SharedTier
-
-if TYPE_CHECKING:
-    from aiotoolcache.cache import Layer, ShouldCache
 
 __all__ = ["LoadCoordinator"]
 
@@ -81,7 +79,7 @@ class LoadCoordinator:
     # -- foreground loads -------------------------------------------------------
     async def load(
         self,
-        layer: Layer,
+        entries: LayerEntries,
         ref: KeyRef,
         fill: Fill,
         loader: Callable[[], Awaitable[T]],
@@ -101,14 +99,14 @@ class LoadCoordinator:
         # the fallback only, so a sick Redis costs a caller at most one time budget.
         leased = self.leases is not None and not self._breaker.failing
         if leased:
-            lease, found = await self._acquire_or_wait(layer, ref, fill, wait, replaces)
+            lease, found = await self._acquire_or_wait(entries, ref, fill, wait, replaces)
             if found is not MISSING:
                 return cast(T, found)
             if lease is None and not wait:
                 return None
         try:
             return await self._load_holding(
-                layer, ref, fill, lease, loader, ttl, should_cache, wait, replaces
+                entries, ref, fill, lease, loader, ttl, should_cache, wait, replaces
             )
         except BaseException as exc:
             # A failed load settled its lease on the way out (released, or the failure
@@ -121,7 +119,7 @@ class LoadCoordinator:
 
     async def _load_holding(
         self,
-        layer: Layer,
+        entries: LayerEntries,
         ref: KeyRef,
         fill: Fill,
         lease: Lease | None,
@@ -134,14 +132,14 @@ class LoadCoordinator:
         """Run ``loader`` (renewing ``lease`` meanwhile), then fill or release; return its value."""
         renewal = self._start_renewal(lease)
         try:
-            value, elapsed = await layer.run_loader(loader)
+            value, elapsed = await entries.run_loader(loader)
         except Exception as exc:
-            negative_ttl = layer.config.negative_ttl
+            negative_ttl = entries.config.negative_ttl
             # A failed refresh keeps serving the good value it replaces (stale-if-error).
             if negative_ttl is not None and replaces is None:
                 if not isinstance(exc, CachedLoaderError):
                     failure = CachedLoaderError(type(exc).__qualname__, str(exc))
-                    await self._store(layer, ref, fill, lease, failure, negative_ttl, 0.0)
+                    await self._store(entries, ref, fill, lease, failure, negative_ttl, 0.0)
                     raise
             if lease is not None:
                 await self._release(ref, lease)  # waiters elsewhere retry at once
@@ -150,15 +148,15 @@ class LoadCoordinator:
             if renewal is not None:
                 renewal.cancel()
         if should_cache is not None and not should_cache(value):
-            layer.counters.skipped_writes += 1
+            entries.counters.skipped_writes += 1
             if lease is not None:
                 await self._release(ref, lease)
         else:
-            await self._store(layer, ref, fill, lease, value, ttl, elapsed, refresh=not wait)
+            await self._store(entries, ref, fill, lease, value, ttl, elapsed, refresh=not wait)
         return value
 
     async def _acquire_or_wait(
-        self, layer: Layer, ref: KeyRef, fill: Fill, wait: bool, replaces: Envelope | None
+        self, entries: LayerEntries, ref: KeyRef, fill: Fill, wait: bool, replaces: Envelope | None
     ) -> tuple[Lease | None, Any]:
         """Return ``(lease, MISSING)`` with the lease, ``(None, value)`` when filled elsewhere.
 
@@ -182,7 +180,7 @@ class LoadCoordinator:
                     lease, self.lease_ms, replacing=unusable
                 )
             except BackendError:
-                layer.counters.backend_errors += 1
+                entries.counters.backend_errors += 1
                 # The lease may have landed with only its reply lost: give it back.
                 self._in_background(self._release(ref, lease))
                 return None, MISSING  # fail-open: load without a lease
@@ -192,7 +190,7 @@ class LoadCoordinator:
                 self._in_background(self._release(ref, lease))
                 raise
             if holder_ms == -2 and data is not None:
-                value = self._filled(layer, ref, fill, data)
+                value = self._filled(entries, ref, fill, data)
                 if value is not MISSING:
                     return None, value
                 if time.monotonic() >= deadline:
@@ -201,10 +199,10 @@ class LoadCoordinator:
                 continue
             if holder_ms == -1:
                 if waited:
-                    layer.counters.lease_takeovers += 1
+                    entries.counters.lease_takeovers += 1
                 if replaces is not None:
                     try:
-                        elsewhere = await self._refreshed_elsewhere(layer, ref, fill, replaces)
+                        elsewhere = await self._refreshed_elsewhere(entries, ref, fill, replaces)
                     except BaseException:
                         self._in_background(self._release(ref, lease))  # held: give it back
                         raise
@@ -218,18 +216,23 @@ class LoadCoordinator:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return None, MISSING  # waited long enough: load ourselves
-            envelope, gone = await self._wait_for_holder(layer, ref, holder_ms, data, remaining)
+            envelope, gone = await self._wait_for_holder(entries, ref, holder_ms, data, remaining)
             if envelope is not None:
-                value = layer.decode(ref, envelope)
+                value = entries.decode(ref, envelope)
                 if value is not MISSING:
-                    layer.counters.remote_coalesced += 1
-                    layer.keep_in_l1(ref, value, envelope, fill)
+                    entries.counters.remote_coalesced += 1
+                    entries.keep_in_l1(ref, value, envelope, fill)
                     return None, value
             if gone:
                 unusable = data  # the holder died: take its marker's place, if still there
 
     async def _wait_for_holder(
-        self, layer: Layer, ref: KeyRef, holder_ms: int, marker: bytes | None, remaining: float
+        self,
+        entries: LayerEntries,
+        ref: KeyRef,
+        holder_ms: int,
+        marker: bytes | None,
+        remaining: float,
     ) -> tuple[Envelope | None, bool]:
         """Wait for the holder's fill, at most its lease's term; return what L2 then
         holds and whether the holder was found gone (its process died).
@@ -245,7 +248,7 @@ class LoadCoordinator:
         waiter = bus.filled_waiter(ref.value_key)
         try:
             # Checked after subscribing to the wake-up so a fill in between is not missed.
-            envelope = await layer.read_l2(ref)
+            envelope = await entries.read_l2(ref)
             while envelope is None and not waiter.done():
                 left = term_ends - time.monotonic()
                 if left <= 0:
@@ -256,34 +259,34 @@ class LoadCoordinator:
                 if waiter.done():
                     break
                 if probing and marker is not None and await self.leases.holder_gone(marker):
-                    return await layer.read_l2(ref), True
+                    return await entries.read_l2(ref), True
             if envelope is None:
-                envelope = await layer.read_l2(ref)
+                envelope = await entries.read_l2(ref)
             return envelope, False
         finally:
             bus.forget_waiter(ref.value_key, waiter)
 
-    def _filled(self, layer: Layer, ref: KeyRef, fill: Fill, data: bytes) -> Any:
+    def _filled(self, entries: LayerEntries, ref: KeyRef, fill: Fill, data: bytes) -> Any:
         """The value another worker filled just before our lease request, or MISSING."""
-        envelope = layer.open_raw(ref, data)
+        envelope = entries.open_raw(ref, data)
         if envelope is None:
             return MISSING
-        value = layer.decode(ref, envelope)
+        value = entries.decode(ref, envelope)
         if value is not MISSING:
-            layer.counters.remote_coalesced += 1
-            layer.keep_in_l1(ref, value, envelope, fill)
+            entries.counters.remote_coalesced += 1
+            entries.keep_in_l1(ref, value, envelope, fill)
         return value
 
     async def _refreshed_elsewhere(
-        self, layer: Layer, ref: KeyRef, fill: Fill, served: Envelope
+        self, entries: LayerEntries, ref: KeyRef, fill: Fill, served: Envelope
     ) -> bool:
         """True when another worker refreshed ``ref`` just before this one took the lease."""
-        envelope = await layer.read_l2(ref)
+        envelope = await entries.read_l2(ref)
         if envelope is None or envelope.created_at <= served.created_at:
             return False
-        value = layer.decode(ref, envelope)
+        value = entries.decode(ref, envelope)
         if value is not MISSING:
-            layer.keep_in_l1(ref, value, envelope, fill)
+            entries.keep_in_l1(ref, value, envelope, fill)
         return True
 
     def _start_renewal(self, lease: Lease | None) -> asyncio.Task[None] | None:
@@ -309,7 +312,7 @@ class LoadCoordinator:
 
     async def _store(
         self,
-        layer: Layer,
+        entries: LayerEntries,
         ref: KeyRef,
         fill: Fill,
         lease: Lease | None,
@@ -319,7 +322,7 @@ class LoadCoordinator:
         *,
         refresh: bool = False,
     ) -> None:
-        sealed = layer.seal(ref, value, ttl, fill.tag_generations, elapsed)
+        sealed = entries.seal(ref, value, ttl, fill.tag_generations, elapsed)
         if sealed is None or not self._coherence.admits(fill):
             if lease is not None:
                 self._in_background(self._release(ref, lease))
@@ -329,30 +332,30 @@ class LoadCoordinator:
         if self.leases is None:
             # One process owns this store (memory, files): a delete revokes the fill at
             # once, so the check above is the fence.
-            await self._tier.write(layer, [entry], announce=False)
+            await self._tier.write(entries, [entry], announce=False)
             stored = True
         elif lease is None:
             # Unleased: the backend failed, or the holder is slow. A plain write could
             # overwrite a delete issued meanwhile, so L2 is left to the leaseholder.
             if self._breaker.failing:
-                layer.counters.dropped_writes += 1
-            await self._tier.write_fallback(layer, [entry])
+                entries.counters.dropped_writes += 1
+            await self._tier.write_fallback(entries, [entry])
             stored = True
         else:
-            outcome = await self._tier.fill(layer, entry, lease, always_announce=refresh)
+            outcome = await self._tier.fill(entries, entry, lease, always_announce=refresh)
             if outcome is None:  # the backend failed: the fill may not have run
                 self._in_background(self._release(ref, lease))
             self._coherence.bus.wake(ref.value_key)
             stored = outcome is not False
         if stored:
-            decoded = layer.decode(ref, envelope)
+            decoded = entries.decode(ref, envelope)
             if decoded is not MISSING:
-                layer.keep_in_l1(ref, decoded, envelope, fill, len(data))
+                entries.keep_in_l1(ref, decoded, envelope, fill, len(data))
 
     # -- background refreshes -----------------------------------------------------
     def start_refresh(
         self,
-        layer: Layer,
+        entries: LayerEntries,
         ref: KeyRef,
         served: Envelope,
         loader: Callable[[], Awaitable[Any]],
@@ -370,11 +373,11 @@ class LoadCoordinator:
             fill = coherence.begin(ref, tags)
             try:
                 await self.load(
-                    layer, ref, fill, loader, ttl, should_cache, wait=False, replaces=served
+                    entries, ref, fill, loader, ttl, should_cache, wait=False, replaces=served
                 )
             except Exception as exc:
                 # stale-if-error: the value being served stays until its hard expiry.
-                layer.counters.refresh_errors += 1
+                entries.counters.refresh_errors += 1
                 log.debug("background refresh of %s failed: %r", ref.value_key, exc)
             finally:
                 coherence.end(fill)

@@ -14,24 +14,32 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Awaitable, Sequence
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from aiotoolcache.coherence import Coherence
 from aiotoolcache.errors import BackendError
 from aiotoolcache.keys import KeyRef
 from aiotoolcache.lease import Lease, LeaseManager
 from aiotoolcache.outbox import InvalidationOutbox
+from aiotoolcache.stats import LayerCounters
 from aiotoolcache.stores.base import Store
 from aiotoolcache.stores.redis import RedisStore
 
-if TYPE_CHECKING:
-    from aiotoolcache.cache import Layer
-
-__all__ = ["Entry", "SharedTier"]
+__all__ = ["CountedLayer", "Entry", "SharedTier"]
 
 log = logging.getLogger("aiotoolcache")
 
 Entry = tuple[KeyRef, bytes, int]  # an entry, its sealed bytes, its TTL in milliseconds
+
+
+class CountedLayer(Protocol):
+    """What the tier needs of a layer: its name (in bus messages) and its counters."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def counters(self) -> LayerCounters: ...
 
 
 class SharedTier:
@@ -61,7 +69,7 @@ class SharedTier:
         self._last_drop_warning = float("-inf")
         self._last_unexpected = float("-inf")
 
-    def failed(self, layer: Layer | None, exc: BackendError) -> None:
+    def failed(self, layer: CountedLayer | None, exc: BackendError) -> None:
         """Count a backend failure against ``layer`` (if any); re-raise it in strict mode."""
         if layer is not None:
             layer.counters.backend_errors += 1
@@ -91,7 +99,7 @@ class SharedTier:
             self._last_drop_warning = now
             log.warning("dropping cache writes while the backend fails: %s", exc)
 
-    async def read(self, layer: Layer, keys: Sequence[str]) -> list[bytes | None]:
+    async def read(self, layer: CountedLayer, keys: Sequence[str]) -> list[bytes | None]:
         """Read L2 (or the fallback while L2 fails); a failure reads as misses."""
         try:
             return await self.store.get_many(keys)
@@ -113,7 +121,7 @@ class SharedTier:
     async def _first(self, key: str) -> bytes | None:
         return (await self.store.get_many([key]))[0]
 
-    async def read_failed(self, layer: Layer, key: str, exc: Exception) -> bytes | None:
+    async def read_failed(self, layer: CountedLayer, key: str, exc: Exception) -> bytes | None:
         """What a failed ``read_one`` reads as: the fallback's copy, or a miss."""
         self.failed(layer, self.backend_error(exc))
         return (await self.read_fallback([key]))[0]
@@ -127,7 +135,7 @@ class SharedTier:
                 pass
         return [None] * len(keys)
 
-    async def write(self, layer: Layer, entries: list[Entry], announce: bool = True) -> None:
+    async def write(self, layer: CountedLayer, entries: list[Entry], announce: bool = True) -> None:
         """Write to L2; with ``announce`` other workers drop their L1 copies and leases."""
         try:
             if announce and self.leases is not None:
@@ -156,7 +164,7 @@ class SharedTier:
             await self.write_fallback(layer, entries)
 
     async def fill(
-        self, layer: Layer, entry: Entry, lease: Lease, *, always_announce: bool = False
+        self, layer: CountedLayer, entry: Entry, lease: Lease, *, always_announce: bool = False
     ) -> bool | None:
         """Store a leased load's value: True when stored, False when its lease was revoked
         meanwhile, None when the backend failed (the value went to the fallback only)."""
@@ -187,7 +195,7 @@ class SharedTier:
         """Delete unusable entries (corrupt bytes) in the background, best effort."""
         self.coherence.in_background(self.store.delete_many(keys))
 
-    async def write_fallback(self, layer: Layer, entries: list[Entry]) -> None:
+    async def write_fallback(self, layer: CountedLayer, entries: list[Entry]) -> None:
         """Keep ``entries`` in the fallback store, if there is one."""
         if self.fallback is None:
             return
@@ -197,7 +205,7 @@ class SharedTier:
             layer.counters.dropped_writes += 1
             log.debug("fallback write failed: %r", exc)
 
-    async def delete(self, layer: Layer, refs: Sequence[KeyRef]) -> None:
+    async def delete(self, layer: CountedLayer, refs: Sequence[KeyRef]) -> None:
         """Delete entries here and in L2, revoke their leases and tell every worker."""
         keys = [ref.value_key for ref in refs]
         local = {"o": self.coherence.bus.origin, "op": "del", "l": layer.name, "k": keys}
@@ -224,7 +232,7 @@ class SharedTier:
         if error is not None:
             self.failed(layer, error)  # last: strict mode raises once the rest is done
 
-    async def defer(self, layer: Layer, refs: Sequence[KeyRef]) -> None:
+    async def defer(self, layer: CountedLayer, refs: Sequence[KeyRef]) -> None:
         """Invalidate entries whose key names cannot be trusted now (the generations are not
         known yet, or neither proven nor readable): applied here at once, and queued in the
         outbox, which names them under the generations current when Redis takes them.

@@ -181,7 +181,7 @@ async def measure(url: str, number: int, repeat: int) -> dict[str, Any]:
         t_stats = best_sync(bump, number, repeat)
         t_fresh = guarded(
             lambda: best_sync(
-                lambda: l1_layer._maybe_refresh(ref1, envelope, must_not_load, None, None, None),
+                lambda: l1_layer._reads.maybe_refresh(ref1, envelope, must_not_load, None, None, None),
                 number,
                 repeat,
             )
@@ -214,7 +214,7 @@ async def measure(url: str, number: int, repeat: int) -> dict[str, Any]:
         l1_parts = [
             Part("key name (Layer.ref: remembered for a string key)", t_ref),
             Part("L1 lookup (Coherence.l1_entry)", t_l1),
-            Part("freshness check (Layer._maybe_refresh)", t_fresh),
+            Part("freshness check (ReadPath.maybe_refresh)", t_fresh),
             Part("stats increment", t_stats),
             Part("(reference) Layer.ref of a KeyRef passed back", t_ref_again, False),
             Part("(reference) whole hit with a KeyRef key", whole_l1_ref, False),
@@ -230,7 +230,7 @@ async def measure(url: str, number: int, repeat: int) -> dict[str, Any]:
             Part("Redis GET round trip, a lone read (redis-py + hiredis + server)", t_get),
             Part("envelope open (Codec.open)", t_open),
             Part("value decode (Codec.decode_value)", t_decode),
-            Part("freshness check (Layer._maybe_refresh)", t_fresh),
+            Part("freshness check (ReadPath.maybe_refresh)", t_fresh),
             Part("stats increment", t_stats),
             Part("(reference) whole hit with a KeyRef key", whole_l2_ref, False),
             Part("(reference) raw redis-py GET + msgpack.unpackb", t_raw, False),

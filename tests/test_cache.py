@@ -405,6 +405,20 @@ async def test_cached_values_are_shared_unless_copy_on_read(redis_url: str) -> N
             assert (second["items"] == [1, 2, 3]) is shared
             assert (first is second) is shared
 
+        async def directed(layer: atc.Layer) -> Any:
+            with atc.cache_control(max_age=60):
+                return await layer.get_or_load("k", load)
+
+        async def many(layer: atc.Layer) -> Any:
+            return (await layer.get_many(["k"]))[0]
+
+        # Every read hands out copies: get, get_many and a directed read too.
+        copied = cache.layer("copied")
+        for read in (lambda layer: layer.get("k"), many, directed):
+            mutated = await read(copied)
+            mutated["items"].append(4)
+            assert await copied.get_or_load("k", load) == {"items": [1, 2]}
+
 
 async def test_a_remembered_key_name_follows_every_invalidation(
     cache: atc.ToolCache, other_worker: atc.ToolCache

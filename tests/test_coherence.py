@@ -57,8 +57,12 @@ async def test_invalidations_after_flushall_reach_every_worker(
     await cache.invalidate(layer="results")
     bumped = cache.bus.generation("layer:results")
     await eventually(lambda: other_worker.bus.generation("layer:results") == bumped)
+    namespace = other_worker.bus.generation("ns")
     assert await other_worker.results.get_or_load("k", constant("new")) == "new"
-    assert await cache.results.get_or_load("k", constant("other")) == "new"
+    # Shared, unless a worker's check found the lost hash meanwhile and retired the
+    # whole namespace (it may, at any time after the FLUSHALL): then a fresh load.
+    shared = await cache.results.get_or_load("k", constant("other"))
+    assert shared == "new" or cache.bus.generation("ns") != namespace
 
 
 async def test_a_worker_that_finds_the_generations_lost_writes_them_back(
@@ -308,7 +312,7 @@ async def test_a_fill_that_landed_before_the_lease_is_not_loaded_again(
     assert cache.loads.leases is not None
     holder, data = await cache.loads.leases.acquire(Lease.for_miss(ref.value_key, "token"), 3000)
     assert holder == -2 and data is not None  # the value, not a lease
-    assert cache.results.open_raw(ref, data) is not None  # left in place, untouched
+    assert cache.results.entries.open_raw(ref, data) is not None  # left in place, untouched
 
 
 async def test_an_unleased_load_never_overwrites_a_delete(

@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
+
+import pytest
 
 import aiotoolcache as atc
 from aiotoolcache.hearing import IN_USE_FOR
@@ -147,7 +150,35 @@ async def test_a_blocked_loop_never_makes_the_subscriber_give_up_on_a_live_conne
 
 
 # -- reads of what L1 does not hold, after a lapse -----------------------------------------
-async def test_a_burst_after_a_lapse_reads_l2_alongside_one_ping(own_redis: RedisServer) -> None:
+Read = Callable[[atc.Layer, list[str]], Awaitable[list[object]]]
+
+
+async def by_get_or_load(layer: atc.Layer, keys: list[str]) -> list[object]:
+    return list(await asyncio.gather(*(layer.get_or_load(k, Counting("unused")) for k in keys)))
+
+
+async def by_get(layer: atc.Layer, keys: list[str]) -> list[object]:
+    return list(await asyncio.gather(*(layer.get(k, "unused") for k in keys)))
+
+
+async def by_get_many(layer: atc.Layer, keys: list[str]) -> list[object]:
+    halves = await asyncio.gather(layer.get_many(keys[::2]), layer.get_many(keys[1::2]))
+    by_key = dict(zip(keys[::2] + keys[1::2], halves[0] + halves[1], strict=True))
+    return [by_key[k] for k in keys]
+
+
+async def by_peek(layer: atc.Layer, keys: list[str]) -> list[object]:
+    with atc.cache_control("only-if-cached"):
+        return await by_get_or_load(layer, keys)
+
+
+EVERY_READ = pytest.mark.parametrize("read", [by_get_or_load, by_get, by_get_many, by_peek])
+
+
+@EVERY_READ
+async def test_a_burst_after_a_lapse_reads_l2_alongside_one_ping(
+    own_redis: RedisServer, read: Read
+) -> None:
     async with atc.ToolCache.from_url(
         own_redis.url, namespace="burst", health_interval=60
     ) as cache:
@@ -157,10 +188,9 @@ async def test_a_burst_after_a_lapse_reads_l2_alongside_one_ping(own_redis: Redi
         bus = cache.bus
         await only_reads_ping(cache, own_redis)
         bus.deaf_after = time.monotonic()  # the last proof has just lapsed
-        load = Counting("unused")
         async with asyncio.timeout(5):
-            values = await asyncio.gather(*(layer.get_or_load(f"k{i}", load) for i in range(100)))
-        assert values == list(range(100)) and load.calls == 0
+            values = await read(layer, [f"k{i}" for i in range(100)])
+        assert values == list(range(100))
         assert pings(own_redis) == 1  # one proof vouched for the whole burst
         assert cache.stats()["plain"].l2_hits == 100
 
@@ -172,8 +202,9 @@ def reads(server: RedisServer) -> int:
     return sum(int(stats.get(f"cmdstat_{name}", {}).get("calls", 0)) for name in ("get", "mget"))
 
 
+@EVERY_READ
 async def test_an_invalidation_heard_with_the_proof_sends_the_read_to_the_new_entry(
-    own_redis: RedisServer,
+    own_redis: RedisServer, read: Read
 ) -> None:
     config = atc.LayerConfig(ttl=60, l1=False)
     async with (
@@ -184,11 +215,8 @@ async def test_an_invalidation_heard_with_the_proof_sends_the_read_to_the_new_en
             cache.add_layer("plain", config)
         layer = reader.layer("plain")
 
-        async def read() -> object:
-            return await layer.get_or_load("k", Counting("x"))
-
         await writer.layer("plain").set("k", "old")
-        assert await read() == "old"
+        assert await read(layer, ["k"]) == ["old"]
         bus = reader.bus
         await only_reads_ping(reader, own_redis)
         # The reader's subscriber falls behind: what reaches it is held back, in order.
@@ -202,7 +230,7 @@ async def test_an_invalidation_heard_with_the_proof_sends_the_read_to_the_new_en
         await eventually(lambda: len(held) == 2)
         before = reads(own_redis)
         bus.deaf_after = time.monotonic()  # the last proof has just lapsed
-        reading = asyncio.create_task(read())
+        reading = asyncio.create_task(read(layer, ["k"]))
         # It read the old entry and waits for its proof, whose answer is held too: the read
         # went out without waiting for the proof.
         await eventually(lambda: bus.ears._regaining and len(held) == 3)  # type: ignore[attr-defined]
@@ -211,7 +239,7 @@ async def test_an_invalidation_heard_with_the_proof_sends_the_read_to_the_new_en
         for reply in held:  # the invalidation, then the proof
             handle(reply)
         async with asyncio.timeout(5):
-            assert await reading == "new"
+            assert await reading == ["new"]
 
 
 async def test_reads_without_l1_keep_the_fast_cadence(own_redis: RedisServer) -> None:

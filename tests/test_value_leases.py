@@ -72,7 +72,7 @@ async def test_a_long_load_keeps_renewing_its_marker(
             assert is_marker(plain.get(ref.value_key) or b"")
             long_load.gate.set()
             assert await loading == "v"
-            assert holder.results.open_raw(ref, plain.get(ref.value_key))
+            assert holder.results.entries.open_raw(ref, plain.get(ref.value_key))
 
 
 async def test_a_write_during_a_load_revokes_its_fill(

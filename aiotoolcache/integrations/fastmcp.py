@@ -315,7 +315,7 @@ class ToolCacheMiddleware(Middleware):
             log.debug("undecodable entry in %s (%s): a miss", layer.name, exc)
         layer.counters.corrupt += 1
         layer.counters.misses += 1
-        result, _ = await layer.run_loader(answer)
+        result, _ = await layer.entries.run_loader(answer)
         payload = None if asks.count else dump(result)
         if payload is not None:
             try:
