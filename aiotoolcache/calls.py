@@ -62,8 +62,14 @@ async def read_through(
     this tool's results, to store them and to read them back.
     """
     require_async_loader(loader)
-    elapsed = [math.inf]  # of this closure's latest load; read by keep() right after it
+    tags = policies.read_tags(server_id, tool, partition)
+    ttl = ttl if ttl is not None else policy.ttl
     cap = policy.max_value_bytes
+    if cap is None and policy.min_load_time == 0:  # nothing to time or measure: no closures
+        return await layer.get_or_load(
+            key, loader, ttl, tags=tags, partition=partition, label=tool, should_cache=should_cache
+        )
+    elapsed = [math.inf]  # of this closure's latest load; read by keep() right after it
     lower_cap = cap is not None and cap < layer.config.max_value_bytes  # else the layer checks it
 
     async def timed() -> R:
@@ -93,8 +99,8 @@ async def read_through(
         value: R = await layer.get_or_load(
             key,
             loader if plain else timed,
-            ttl if ttl is not None else policy.ttl,
-            tags=policies.read_tags(server_id, tool, partition),
+            ttl,
+            tags=tags,
             partition=partition,
             label=tool,
             should_cache=should_cache if plain else keep,

@@ -51,7 +51,16 @@ class L1Entry:
     out copies instead.
     """
 
-    __slots__ = ("envelope", "expires_at", "layer", "plain", "quiet_until", "size", "value")
+    __slots__ = (
+        "current_at",
+        "envelope",
+        "expires_at",
+        "layer",
+        "plain",
+        "quiet_until",
+        "size",
+        "value",
+    )
 
     def __init__(
         self,
@@ -70,6 +79,9 @@ class L1Entry:
         self.layer = layer
         self.size = size  # the encoded bytes it stands for, which L1's byte bound counts
         self.quiet_until = quiet_until  # time.time() before which no refresh is due (freshness)
+        # The bus's generations version under which its tags were last found current:
+        # generations change only with the version, so until then no tag is checked again.
+        self.current_at = -1
 
 
 class Coherence:
@@ -237,11 +249,14 @@ class Coherence:
         self.bus.used_at = now  # L1 in use: the bus keeps proof of hearing fresh
         if now >= self.bus.deaf_after and not vouched:
             return None  # not proven to hear lately: kept, the next proof vouches for it again
-        if entry.expires_at <= now or (
-            entry.envelope.tag_generations and not self.current(entry.envelope)
-        ):
+        if entry.expires_at <= now:
             self.l1.pop(value_key)
             return None
+        if entry.envelope.tag_generations and entry.current_at != self.bus.version:
+            if not self.current(entry.envelope):
+                self.l1.pop(value_key)
+                return None
+            entry.current_at = self.bus.version
         return entry
 
     def keep(

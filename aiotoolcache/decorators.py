@@ -103,6 +103,7 @@ class CachedFunction(Generic[P, R]):
         # its role was declared above.
         self._ignore = frozenset(ignore or ()) | ({receiver} if receiver else set())
         self._signature = inspect.signature(func)
+        self._plain = _PlainParameters.of(self._signature)
         self._name = f"{func.__module__}.{func.__qualname__}"
         self._label = func.__name__
         functools.update_wrapper(self, func)
@@ -115,6 +116,13 @@ class CachedFunction(Generic[P, R]):
         return BoundCachedFunction(self, instance)
 
     def _arguments(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
+        """Every parameter's value in this call, defaults included (as ``Signature.bind``)."""
+        plain = self._plain
+        if plain is not None:
+            arguments = plain.bind(args, kwargs)
+            if arguments is not None:
+                return arguments
+        # Anything else (``*args``, a missing or unexpected argument: its TypeError).
         bound = self._signature.bind(*args, **kwargs)
         bound.apply_defaults()
         return dict(bound.arguments)
@@ -161,6 +169,51 @@ class CachedFunction(Generic[P, R]):
         """Drop the entry of these arguments in every worker (loads in flight are revoked)."""
         key, partition = self._where(self._arguments(args, kwargs))
         await self._layer.delete(key, partition=partition, label=self._label)
+
+
+class _PlainParameters:
+    """Binds the arguments of a call in a few dict operations, for a signature without
+    ``*args``, ``**kwargs`` or positional-only parameters (``Signature.bind`` costs more
+    than the rest of a cache hit)."""
+
+    __slots__ = ("count", "defaults", "names", "positional")
+
+    def __init__(
+        self, positional: tuple[str, ...], names: frozenset[str], defaults: dict[str, Any]
+    ) -> None:
+        self.positional = positional
+        self.names = names
+        self.count = len(names)
+        self.defaults = defaults
+
+    @classmethod
+    def of(cls, signature: inspect.Signature) -> _PlainParameters | None:
+        positional: list[str] = []
+        defaults: dict[str, Any] = {}
+        for parameter in signature.parameters.values():
+            if parameter.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD:
+                positional.append(parameter.name)
+            elif parameter.kind is not inspect.Parameter.KEYWORD_ONLY:
+                return None
+            if parameter.default is not inspect.Parameter.empty:
+                defaults[parameter.name] = parameter.default
+        return cls(tuple(positional), frozenset(signature.parameters), defaults)
+
+    def bind(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any] | None:
+        """The call's arguments by name, or None when only ``Signature.bind`` can tell."""
+        if len(args) > len(self.positional):
+            return None
+        arguments = dict(zip(self.positional, args, strict=False))  # fewer args: defaults
+        for name, value in kwargs.items():
+            if name in arguments or name not in self.names:
+                return None  # given twice, or unknown
+            arguments[name] = value
+        if len(arguments) < self.count:
+            for name, default in self.defaults.items():
+                arguments.setdefault(name, default)
+            if len(arguments) < self.count:
+                return None  # a required argument is missing
+        return arguments
 
 
 def _mark_coroutine_function(function: CachedFunction[..., Any]) -> None:

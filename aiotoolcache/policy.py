@@ -38,7 +38,7 @@ import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from hashlib import blake2b
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, TypeVar
 
 from aiotoolcache.errors import ConfigurationError
 
@@ -150,6 +150,20 @@ class ToolPolicy:
 
 
 DEFAULT_POLICY = ToolPolicy()
+# Distinct (server, tool[, partition]) whose policy and read tags a ToolPolicies remembers.
+MEMO_SIZE = 4096
+KeyT = TypeVar("KeyT")
+ValueT = TypeVar("ValueT")
+
+
+def _remember(memo: dict[KeyT, ValueT], key: KeyT, value: ValueT) -> ValueT:
+    """Keep ``value`` under ``key`` in a memo of at most MEMO_SIZE entries (emptied when full)."""
+    if len(memo) >= MEMO_SIZE:
+        memo.clear()
+    memo[key] = value
+    return value
+
+
 """The policy of a tool no configured pattern matches."""
 
 
@@ -165,6 +179,13 @@ class ToolPolicies:
 
     patterns: Mapping[str, ToolPolicy] = field(default_factory=dict)
     default: ToolPolicy = DEFAULT_POLICY
+    # Every cached call asks for its policy and its read tags, with the same answers.
+    _resolved: dict[tuple[str, str], ToolPolicy] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
+    _read_tags: dict[tuple[str, str, object], tuple[str, ...]] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
 
     def __post_init__(self) -> None:
         checked: dict[str, ToolPolicy] = {}
@@ -202,6 +223,12 @@ class ToolPolicies:
 
     def resolve(self, server_id: str, tool: str) -> ToolPolicy:
         """Return the policy in force for ``tool`` on ``server_id``."""
+        policy = self._resolved.get((server_id, tool))
+        if policy is None:
+            policy = _remember(self._resolved, (server_id, tool), self._resolve(server_id, tool))
+        return policy
+
+    def _resolve(self, server_id: str, tool: str) -> ToolPolicy:
         name = f"{server_id}/{tool}"
         exact = self.patterns.get(name)
         if exact is not None:
@@ -222,6 +249,16 @@ class ToolPolicies:
         every partition) and scoped to ``partition`` (reached by a write in
         it). Without a partition (``EVERY_PARTITION``) only the plain form.
         """
+        memo = (server_id, tool, partition)
+        tags = self._read_tags.get(memo)
+        if tags is None:
+            tags = tuple(self._tags_read(server_id, tool, partition))
+            _remember(self._read_tags, memo, tags)
+        return list(tags)  # the caller's own list
+
+    def _tags_read(
+        self, server_id: str, tool: str, partition: str | None | PartitionScope
+    ) -> list[str]:
         targets = [f"tool:{server_id}/{tool}", f"reads:{server_id}"]
         for pattern in self._wildcard_targets(server_id):
             if fnmatch.fnmatchcase(tool, pattern):

@@ -219,3 +219,41 @@ async def test_strict_mode_still_raises_for_unstorable_values(redis_url: str) ->
     async with atc.ToolCache.from_url(redis_url, namespace="strict", strict=True) as cache:
         with pytest.raises(atc.UnserializableValue):
             await cache.results.get_or_load("k", load)
+
+
+async def test_a_call_is_keyed_by_its_arguments_however_they_are_passed(
+    cache: atc.ToolCache,
+) -> None:
+    calls: list[tuple[object, ...]] = []
+
+    async def plain(query: str, limit: int = 10, *, exact: bool = False) -> str:
+        calls.append((query, limit, exact))
+        return f"{query}:{limit}:{exact}"
+
+    async def variadic(query: str, /, *rest: int, **options: object) -> str:
+        calls.append((query, rest, options))
+        return query
+
+    cached_plain = cache.cached(ttl=60)(plain)
+    cached_variadic = cache.cached(ttl=60)(variadic)
+    assert await cached_plain("q") == "q:10:False"
+    assert await cached_plain("q", 10) == "q:10:False"
+    assert await cached_plain(query="q") == "q:10:False"
+    assert await cached_plain("q", limit=10, exact=False) == "q:10:False"
+    assert await cached_plain(limit=10, query="q") == "q:10:False"
+    assert len(calls) == 1  # one entry: every spelling binds to the same arguments
+    assert cached_plain.key("q") == cached_plain.key(limit=10, exact=False, query="q")
+    assert cached_plain.key("q") != cached_plain.key("q", 11)
+    assert cached_plain.key("q") != cached_plain.key("q", exact=True)
+    assert await cached_variadic("v", 1, 2, flag=True) == "v"
+    assert cached_variadic.key("v", 1) != cached_variadic.key("v", 1, 2)
+    # Calls a plain function would refuse are refused as it would, before any lookup.
+    for bad_args, bad_kwargs in (
+        ((), {}),  # a required argument missing
+        (("q", 1, 2), {}),  # too many positional arguments
+        (("q",), {"query": "again"}),  # given twice
+        (("q",), {"unknown": 1}),
+    ):
+        with pytest.raises(TypeError):
+            await cached_plain(*bad_args, **bad_kwargs)
+    assert len(calls) == 2
