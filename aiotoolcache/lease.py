@@ -15,10 +15,20 @@ A refresh cannot park a marker in the value key (the value is still being
 served), so its lease is a separate key sharing the value key's hash tag;
 writes and deletes remove that key too, which revokes the refresh.
 
+Where the server has them (see ``server_info``; chosen once, at start), a
+miss's fill and a release that nobody waits for are one command each, not a
+script: ``SET value data PX ms IFEQ marker`` (Valkey 8.1, Redis 8.4) and
+``DELIFEQ key holder`` (Valkey 9.0) or ``DELEX key IFEQ holder`` (Redis 8.4).
+Both compare the whole value, so they do nothing once a waiter has appended
+"+" or the lease is gone; the script then runs for that key and wakes the
+waiters or finds the lease revoked. A command the server refuses after all
+(renamed, denied by an ACL) is dropped for the script.
+
 Every script touches the keys of one slot only, so every script runs
-unchanged on a Redis Cluster. Lease requests, renewals, releases and fills
-made in the same loop tick share one pipeline; the fills of a batch go as
-one script call (one per key on a Cluster, whose keys may lie in any slot).
+unchanged on a Redis Cluster (the single commands are routed by their key).
+Lease requests, renewals, releases and fills made in the same loop tick share
+one pipeline; the scripted fills of a batch go as one script call (one per
+key on a Cluster, whose keys may lie in any slot).
 Batches of writes or deletes run as pipelines of script calls, in chunks that
 run concurrently, and announce the whole batch with one PUBLISH once every
 chunk has landed (a lone write or delete publishes from inside its script).
@@ -29,6 +39,7 @@ go as EVAL, routed per key slot and grouped per node by the pipeline.
 from __future__ import annotations
 
 import asyncio
+import logging
 import secrets
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -36,14 +47,17 @@ from hashlib import sha1
 from typing import Any, TypeVar
 
 from redis.asyncio.cluster import RedisCluster
-from redis.exceptions import NoScriptError, ResponseError
+from redis.exceptions import NoPermissionError, NoScriptError, ResponseError
 
 from aiotoolcache.batching import Batcher
 from aiotoolcache.breaker import CircuitBreaker
 from aiotoolcache.presence import Holder, Presence
+from aiotoolcache.server_info import ServerInfo
 from aiotoolcache.stores.redis import AnyRedis
 
 __all__ = ["MARKER_PREFIX", "Lease", "LeaseManager", "is_marker"]
+
+log = logging.getLogger("aiotoolcache.lease")
 
 ItemT = TypeVar("ItemT")
 ScriptCall = tuple[Any, list[str], list[Any]]  # a registered script, its keys, its arguments
@@ -62,7 +76,14 @@ MARKER_PREFIX = "\x00lease:"
 _MARKER_BYTES = MARKER_PREFIX.encode()
 # Stands for ``SET key marker NX PX ms GET`` in a batch of script calls.
 _SET_NX_GET = object()
-# The reply to it from a server older than 7.0, which refuses NX with GET.
+# Stands for ``SET key data PX ms IFEQ marker``: a miss's fill that nobody waits for.
+_SET_IFEQ = object()
+# Stands for ``DELIFEQ key holder`` or ``DELEX key IFEQ holder``: a release nobody waits for.
+_DELETE_IFEQ = object()
+# Plain commands standing in for scripts (they are not loaded, and a server may refuse them).
+_COMMANDS = frozenset({_SET_NX_GET, _SET_IFEQ, _DELETE_IFEQ})
+# The reply to one of them from a server that refuses it (SET NX GET before Redis 7.0,
+# or a command renamed away or denied by an ACL): the caller goes by script instead.
 _REFUSED = object()
 
 
@@ -191,8 +212,14 @@ return filled
 
 
 def _refused(reply: Any) -> bool:
-    """True for the error a server older than 7.0 answers SET NX GET with."""
-    return isinstance(reply, ResponseError) and "syntax error" in str(reply)
+    """True for the errors a server answers a command or option it lacks or denies with
+    (never for one a script would meet too, such as OOM or READONLY)."""
+    if isinstance(reply, NoPermissionError):
+        return True
+    text = str(reply).lower()
+    return isinstance(reply, ResponseError) and (
+        "syntax error" in text or text.startswith("unknown command")
+    )
 
 
 class LeaseManager:
@@ -216,6 +243,14 @@ class LeaseManager:
         self.presence = Presence(client)
         # False once the server refused SET NX GET (Redis < 7.0): leases then go by script.
         self.one_command_acquire = True
+        # Off (scripts) until use_server() is told the server has them.
+        self.one_command_fill = False
+        self.compare_and_delete: str | None = None  # "DELIFEQ", "DELEX" or None
+
+    def use_server(self, server: ServerInfo | None) -> None:
+        """Fill and release by one command where ``server`` has one (chosen once, at start)."""
+        self.one_command_fill = server is not None and server.set_ifeq
+        self.compare_and_delete = None if server is None else server.compare_and_delete
 
     @staticmethod
     def new_token() -> str:
@@ -292,6 +327,16 @@ class LeaseManager:
 
     async def release(self, lease: Lease, channel: str, message: bytes) -> bool:
         """Drop ``lease`` if it is still held, announcing it to waiting workers."""
+        command = self.compare_and_delete
+        if command is not None:
+            # Deletes the holder only as it was taken, without "+": nobody waits, none to wake.
+            deleted = await self._calls.call((_DELETE_IFEQ, [lease.key], [command, lease.holder]))
+            if deleted is _REFUSED:
+                self._note_refusal(command)
+                self.compare_and_delete = None
+            elif int(deleted) == 1:
+                return True
+            # Not deleted: awaited (the script wakes the waiters) or gone (it finds it so).
         call = (self._release, [lease.key], [lease.holder, channel, message])
         return int(await self._calls.call(call)) == 1
 
@@ -313,45 +358,67 @@ class LeaseManager:
         always = "1" if always_announce else "0"
         px = max(1, ttl_ms)
         if lease.in_value:
+            if self.one_command_fill and not always_announce:
+                # Writes only over the marker as taken, without "+": nobody waits, none to wake.
+                stored = await self._calls.call((_SET_IFEQ, [value_key], [lease.holder, data, px]))
+                if stored is _REFUSED:
+                    self._note_refusal("SET IFEQ")
+                    self.one_command_fill = False
+                elif stored:
+                    return True
+                # Not stored: awaited (the script fills and wakes) or revoked (it refuses too).
             args = [channel, lease.holder, data, px, always, message]
             [filled] = await self._calls.call((self._fill_in_value, [value_key], args))
             return int(filled) == 1
         args = [lease.holder, data, px, channel, message, always]
         return int(await self._calls.call((self._fill, [value_key, lease.key], args))) == 1
 
+    @staticmethod
+    def _note_refusal(command: str) -> None:
+        log.info("the server refuses %s: leases go by script instead", command)
+
     async def _run_batch(self, calls: Sequence[ScriptCall]) -> list[Any]:
         """Run script calls in one pipeline through the breaker; return their replies.
 
         Scripts go by SHA (EVAL on a Cluster, whose pipelines refuse EVALSHA);
-        after a Redis restart forgot them, they are loaded again and the batch
-        is sent once more. A script error fails the whole batch.
+        after a Redis restart forgot them, they are loaded again and the calls
+        that met no script are sent once more (only those: a conditional command
+        sent twice would find its own write and report it as lost). A script
+        error fails the whole batch.
         """
         client = self._client
 
-        async def run(reloaded: bool) -> list[Any]:
+        async def run(batch: Sequence[ScriptCall], first: bool) -> list[Any]:
             async with client.pipeline(transaction=False) as pipe:
-                places = self._queue(pipe, calls)
-                replies = list(await pipe.execute(raise_on_error=False))
-            forgotten = any(isinstance(reply, NoScriptError) for reply in replies)
-            if forgotten and not reloaded:
-                return replies  # loaded below, then sent again
-            for (script, _, _), (at, _) in zip(calls, places, strict=True):
-                if script is _SET_NX_GET and _refused(replies[at]):
+                places = self._queue(pipe, batch)
+                raw = list(await pipe.execute(raise_on_error=False))
+            replies = [
+                raw[at] if part is None or isinstance(raw[at], Exception) else [raw[at][part]]
+                for at, part in places
+            ]
+            for at, (script, _, _) in enumerate(batch):
+                if script in _COMMANDS and _refused(replies[at]):
                     replies[at] = _REFUSED  # not a failure: the caller goes by script instead
             for reply in replies:
-                if isinstance(reply, Exception):
+                if isinstance(reply, Exception) and not (
+                    first and isinstance(reply, NoScriptError)
+                ):
                     raise reply  # inside the breaker: counted, and made a BackendError
-            return [replies[at] if part is None else [replies[at][part]] for at, part in places]
+            return replies
 
-        async def load_scripts() -> None:
-            scripts = [script for script, _, _ in calls if script is not _SET_NX_GET]
+        async def load_scripts(batch: Sequence[ScriptCall]) -> None:
+            scripts = [script for script, _, _ in batch if script not in _COMMANDS]
             for script in {script.sha: script for script in scripts}.values():
                 await client.script_load(script.script)
 
-        replies = await self._breaker.call(lambda: run(False))
-        if any(isinstance(reply, NoScriptError) for reply in replies):
-            await self._breaker.call(load_scripts)
-            replies = await self._breaker.call(lambda: run(True))
+        replies = await self._breaker.call(lambda: run(calls, True))
+        forgotten = [at for at, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
+        if forgotten:
+            again = [calls[at] for at in forgotten]
+            await self._breaker.call(lambda: load_scripts(again))
+            retried = await self._breaker.call(lambda: run(again, False))
+            for at, reply in zip(forgotten, retried, strict=True):
+                replies[at] = reply
         return replies
 
     def _queue(self, pipe: Any, calls: Sequence[ScriptCall]) -> list[tuple[int, int | None]]:
@@ -385,6 +452,13 @@ class LeaseManager:
                 args = [args[0]] + [arg for _, _, call_args in command for arg in call_args[1:]]
             if script is _SET_NX_GET:
                 pipe.set(keys[0], args[0], nx=True, px=args[1], get=True)
+            elif script is _SET_IFEQ:
+                # Spelled out: redis-py warns that its ifeq= argument is experimental.
+                pipe.execute_command("SET", keys[0], args[1], "PX", args[2], "IFEQ", args[0])
+            elif script is _DELETE_IFEQ:
+                command, holder = args
+                condition = ["IFEQ"] if command == "DELEX" else []
+                pipe.execute_command(command, keys[0], *condition, holder)
             elif merge:
                 pipe.evalsha(script.sha, len(keys), *keys, *args)
             else:

@@ -269,6 +269,9 @@ class ToolCache:
             self.server = await read_server_info(self.client)
             if self.server is not None:
                 log.info("cache backend: %s", self.server.describe())
+            if self.loads.leases is not None:
+                # Fills and releases go by one command where the server has one.
+                self.loads.leases.use_server(self.server)
 
     async def _start_lazily(self) -> None:
         # Started lazily by a request: wait for the first connection attempt to end

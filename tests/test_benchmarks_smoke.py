@@ -175,6 +175,29 @@ def test_settle_quick_reports_acks_and_the_bound() -> None:
     assert frozen["settled_p50_ms"] > 0
 
 
+@pytest.mark.timeout(60)
+def test_lease_commands_counts_every_case_both_ways() -> None:
+    require_redis_server()
+    run = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "lease_commands.py"), "--keys", "10"],
+        capture_output=True,
+        text=True,
+        timeout=55,
+        cwd=ROOT,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    rows = json.loads(run.stdout.strip().splitlines()[-1])["rows"]
+    assert [(row["case"], row["path"]) for row in rows[:2]] == [
+        ("lone", "scripts"),
+        ("lone", "as the server allows"),
+    ]
+    assert {row["case"] for row in rows} == {"lone", "batch", "failed", "awaited"}
+    for row in rows:
+        assert row["commands_per_miss"] > 0
+        if row["path"] == "scripts" and row["case"] != "batch":
+            assert row["scripts_per_miss"] >= 1  # every fill or release is a script call
+
+
 TRACK_EVERY_ROW = """
 import json
 from benchmarks import bench_compare, compare

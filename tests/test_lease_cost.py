@@ -54,6 +54,8 @@ async def test_large_fills_of_one_tick_are_split_over_several_script_calls(
     cache: atc.ToolCache, redis_server: RedisServer
 ) -> None:
     """One script runs atomically: merged fills stop at MERGED_FILL_BYTES of values."""
+    assert cache.loads.leases is not None
+    cache.loads.leases.one_command_fill = False  # the merged script, even where SET IFEQ is
     await cache.results.get_or_load("warm-up", lambda: asyncio.sleep(0, "w"))
     values = [os.urandom(MERGED_FILL_BYTES // 2 + 1000) for _ in range(3)]  # incompressible
     small = [f"v{i}" for i in range(10)]

@@ -53,13 +53,13 @@ def test_fast_paths_follow_flavour_and_version(
 
 
 @pytest.mark.parametrize("which", ["chosen", "bundled"])
-async def test_the_fast_paths_a_live_server_is_said_to_have_are_accepted(which: str) -> None:
+async def test_the_fast_paths_a_live_server_is_said_to_have_are_accepted(
+    which: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     binary = require_server() if which == "chosen" else bundled_server()
-    os.environ[SERVER_ENV] = binary.path
-    try:
+    with monkeypatch.context() as patched:  # the suite's own choice of server stays as it was
+        patched.setenv(SERVER_ENV, binary.path)
         server = RedisServer().start()
-    finally:
-        os.environ.pop(SERVER_ENV)
     try:
         async with atc.ToolCache.from_url(server.url, namespace="info") as cache:
             described = cache.server
