@@ -181,7 +181,9 @@ async def measure(url: str, number: int, repeat: int) -> dict[str, Any]:
         t_stats = best_sync(bump, number, repeat)
         t_fresh = guarded(
             lambda: best_sync(
-                lambda: l1_layer._reads.maybe_refresh(ref1, envelope, must_not_load, None, None, None),
+                lambda: l1_layer._reads.maybe_refresh(
+                    ref1, envelope, must_not_load, None, None, None
+                ),
                 number,
                 repeat,
             )
