@@ -162,7 +162,7 @@ async def test_an_uncontended_miss_fills_and_releases_without_a_script(
     assert spent == {**dict.fromkeys(WATCHED, 0), "get": 1, "set": 2}, spent
     with redis_server.client() as plain:
         ref = holder.results.ref("k")
-        assert holder.results.open_raw(ref, plain.get(ref.value_key) or b"") is not None
+        assert holder.results.entries.open_raw(ref, plain.get(ref.value_key) or b"") is not None
         assert plain.pttl(ref.value_key) > 60_000  # the value's TTL replaced the lease's
 
     reset(redis_server)
