@@ -11,8 +11,8 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections.abc import Awaitable, Callable, Mapping
-from typing import TYPE_CHECKING, Any, TypeVar
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from aiotoolcache import control
 from aiotoolcache.decorators import require_async_loader
@@ -23,11 +23,38 @@ from aiotoolcache.policy import EVERY_PARTITION, PartitionScope, ToolPolicies, T
 if TYPE_CHECKING:
     from aiotoolcache.cache import Layer, ShouldCache
     from aiotoolcache.codec import Codec
-    from aiotoolcache.toolcache import ToolCache
 
-__all__ = ["after_write", "policy_key", "read_through", "run_uncached", "run_write"]
+__all__ = [
+    "Invalidating",
+    "after_write",
+    "policy_key",
+    "read_through",
+    "run_uncached",
+    "run_write",
+]
 
 R = TypeVar("R")
+
+
+class _Settling(Protocol):
+    def settles(self, asked: bool | None, *, tool_write: bool = False) -> bool: ...
+
+
+class Invalidating(Protocol):
+    """Invalidating is what a write needs of its cache (``ToolCache`` has it): the tool
+    policies that name the tags it bumps, whether writes settle, and ``invalidate``."""
+
+    @property
+    def policies(self) -> ToolPolicies: ...
+    @property
+    def coherence(self) -> _Settling: ...
+    async def invalidate(
+        self,
+        layer: str | None = None,
+        tags: Iterable[str] | None = None,
+        *,
+        settle: bool | None = None,
+    ) -> None: ...
 
 
 def policy_key(prefix: str, server_id: str, tool: str, arguments: Any, policy: ToolPolicy) -> Any:
@@ -119,7 +146,7 @@ def _refuse_under_only_if_cached(run: Callable[[], Awaitable[Any]]) -> None:
 
 
 async def after_write(
-    cache: ToolCache,
+    cache: Invalidating,
     server_id: str,
     policy: ToolPolicy,
     partition: str | None | PartitionScope = EVERY_PARTITION,
@@ -139,7 +166,7 @@ async def after_write(
 
 
 async def run_write(
-    cache: ToolCache,
+    cache: Invalidating,
     server_id: str,
     policy: ToolPolicy,
     run: Callable[[], Awaitable[R]],
