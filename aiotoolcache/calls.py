@@ -25,8 +25,10 @@ if TYPE_CHECKING:
     from aiotoolcache.codec import Codec
 
 __all__ = [
+    "Calling",
     "Invalidating",
     "after_write",
+    "call_tool",
     "policy_key",
     "read_through",
     "run_uncached",
@@ -55,6 +57,52 @@ class Invalidating(Protocol):
         *,
         settle: bool | None = None,
     ) -> None: ...
+
+
+class Calling(Invalidating, Protocol):
+    """Calling is what a tool call needs of its cache (``ToolCache`` has it): also the
+    results layer, the codec and the policy in force for a tool."""
+
+    @property
+    def results(self) -> Layer: ...
+    @property
+    def codec(self) -> Codec: ...
+    def tool_policy(self, server_id: str, tool_name: str) -> ToolPolicy: ...
+
+
+async def call_tool(
+    cache: Calling,
+    server_id: str,
+    tool_name: str,
+    arguments: Any,
+    loader: Callable[[], Awaitable[R]],
+    *,
+    partition: str | None,
+    ttl: float | None,
+    should_cache: ShouldCache | None,
+    writes: bool,
+) -> R:
+    """Run a tool call under its policy: a write (``writes``, or a policy with
+    ``invalidates``) runs and then drops what it invalidates; a tool never cached
+    runs; any other is read through the results layer under the policy's key."""
+    policy = cache.tool_policy(server_id, tool_name)
+    if writes or policy.invalidates:
+        return await run_write(cache, server_id, policy, loader, partition=partition)
+    if policy.cache is False:
+        return await run_uncached(loader)
+    return await read_through(
+        cache.results,
+        cache.policies,
+        policy,
+        cache.codec,
+        policy_key("call_tool", server_id, tool_name, arguments, policy),
+        server_id,
+        tool_name,
+        loader,
+        partition=partition,
+        ttl=ttl,
+        should_cache=should_cache,
+    )
 
 
 def policy_key(prefix: str, server_id: str, tool: str, arguments: Any, policy: ToolPolicy) -> Any:
