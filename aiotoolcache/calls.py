@@ -11,8 +11,8 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections.abc import Awaitable, Callable, Mapping
-from typing import TYPE_CHECKING, Any, TypeVar
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from aiotoolcache import control
 from aiotoolcache.errors import NotCached, UnserializableValue
@@ -23,11 +23,86 @@ from aiotoolcache.policy import EVERY_PARTITION, PartitionScope, ToolPolicies, T
 if TYPE_CHECKING:
     from aiotoolcache.cache import Layer, ShouldCache
     from aiotoolcache.codec import Codec
-    from aiotoolcache.toolcache import ToolCache
 
-__all__ = ["after_write", "policy_key", "read_through", "run_uncached", "run_write"]
+__all__ = [
+    "Calling",
+    "Invalidating",
+    "after_write",
+    "call_tool",
+    "policy_key",
+    "read_through",
+    "run_uncached",
+    "run_write",
+]
 
 R = TypeVar("R")
+
+
+class _Settling(Protocol):
+    def settles(self, asked: bool | None, *, tool_write: bool = False) -> bool: ...
+
+
+class Invalidating(Protocol):
+    """Invalidating is what a write needs of its cache (``ToolCache`` has it): the tool
+    policies that name the tags it bumps, whether writes settle, and ``invalidate``."""
+
+    @property
+    def policies(self) -> ToolPolicies: ...
+    @property
+    def coherence(self) -> _Settling: ...
+    async def invalidate(
+        self,
+        layer: str | None = None,
+        tags: Iterable[str] | None = None,
+        *,
+        settle: bool | None = None,
+    ) -> None: ...
+
+
+class Calling(Invalidating, Protocol):
+    """Calling is what a tool call needs of its cache (``ToolCache`` has it): also the
+    results layer, the codec and the policy in force for a tool."""
+
+    @property
+    def results(self) -> Layer: ...
+    @property
+    def codec(self) -> Codec: ...
+    def tool_policy(self, server_id: str, tool_name: str) -> ToolPolicy: ...
+
+
+async def call_tool(
+    cache: Calling,
+    server_id: str,
+    tool_name: str,
+    arguments: Any,
+    loader: Callable[[], Awaitable[R]],
+    *,
+    partition: str | None,
+    ttl: float | None,
+    should_cache: ShouldCache | None,
+    writes: bool,
+) -> R:
+    """Run a tool call under its policy: a write (``writes``, or a policy with
+    ``invalidates``) runs and then drops what it invalidates; a tool never cached
+    runs; any other is read through the results layer under the policy's key."""
+    policy = cache.tool_policy(server_id, tool_name)
+    if writes or policy.invalidates:
+        return await run_write(cache, server_id, policy, loader, partition=partition)
+    if policy.cache is False:
+        return await run_uncached(loader)
+    return await read_through(
+        cache.results,
+        cache.policies,
+        policy,
+        cache.codec,
+        policy_key("call_tool", server_id, tool_name, arguments, policy),
+        server_id,
+        tool_name,
+        loader,
+        partition=partition,
+        ttl=ttl,
+        should_cache=should_cache,
+    )
 
 
 def policy_key(prefix: str, server_id: str, tool: str, arguments: Any, policy: ToolPolicy) -> Any:
@@ -125,7 +200,7 @@ def _refuse_under_only_if_cached(run: Callable[[], Awaitable[Any]]) -> None:
 
 
 async def after_write(
-    cache: ToolCache,
+    cache: Invalidating,
     server_id: str,
     policy: ToolPolicy,
     partition: str | None | PartitionScope = EVERY_PARTITION,
@@ -145,7 +220,7 @@ async def after_write(
 
 
 async def run_write(
-    cache: ToolCache,
+    cache: Invalidating,
     server_id: str,
     policy: ToolPolicy,
     run: Callable[[], Awaitable[R]],

@@ -27,14 +27,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import inspect
 import logging
 import os
 import socket
 import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import orjson
 from redis.asyncio import Redis
@@ -43,15 +42,19 @@ from aiotoolcache.errors import BackendError, ConfigurationError
 from aiotoolcache.stats import COUNTS, LayerStats
 
 if TYPE_CHECKING:
+    from aiotoolcache.breaker import CircuitBreaker
+    from aiotoolcache.layers import LayerConfig
+    from aiotoolcache.stats import CacheStats
     from aiotoolcache.stores.redis import AnyRedis
-    from aiotoolcache.toolcache import ToolCache
 
 __all__ = [
     "COUNTER_FIELDS",
     "FLOAT_FIELDS",
+    "FleetCache",
     "FleetLayerStats",
     "FleetReporter",
     "FleetStats",
+    "ReportingCache",
     "WorkerInfo",
     "fleet_keys",
     "fleet_stats",
@@ -70,6 +73,39 @@ COUNTER_FIELDS: tuple[str, ...] = COUNTS
 # worker's current mean load time, so its delta can be negative; the fleet
 # total is still exactly the sum of the workers' own figures.
 FLOAT_FIELDS: tuple[str, ...] = ("load_seconds_total", "saved_seconds", "saved_cost")
+
+
+class FleetCache(Protocol):
+    """FleetCache is what reading a namespace's fleet totals needs of a cache (``ToolCache``
+    has it): the namespace, its Redis client and the breaker every call goes through."""
+
+    @property
+    def namespace(self) -> str: ...
+    @property
+    def client(self) -> AnyRedis | None: ...
+    @property
+    def breaker(self) -> CircuitBreaker: ...
+
+
+class _Configured(Protocol):
+    @property
+    def config(self) -> LayerConfig: ...
+
+
+class _Origin(Protocol):
+    @property
+    def origin(self) -> str: ...
+
+
+class ReportingCache(FleetCache, Protocol):
+    """ReportingCache is what a worker's ``FleetReporter`` reads of its cache: also the
+    bus origin that names the worker, the layers' lifetimes and the counters."""
+
+    @property
+    def bus(self) -> _Origin: ...
+    @property
+    def layers(self) -> Mapping[str, _Configured]: ...
+    def stats(self) -> CacheStats: ...
 
 
 def fleet_keys(namespace: str) -> tuple[str, str, str]:
@@ -168,7 +204,7 @@ class FleetStats:
         }
 
 
-def retention_seconds(cache: ToolCache, floor: float = 0.0) -> float:
+def retention_seconds(cache: ReportingCache, floor: float = 0.0) -> float:
     """Return how long a namespace's housekeeping keys outlive their last refresh.
 
     The longest time any entry of ``cache`` may stay in Redis (``ttl + stale_ttl``
@@ -184,7 +220,7 @@ def _layer_values(stats: LayerStats) -> dict[str, float]:
     return values
 
 
-def _client_of(cache: ToolCache) -> AnyRedis:
+def _client_of(cache: FleetCache) -> AnyRedis:
     if cache.client is None:
         raise ConfigurationError("fleet statistics need a shared Redis backend (redis://…)")
     return cache.client
@@ -201,7 +237,7 @@ class FleetReporter:
 
     def __init__(
         self,
-        cache: ToolCache,
+        cache: ReportingCache,
         interval: float = DEFAULT_INTERVAL,
         *,
         heartbeat_ttl: float | None = None,
@@ -371,7 +407,7 @@ def parse_fleet_hash(raw: Mapping[Any, Any]) -> dict[str, FleetLayerStats]:
     return layers
 
 
-async def fleet_stats(cache: ToolCache) -> FleetStats:
+async def fleet_stats(cache: FleetCache) -> FleetStats:
     """Return the fleet-wide totals of ``cache``'s namespace and the workers alive now.
 
     Raises BackendError when Redis cannot be read and ConfigurationError for a
@@ -417,16 +453,12 @@ def no_reporting_options() -> dict[str, Any]:
     """Return the ToolCache options that keep a cache out of fleet reporting.
 
     For tools that are not workers (the command line, the demo's private
-    namespace). Empty when this ToolCache has no fleet reporting to turn off.
+    namespace).
     """
-    from aiotoolcache.toolcache import ToolCache
-
-    if "fleet_interval" in inspect.signature(ToolCache.__init__).parameters:
-        return {"fleet_interval": None}
-    return {}
+    return {"fleet_interval": None}
 
 
-async def reset_fleet_stats(cache: ToolCache) -> None:
+async def reset_fleet_stats(cache: FleetCache) -> None:
     """Delete the namespace's fleet totals (live workers keep reporting new deltas)."""
     client = _client_of(cache)
     stats_key, _, _ = fleet_keys(cache.namespace)

@@ -5,16 +5,38 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from redis.exceptions import RedisError
 
 from aiotoolcache.breaker import BreakerState
 
 if TYPE_CHECKING:
-    from aiotoolcache.toolcache import ToolCache
+    from aiotoolcache.breaker import CircuitBreaker
+    from aiotoolcache.stores.base import Store
+    from aiotoolcache.stores.redis import AnyRedis
 
-__all__ = ["Health", "check_health"]
+__all__ = ["Checked", "Health", "check_health"]
+
+
+class _Subscriber(Protocol):
+    @property
+    def connected(self) -> bool: ...
+
+
+class Checked(Protocol):
+    """Checked is what a health check reads of a cache (``ToolCache`` has it)."""
+
+    @property
+    def client(self) -> AnyRedis | None: ...
+    @property
+    def store(self) -> Store: ...
+    @property
+    def fallback(self) -> Store | None: ...
+    @property
+    def breaker(self) -> CircuitBreaker: ...
+    @property
+    def bus(self) -> _Subscriber: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,7 +61,7 @@ class Health:
         return {**asdict(self), "ok": self.ok}
 
 
-async def check_health(cache: ToolCache) -> Health:
+async def check_health(cache: Checked) -> Health:
     """Ping the backend (bypassing the breaker; at most max(1 s, 4 budgets)) and report."""
     client = cache.client
     reachable, latency, error = True, None, None

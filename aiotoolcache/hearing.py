@@ -31,12 +31,10 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import Any, Protocol
 
-if TYPE_CHECKING:
-    from aiotoolcache.bus import Bus
-
-__all__ = ["DEFAULT_MAX_STALENESS", "IN_USE_FOR", "MAX_PINGS", "Hearing"]
+__all__ = ["DEFAULT_MAX_STALENESS", "IN_USE_FOR", "MAX_PINGS", "Hearing", "Heard"]
 
 # How long L1 stays trusted after the last proof that the subscriber hears (seconds):
 # below the 100 ms the consistency guarantee promises, with room for a late ping.
@@ -45,6 +43,23 @@ DEFAULT_MAX_STALENESS = 0.08
 MAX_PINGS = 32
 # The cache counts as in use (pings at the fast cadence) this long after its last use (s).
 IN_USE_FOR = 1.0
+
+
+class Heard(Protocol):
+    """Heard is the bus state proof of hearing reads and writes (``RedisBus`` has it).
+
+    Plain attributes, not calls: the L1 hit path reads ``deaf_after`` and
+    stores ``used_at`` on every lookup.
+    """
+
+    proven_at: float
+    deaf_after: float
+    idle: bool
+    used_at: float
+    busy: Callable[[], bool] | None
+
+    @property
+    def connected(self) -> bool: ...
 
 
 class Hearing:
@@ -56,7 +71,7 @@ class Hearing:
     ``idle``; it reads the bus's ``used_at``, ``busy`` and ``connected``.
     """
 
-    def __init__(self, bus: Bus, *, max_staleness: float, health_interval: float) -> None:
+    def __init__(self, bus: Heard, *, max_staleness: float, health_interval: float) -> None:
         self._bus = bus
         self._max_staleness = max_staleness
         self._health_interval = health_interval

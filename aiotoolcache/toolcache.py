@@ -6,8 +6,6 @@ pool), the circuit breaker and the one invalidation subscriber.
 
 from __future__ import annotations
 
-import asyncio
-import logging
 import os
 import random
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
@@ -15,47 +13,38 @@ from types import TracebackType
 from typing import Any, Literal, ParamSpec, TypeVar, overload
 
 from redis.asyncio import Redis
-from redis.asyncio.cluster import RedisCluster
-from redis.exceptions import RedisError
 
-from aiotoolcache import calls, connect, fleet
+from aiotoolcache import calls, fleet
+from aiotoolcache.backend import Backend
 from aiotoolcache.breaker import CircuitBreaker
 from aiotoolcache.bus import Bus
 from aiotoolcache.cache import Layer
 from aiotoolcache.cassette import Cassette, options_from_url
-from aiotoolcache.cluster_bus import ClusterBus
 from aiotoolcache.codec import Codec, ModelRegistry, parse_secrets
 from aiotoolcache.coherence import Coherence, L1Entry
 from aiotoolcache.decorators import CachedFunction, PartitionOf, cached_function
 from aiotoolcache.embeddings import embed_texts
-from aiotoolcache.errors import CacheClosed, ConfigurationError
+from aiotoolcache.errors import ConfigurationError
 from aiotoolcache.fills import FillRegistry
 from aiotoolcache.flight import SingleFlight
 from aiotoolcache.health import Health, check_health
 from aiotoolcache.hearing import DEFAULT_MAX_STALENESS
-from aiotoolcache.invalidation import RedisBus, bus_keys, now_ms
 from aiotoolcache.layers import DEFAULT_LAYERS, LayerConfig
-from aiotoolcache.lease import LeaseManager
 from aiotoolcache.loading import LoadCoordinator
 from aiotoolcache.outbox import InvalidationOutbox
 from aiotoolcache.policy import ToolPolicies, ToolPolicy
-from aiotoolcache.server_info import ServerInfo, read_server_info
-from aiotoolcache.settings import Settings, parse_backend_url
+from aiotoolcache.server_info import ServerInfo
+from aiotoolcache.settings import Settings
 from aiotoolcache.stats import CacheStats
 from aiotoolcache.stores.base import Store
-from aiotoolcache.stores.file import FileStore
-from aiotoolcache.stores.memory import BoundedLRU, MemoryStore
-from aiotoolcache.stores.redis import AnyRedis, RedisStore
+from aiotoolcache.stores.memory import BoundedLRU
+from aiotoolcache.stores.redis import AnyRedis
 from aiotoolcache.tier import SharedTier
-from aiotoolcache.urls import mask_url
 
 __all__ = ["ToolCache"]
 
-log = logging.getLogger("aiotoolcache")
 # aclose() waits this long for background work and the pool, then closes at once.
 CLOSE_WITHIN = 10.0
-# A lazily started cache's first calls wait this long at most for a slow Redis.
-LAZY_START_WAIT = 1.0
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -130,99 +119,49 @@ class ToolCache:
             if isinstance(cassette, Cassette) or cassette is None
             else Cassette(cassette, mode=mode, order=order, redact=redact, codec=self.codec)
         )
-        self.breaker = CircuitBreaker(
-            failure_threshold=failure_threshold,
-            cooldown=cooldown,
-            budget=budget,
-            translate=(RedisError, OSError),
-            # Leave room in the pool for the subscriber and the fleet reporter.
-            concurrency=max(1, max_connections - 2),
-        )
         # Created first: it owns L1, fills, flights and generations, and decides what
         # may be stored or served; everything below receives it.
         self.coherence = Coherence(l1_max_entries=l1_max_entries, l1_max_bytes=l1_max_bytes)
         # Tool writes settle before they return (None); True: every write; False: none.
         self.coherence.settle_writes = settle_writes
-        self.client: AnyRedis | None = client
-        self._owns_client = client is None
-        self.bus_channel = f"{self.namespace}:bus"
-        leases: LeaseManager | None = None
-        self.outbox: InvalidationOutbox | None = None
-        self.store: Store
-        if client is None and self.url is not None:
-            kind, location = parse_backend_url(self.url)
-            if kind == "file":
-                self.store = FileStore(location)
-            elif kind == "memory":
-                self.store = MemoryStore()
-            else:
-                self.client = connect.client_for(
-                    self.url,
-                    kind,
-                    budget,
-                    max_connections,
-                    connect.tls_options(self.url, redis_options, tls_ca_file, tls_verify),
-                )
-        self.fallback: Store | None = (
-            FileStore(parse_backend_url(fallback)[1]) if isinstance(fallback, str) else fallback
-        )
         layer_configs = {**DEFAULT_LAYERS, **(layers or {})}
-        if self.client is not None:
-            redis_client = self.client
-            self.store = RedisStore(redis_client, self.breaker)
-            leases = LeaseManager(redis_client, self.breaker)
-            bus_class = ClusterBus if isinstance(redis_client, RedisCluster) else RedisBus
-            longest = max(c.ttl + c.stale_ttl for c in layer_configs.values())
-            self.coherence.attach(
-                lambda apply, reset: bus_class(
-                    redis_client,
-                    self.breaker,
-                    self.namespace,
-                    apply,
-                    reset,
-                    health_interval=health_interval,
-                    max_staleness=max_staleness,
-                    mac_keys=bus_keys(secrets),
-                    generations_ttl_ms=int(longest * 1000),
-                ),
-                self.fallback,
-            )
-            self.outbox = InvalidationOutbox(
-                leases, self.coherence, self.namespace, self.bus_channel
-            )
-        else:
-            if self.url is None:
-                self.store = MemoryStore()
-            self.coherence.attach(lambda apply, reset: Bus(apply, reset), self.fallback)
-        self.tier = SharedTier(
-            store=self.store,
-            fallback=self.fallback,
-            mirror=mirror_to_fallback,
-            leases=leases,
+        # The store, client, breaker, bus, outbox, leases, tier and loads every layer shares.
+        self._backend = backend = Backend(
+            self.url,
+            client,
+            namespace=self.namespace,
             coherence=self.coherence,
-            outbox=self.outbox,
-            channel=self.bus_channel,
+            layer_configs=layer_configs,
+            mac_secrets=secrets,
+            fallback=fallback,
+            mirror_to_fallback=mirror_to_fallback,
             strict=strict,
-        )
-        self.loads = LoadCoordinator(
-            coherence=self.coherence,
-            tier=self.tier,
-            breaker=self.breaker,
-            leases=leases,
+            failure_threshold=failure_threshold,
+            cooldown=cooldown,
+            budget=budget,
+            max_connections=max_connections,
+            redis_options=redis_options,
+            tls_ca_file=tls_ca_file,
+            tls_verify=tls_verify,
+            health_interval=health_interval,
+            max_staleness=max_staleness,
             lease_ms=lease_ms,
             lease_wait=lease_wait,
         )
+        self.breaker: CircuitBreaker = backend.breaker
+        self.client: AnyRedis | None = backend.client
+        self.bus_channel = backend.channel
+        self.outbox: InvalidationOutbox | None = backend.outbox
+        self.store: Store = backend.store
+        self.fallback: Store | None = backend.fallback
+        self.tier: SharedTier = backend.tier
+        self.loads: LoadCoordinator = backend.loads
         self._layers: dict[str, Layer] = {}
         for name, config in layer_configs.items():
             self.add_layer(name, config)
-        self.closing = False
-        self._warned_unreachable = False
-        # The server's flavour, version and fast paths, read once by start().
-        self.server: ServerInfo | None = None
         self.fleet_interval = fleet_interval
         self._fleet: fleet.FleetReporter | None = None
         self.coherence.on_start(self._start_fleet_reporter)
-        self.coherence.bus.on_abandon = self._abandon
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> ToolCache:
@@ -258,47 +197,17 @@ class ToolCache:
         When Redis does not answer in time, one WARNING says so: until it does,
         calls run their loaders and nothing is cached.
         """
-        self._check_open()
-        await self.coherence.start(wait=2.0)
-        self._warn_if_unknown(2.0)
-        if self.loads.leases is not None and self.coherence.known:
-            # Named before the first miss parks a lease (a Cluster client knows its nodes
-            # once the generations were read).
-            self.loads.leases.presence.start()
-        if self.client is not None and self.server is None and self.coherence.known:
-            self.server = await read_server_info(self.client)
-            if self.server is not None:
-                log.info("cache backend: %s", self.server.describe())
-            if self.loads.leases is not None:
-                # Fills and releases go by one command where the server has one.
-                self.loads.leases.use_server(self.server)
+        await self._backend.start()
 
-    async def _start_lazily(self) -> None:
-        # Started lazily by a request: wait for the first connection attempt to end
-        # (at once when Redis refuses, at most LAZY_START_WAIT when it is slow), so
-        # a dead Redis never delays a tool call for long and a live one is used.
-        self._check_open()
-        if not self.coherence.started and self.client is not None:
-            log.warning(
-                "ToolCache used without 'async with' or 'await cache.start()': started "
-                "lazily; call 'await cache.aclose()' when done to release connections"
-            )
-        await self.coherence.start(wait=LAZY_START_WAIT)
-        self._warn_if_unknown(LAZY_START_WAIT)
+    @property
+    def closing(self) -> bool:
+        """True from the moment the cache begins to close: it serves no more calls."""
+        return self._backend.closing
 
-    def _check_open(self) -> None:
-        if self.closing:
-            raise CacheClosed("this ToolCache was closed with aclose(); create a new one")
-
-    def _warn_if_unknown(self, waited: float) -> None:
-        if not self.coherence.known and not self._warned_unreachable:
-            self._warned_unreachable = True
-            log.warning(
-                "cache backend %s did not answer within %.2f s: tool calls run uncached "
-                "until it does",
-                mask_url(self.url or ""),
-                waited,
-            )
+    @property
+    def server(self) -> ServerInfo | None:
+        """The server's flavour, version and fast paths, read once by ``start()``."""
+        return self._backend.server
 
     async def __aenter__(self) -> ToolCache:
         await self.start()
@@ -312,20 +221,6 @@ class ToolCache:
     ) -> None:
         await self.aclose()
 
-    def _abandon(self) -> None:
-        """Close at once (no awaiting): the event loop ends while this cache is open."""
-        if not self.closing:
-            self.closing = True
-            self._close_at_once()
-
-    def _close_at_once(self) -> None:
-        self.coherence.close()
-        if self.loads.leases is not None:
-            self.loads.leases.close_now()
-        self.coherence.bus.stop()
-        if self.client is not None and self._owns_client:
-            connect.close_now(self.client)
-
     async def aclose(self) -> None:
         """Finish background refreshes (bounded), stop the subscriber, release the pool.
 
@@ -334,22 +229,8 @@ class ToolCache:
         """
         if self.closing:
             return
-        self.closing = True
-        self.coherence.close()
         try:
-            async with asyncio.timeout(CLOSE_WITHIN):
-                await self.loads.aclose()
-                if self._fleet is not None:
-                    await self._fleet.aclose()  # the last deltas, and the heartbeat removed
-                if self.outbox is not None:
-                    await self.outbox.aclose()
-                await self.coherence.aclose()
-                await self.tier.aclose()
-                if self.client is not None and self._owns_client:
-                    await self.client.aclose()
-        except TimeoutError:
-            log.warning("closing took over %.0f s: connections closed at once", CLOSE_WITHIN)
-            self._close_at_once()
+            await self._backend.aclose(self._fleet, within=CLOSE_WITHIN)
         finally:
             if self.cassette is not None:
                 self.cassette.close()
@@ -369,7 +250,7 @@ class ToolCache:
                 tier=self.tier,
                 loads=self.loads,
                 codec=self.codec,
-                ready=self._start_lazily,
+                ready=self._backend.start_lazily,
                 rng=self.rng,
                 strict=self.strict,
                 cassette=self.cassette,
@@ -424,29 +305,13 @@ class ToolCache:
         unreachable in every worker and expire by TTL. ``settle=True``: return
         only once no worker serves what was dropped (default: ``settle_writes``).
         """
-        await self._start_lazily()
+        await self._backend.start_lazily()
         fields = [f"tag:{tag}" for tag in tags or ()]
         if layer is not None:
             fields.append(f"layer:{self.layer(layer).name}")
         if layer is None and tags is None:
             fields = ["ns"]
-        bus = self.coherence.bus
-        landed = False
-        for field in fields:
-            try:
-                await bus.bump(field)
-                landed = True
-            except Exception as exc:
-                error = self.tier.backend_error(exc)
-                if self.outbox is not None:  # sent again until Redis takes it
-                    self.outbox.bump(field)
-                # Keep this worker consistent even when the others cannot be told yet
-                # ("u": not in Redis, so the others still use the generation before it).
-                bumped = max(bus.generation(field) + 1, now_ms())
-                bus.apply({"o": bus.origin, "op": "gen", "f": field, "g": bumped, "u": 1})
-                self.tier.failed(self._layers.get(layer or ""), error)
-        if landed and self.coherence.settles(settle):
-            await bus.settle()
+        await self._backend.bump(fields, self._layers.get(layer or ""), settle)
 
     async def invalidate_server(self, server_id: str, *, settle: bool | None = None) -> None:
         """Drop everything cached about one tool server: discovery, tools, search, results."""
@@ -524,23 +389,16 @@ class ToolCache:
         it invalidates in its ``partition`` (every partition under
         ``invalidates_partitions="all"``) are dropped in every worker.
         """
-        policy = self.tool_policy(server_id, tool_name)
-        if writes or policy.invalidates:
-            return await calls.run_write(self, server_id, policy, loader, partition=partition)
-        if policy.cache is False:
-            return await calls.run_uncached(loader)
-        return await calls.read_through(
-            self.results,
-            self.policies,
-            policy,
-            self.codec,
-            calls.policy_key("call_tool", server_id, tool_name, arguments, policy),
+        return await calls.call_tool(
+            self,
             server_id,
             tool_name,
+            arguments,
             loader,
             partition=partition,
             ttl=ttl,
             should_cache=should_cache,
+            writes=writes,
         )
 
     async def embed(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
@@ -24,6 +25,21 @@ UNCACHEABLE_KEY = "uncacheable"
 
 ResultT = TypeVar("ResultT")
 SubjectT = TypeVar("SubjectT")
+ValueT = TypeVar("ValueT")
+
+
+def partition_for_token(token: str) -> str:
+    """Return an opaque partition for an access token: its SHA-256, never the token itself."""
+    return "tok:" + hashlib.sha256(token.encode()).hexdigest()
+
+
+class Uncached(Generic[ValueT]):
+    """An outcome a loader hands back to its callers that is never stored."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: ValueT) -> None:
+        self.value = value
 
 
 def ensure_layer(cache: ToolCache, name: str, config: LayerConfig) -> Layer:

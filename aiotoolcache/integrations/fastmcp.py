@@ -61,7 +61,6 @@ with a one-hour TTL when the cache has none).
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -69,16 +68,23 @@ from typing import TYPE_CHECKING, Any, TypeVar
 try:
     import mcp_types
     from fastmcp.exceptions import ToolError
-    from fastmcp.prompts.base import InputRequiredPromptResult, Prompt, PromptResult
-    from fastmcp.resources.base import InputRequiredResourceResult, Resource, ResourceResult
+    from fastmcp.prompts.base import Prompt, PromptResult
+    from fastmcp.resources.base import Resource, ResourceResult
     from fastmcp.resources.template import ResourceTemplate
     from fastmcp.server.dependencies import get_access_token
     from fastmcp.server.middleware.middleware import CallNext, Middleware, MiddlewareContext
-    from fastmcp.tools.base import InputRequiredToolResult, Tool, ToolResult
+    from fastmcp.tools.base import Tool, ToolResult
     from pydantic import BaseModel
 
     from aiotoolcache.integrations import _fastmcp_payloads as payloads
     from aiotoolcache.integrations import _fastmcp_requests as request_info
+    from aiotoolcache.integrations._fastmcp_serve import (
+        prompt_result_payload,
+        resource_result_payload,
+        serve,
+        stored,
+        tool_result_payload,
+    )
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
     raise ImportError(
         "aiotoolcache.integrations.fastmcp needs FastMCP 4.x: pip install 'aiotoolcache[fastmcp]'"
@@ -91,14 +97,14 @@ from aiotoolcache.integrations._common import (
     ToolDecision,
     decide,
     ensure_layer,
+    partition_for_token,
 )
 from aiotoolcache.integrations._fastmcp_components import component_set_version
-from aiotoolcache.integrations._fastmcp_context import HumanAsks, takes_context
+from aiotoolcache.integrations._fastmcp_context import takes_context
 from aiotoolcache.layers import LayerConfig
 from aiotoolcache.toolcache import server_tag
 
 if TYPE_CHECKING:
-    from aiotoolcache.cache import Layer
     from aiotoolcache.toolcache import ToolCache
 
 __all__ = ["DEFAULT_PROMPTS_LAYER", "DEFAULT_RESOURCES_LAYER", "ToolCacheMiddleware"]
@@ -119,33 +125,7 @@ def token_partition(context: MiddlewareContext[Any]) -> str | None:
     token = get_access_token()
     if token is None:
         return None
-    return "tok:" + hashlib.sha256(token.token.encode()).hexdigest()
-
-
-class _Uncached:
-    """An outcome returned to its callers but never stored."""
-
-    __slots__ = ("value",)
-
-    def __init__(self, value: Any) -> None:
-        self.value = value
-
-
-def _stored(value: Any) -> bool:
-    return not isinstance(value, _Uncached)
-
-
-_NOTHING: Any = object()
-
-
-class _Own:
-    """What this request's own loader stored and served; unset when another request's was used."""
-
-    __slots__ = ("result", "value")
-
-    def __init__(self) -> None:
-        self.value: Any = _NOTHING  # the payload the loader returned (the very object)
-        self.result: Any = None  # that payload read back: what the client is served
+    return partition_for_token(token.token)
 
 
 # -- the middleware -----------------------------------------------------------------------------
@@ -250,84 +230,6 @@ class ToolCacheMiddleware(Middleware):
         """Whether results of ``tool`` (called as ``name``) may be cached."""
         return self.tool_decision(tool, name, self.server_id or server_id).cached
 
-    # -- the read-through every cached request shares -------------------------------------
-    async def _serve(
-        self,
-        layer: Layer,
-        context: MiddlewareContext[Any],
-        key: Any,
-        *,
-        label: str,
-        ttl: float | None,
-        tags: list[str],
-        handler: Callable[[], Awaitable[Any]],
-        dump: Callable[[Any], Any],
-        restore: Callable[[Any], Any],
-        through: Callable[[Callable[[], Awaitable[Any]]], Awaitable[Any]] | None = None,
-    ) -> Any:
-        """The answer to a request: from ``layer`` when stored and readable, else ``handler()``.
-
-        ``dump`` makes the handler's answer plain data to store (None: served,
-        never stored); ``restore`` reads stored data back, raising
-        ``Undecodable`` when it does not fit. A stored entry that cannot be read
-        is a miss, counted in ``corrupt``: the handler runs and its answer
-        replaces the entry, so no client ever sees a decoding error.
-        ``through(load)`` replaces the plain ``layer.get_or_load`` (a tool
-        policy's read-through).
-        """
-        partition = self._partition_fn(context)
-        own = _Own()
-        # An answer built from a human's reply (elicitation, sampling) is served, never stored.
-        asks = HumanAsks()
-        session = request_info.request_session(context)
-
-        def answer() -> Awaitable[Any]:
-            return asks.observe(session, handler)
-
-        async def load() -> Any:
-            result = await answer()
-            payload = None if asks.count else dump(result)
-            if payload is None:
-                return _Uncached(result)
-            try:
-                own.result = restore(payload)
-            except payloads.Undecodable as exc:
-                # An answer this middleware could not read back is served, never
-                # stored (the layer counts it in skipped_writes).
-                log.debug("not caching an answer in %s: %s", layer.name, exc)
-                return _Uncached(result)
-            own.value = payload
-            return payload
-
-        if through is not None:
-            value = await through(load)
-        else:
-            value = await layer.get_or_load(
-                key, load, ttl, tags=tags, partition=partition, label=label, should_cache=_stored
-            )
-        if isinstance(value, _Uncached):
-            return value.value
-        if value is own.value:
-            return own.result
-        try:
-            return restore(value)
-        except payloads.Undecodable as exc:
-            log.debug("undecodable entry in %s (%s): a miss", layer.name, exc)
-        layer.counters.corrupt += 1
-        layer.counters.misses += 1
-        result, _ = await layer.entries.run_loader(answer)
-        payload = None if asks.count else dump(result)
-        if payload is not None:
-            try:
-                restored = restore(payload)
-            except payloads.Undecodable:
-                pass
-            else:
-                await layer.set(key, payload, ttl, tags=tags, partition=partition, label=label)
-                return restored
-        await layer.delete(key, partition=partition, label=label)
-        return result
-
     # -- listings -------------------------------------------------------------------------
     async def _listing(
         self,
@@ -342,10 +244,11 @@ class ToolCacheMiddleware(Middleware):
         if version is None:
             return await call_next(context)
         server_id = self._server_id(context)
-        listing: Sequence[ComponentT] = await self._serve(
+        listing: Sequence[ComponentT] = await serve(
             self.cache.discovery,
             context,
             ("fastmcp." + kind, server_id, version),
+            partition_of=self._partition_fn,
             label=server_id,
             ttl=ttl,
             tags=[server_tag(server_id)],
@@ -482,18 +385,19 @@ class ToolCacheMiddleware(Middleware):
                 load,
                 partition=partition,
                 ttl=self.call_tool_ttl,
-                should_cache=_stored,
+                should_cache=stored,
             )
 
-        result: ToolResult = await self._serve(
+        result: ToolResult = await serve(
             self.cache.results,
             context,
             key,
+            partition_of=self._partition_fn,
             label=name,
             ttl=self.call_tool_ttl if self.call_tool_ttl is not None else policy.ttl,
             tags=self.cache.policies.read_tags(server_id, name),
             handler=lambda: call_next(context),
-            dump=_dump_tool_result,
+            dump=tool_result_payload,
             restore=payloads.load_tool_result,
             through=through,
         )
@@ -514,7 +418,7 @@ class ToolCacheMiddleware(Middleware):
         if requires_live is not None and requires_live(uri):
             return await call_next(context)
         server_id = self._server_id(context)
-        result: ResourceResult = await self._serve(
+        result: ResourceResult = await serve(
             self.resources_layer,
             context,
             (
@@ -523,11 +427,12 @@ class ToolCacheMiddleware(Middleware):
                 uri,
                 request_info.requested_version(context.message),
             ),
+            partition_of=self._partition_fn,
             label="resource",
             ttl=self.read_resource_ttl,
             tags=[server_tag(server_id), f"resource:{server_id}/{uri}"],
             handler=lambda: call_next(context),
-            dump=_dump_resource_result,
+            dump=resource_result_payload,
             restore=payloads.load_resource_result,
         )
         return result
@@ -541,7 +446,7 @@ class ToolCacheMiddleware(Middleware):
         if not self.get_prompt_enabled or request_info.is_continuation(context):
             return await call_next(context)
         server_id = self._server_id(context)
-        result: PromptResult = await self._serve(
+        result: PromptResult = await serve(
             self.prompts_layer,
             context,
             (
@@ -551,34 +456,12 @@ class ToolCacheMiddleware(Middleware):
                 dict(message.arguments or {}),
                 request_info.requested_version(message),
             ),
+            partition_of=self._partition_fn,
             label=message.name,
             ttl=self.get_prompt_ttl,
             tags=[server_tag(server_id), f"prompt:{server_id}/{message.name}"],
             handler=lambda: call_next(context),
-            dump=_dump_prompt_result,
+            dump=prompt_result_payload,
             restore=payloads.load_prompt_result,
         )
         return result
-
-
-# What may be stored of each answer (None: it is served, never stored).
-def _dump_tool_result(result: Any) -> dict[str, Any] | None:
-    if (
-        not isinstance(result, ToolResult)
-        or isinstance(result, InputRequiredToolResult)
-        or result.is_error
-    ):
-        return None  # task results, input-required asks and errors
-    return payloads.dump_tool_result(result)
-
-
-def _dump_resource_result(result: Any) -> dict[str, Any] | None:
-    if not isinstance(result, ResourceResult) or isinstance(result, InputRequiredResourceResult):
-        return None
-    return payloads.dump_resource_result(result)
-
-
-def _dump_prompt_result(result: Any) -> dict[str, Any] | None:
-    if not isinstance(result, PromptResult) or isinstance(result, InputRequiredPromptResult):
-        return None
-    return payloads.dump_prompt_result(result)

@@ -32,27 +32,30 @@ async with Client(url, cache=config) as client: ...
 
 from __future__ import annotations
 
-import hashlib
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from types import UnionType
-from typing import TYPE_CHECKING, Any, Final, Literal, get_args
+from typing import TYPE_CHECKING, Any, Final, Literal
 
 try:
     import mcp_types
-    from mcp.client.caching import MAX_TTL_MS, CacheEntry, CacheKey
+    from mcp.client.caching import MAX_TTL_MS
     from mcp.client.session import ClientSession, IncomingMessage, MessageHandlerFnT
     from mcp.shared.exceptions import MCPError
     from mcp_types import (
         HEADER_MISMATCH,
-        CacheableResult,
         CallToolResult,
         ListToolsResult,
         PaginatedRequestParams,
         Tool,
     )
-    from mcp_types.methods import MONOLITH_RESULTS
     from mcp_types.version import MODERN_PROTOCOL_VERSIONS
+
+    from aiotoolcache.integrations._mcp_human import HumanAsks
+    from aiotoolcache.integrations._mcp_store import (
+        DEFAULT_RESPONSE_LAYER,
+        DEFAULT_RETENTION,
+        ToolCacheResponseStore,
+    )
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
     raise ImportError(
         "aiotoolcache.integrations.mcp needs the MCP Python SDK 2.x: "
@@ -61,8 +64,12 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
 
 from aiotoolcache import calls
 from aiotoolcache.errors import ConfigurationError
-from aiotoolcache.integrations._common import ToolDecision, decide, ensure_layer
-from aiotoolcache.layers import LayerConfig
+from aiotoolcache.integrations._common import (
+    ToolDecision,
+    Uncached,
+    decide,
+    partition_for_token,
+)
 from aiotoolcache.toolcache import server_tag
 
 if TYPE_CHECKING:
@@ -70,6 +77,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULT_RESPONSE_LAYER",
+    "DEFAULT_RETENTION",
     "ToolCacheResponseStore",
     "ToolCallCache",
     "cached_call_tool",
@@ -77,175 +85,8 @@ __all__ = [
     "partition_for_token",
 ]
 
-DEFAULT_RETENTION: Final = 3600.0
-"""Seconds an SDK response entry is kept past its ``expires_at`` (the SDK evicts it sooner)."""
-
-DEFAULT_RESPONSE_LAYER = LayerConfig(
-    ttl=MAX_TTL_MS / 1000 + DEFAULT_RETENTION, jitter=0.0, beta=0.0, max_value_bytes=8 * 2**20
-)
-"""Policy of the ``mcp_responses`` layer: retention is computed per entry, never refreshed early."""
-
 _MAX_PAGES: Final = 100
 """Bound on the tools/list pages walked when listing a server's tools."""
-
-
-def partition_for_token(token: str) -> str:
-    """Return an opaque partition for an access token: its SHA-256, never the token itself."""
-    return "tok:" + hashlib.sha256(token.encode()).hexdigest()
-
-
-def _cacheable_result_models() -> dict[str, type[CacheableResult]]:
-    """Allowlist of the SDK's cacheable result models, by class name."""
-    models: dict[str, type[CacheableResult]] = {}
-    for row in MONOLITH_RESULTS.values():
-        arms = get_args(row) if isinstance(row, UnionType) else (row,)
-        for arm in arms:
-            if isinstance(arm, type) and issubclass(arm, CacheableResult):
-                models[arm.__name__] = arm
-    return models
-
-
-# -- SDK response cache store ---------------------------------------------------------------
-
-
-class ToolCacheResponseStore:
-    """ToolCacheResponseStore keeps the MCP SDK client response cache in a ToolCache.
-
-    Keys: the SDK's ``CacheKey`` fields stay apart, as the key
-    ``(store name, method, params_key, partition)`` and, separately, the cache
-    partition ``partition`` (the SDK's scope arm), so crafted values can never
-    collide across fields, arms or stores. Values: cacheable result models are stored as their
-    JSON dump with a type tag checked against an allowlist (a store entry never
-    names a class to import); other values (plain JSON-able data) round-trip
-    as they are. ``scope`` and ``expires_at`` round-trip exactly.
-
-    An entry that cannot be stored (larger than the layer's
-    ``max_value_bytes``) is not kept, and the entry it replaces is deleted, so
-    a later ``get`` misses rather than answering with a superseded result. A
-    stored model that no longer validates is a miss, never an error.
-
-    Freshness belongs to the SDK: an entry past ``expires_at`` is still
-    returned until the SDK deletes it. Retention in the cache is separate and
-    bounded: ``expires_at`` (at most 24 h ahead, the SDK's cap) plus
-    ``retention`` seconds. ``clear()`` drops only this store's entries (tag
-    ``mcp-responses:<name>``), in every worker.
-    """
-
-    def __init__(
-        self,
-        cache: ToolCache,
-        *,
-        layer: str = "mcp_responses",
-        name: str = "default",
-        retention: float = DEFAULT_RETENTION,
-        models: Iterable[type[CacheableResult]] = (),
-    ) -> None:
-        if retention <= 0:
-            raise ConfigurationError(f"retention must be positive, got {retention!r}")
-        self._cache = cache
-        self._layer = ensure_layer(cache, layer, DEFAULT_RESPONSE_LAYER)
-        self._name = name
-        self._retention = retention
-        self._models = _cacheable_result_models()
-        for model in models:
-            self._models[model.__name__] = model
-
-    @property
-    def tag(self) -> str:
-        """The tag every entry of this store carries."""
-        return f"mcp-responses:{self._name}"
-
-    def _key(self, key: CacheKey) -> list[str]:
-        return [self._name, key.method, key.params_key, key.partition]
-
-    @staticmethod
-    def _partition(key: CacheKey) -> str:
-        # Length-prefixed by the cache, so no partition can collide with another.
-        return "sdk-arm:" + key.partition
-
-    def _encode(self, value: Any) -> dict[str, Any]:
-        if isinstance(value, CacheableResult):
-            tag = type(value).__name__
-            if self._models.get(tag) is not type(value):
-                raise TypeError(f"{tag} is not a cacheable result model this store knows")
-            return {
-                "kind": "model",
-                "type": tag,
-                "data": value.model_dump(mode="json", by_alias=True),
-            }
-        return {"kind": "value", "data": value}
-
-    def _decode(self, stored: Any) -> CacheEntry | None:
-        if not isinstance(stored, dict):
-            return None
-        scope = stored.get("scope")
-        expires_at = stored.get("expires_at")
-        payload = stored.get("value")
-        if scope not in ("public", "private") or not isinstance(payload, dict):
-            return None
-        if expires_at is not None and not isinstance(expires_at, int | float):
-            return None
-        kind = payload.get("kind")
-        value: Any
-        if kind == "model":
-            model = self._models.get(str(payload.get("type")))
-            if model is None:
-                return None  # an unknown tag is a miss, never an import
-            try:
-                value = model.model_validate(payload.get("data"))
-            except ValueError:
-                return None  # written under another schema: a wrong-shape entry is a miss
-        elif kind == "value":
-            value = payload.get("data")
-        else:
-            return None
-        checked_scope: Literal["public", "private"] = "public" if scope == "public" else "private"
-        return CacheEntry(
-            value=value,
-            scope=checked_scope,
-            expires_at=None if expires_at is None else float(expires_at),
-        )
-
-    def _retention_for(self, entry: CacheEntry) -> float:
-        remaining = 0.0 if entry.expires_at is None else entry.expires_at - time.time()
-        return min(max(remaining, 0.0), MAX_TTL_MS / 1000) + self._retention
-
-    async def get(self, key: CacheKey) -> CacheEntry | None:
-        stored = await self._layer.get(
-            self._key(key), partition=self._partition(key), label=key.method
-        )
-        return self._decode(stored)
-
-    async def set(self, key: CacheKey, entry: CacheEntry) -> None:
-        stored = {
-            "value": self._encode(entry.value),
-            "scope": entry.scope,
-            "expires_at": entry.expires_at,
-        }
-        counters = self._layer.counters
-        skipped = counters.skipped_writes
-        await self._layer.set(
-            self._key(key),
-            stored,
-            self._retention_for(entry),
-            tags=[self.tag],
-            partition=self._partition(key),
-            label=key.method,
-        )
-        if counters.skipped_writes != skipped:
-            # Not stored (over max_value_bytes): the entry it replaces must not keep
-            # answering for the key. Another write skipped meanwhile on this layer
-            # only costs one extra miss here, never a superseded answer.
-            await self.delete(key)
-
-    async def delete(self, key: CacheKey) -> None:
-        await self._layer.delete(self._key(key), partition=self._partition(key), label=key.method)
-
-    async def clear(self) -> None:
-        await self._cache.invalidate(tags=[self.tag])
-
-
-# -- tool calls through an MCP client ---------------------------------------------------------
 
 
 def list_changed_handler(
@@ -265,53 +106,8 @@ def list_changed_handler(
     return handler
 
 
-class _Uncached:
-    """A tool call outcome returned to its callers but never stored."""
-
-    __slots__ = ("result",)
-
-    def __init__(self, result: CallToolResult | None) -> None:
-        self.result = result
-
-
 def _is_stored_result(value: Any) -> bool:
     return isinstance(value, dict)
-
-
-class _HumanAsks:
-    """_HumanAsks counts the elicitation and sampling requests one session has answered.
-
-    A tool call during which the count moved may have been built from a human's
-    answer (an older-protocol server asks mid-call): it is returned, never stored.
-    Calls running at the same time on the session are all treated so, which errs
-    on the side of not caching.
-    """
-
-    __slots__ = ("count",)
-
-    def __init__(self) -> None:
-        self.count = 0
-
-    @classmethod
-    def of(cls, session: ClientSession) -> _HumanAsks:
-        """The counter of ``session``, wrapping its two callbacks the first time."""
-        asks: _HumanAsks | None = getattr(session, "_aiotoolcache_asks", None)
-        if asks is not None:
-            return asks
-        asks = cls()
-        for attribute in ("_elicitation_callback", "_sampling_callback"):
-            answer = getattr(session, attribute, None)
-            if answer is not None:
-                setattr(session, attribute, asks._counting(answer))
-        session._aiotoolcache_asks = asks  # type: ignore[attr-defined]
-        return asks
-
-    def _counting(self, answer: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
-        async def counted(*args: Any) -> Any:
-            self.count += 1
-            return await answer(*args)
-
-        return counted
 
 
 def _session_of(client: Any) -> ClientSession:
@@ -562,7 +358,7 @@ class ToolCallCache:
         if not decision.cached:
             return await calls.run_uncached(lambda: self._full_call(client, name, args, meta))
 
-        async def load() -> dict[str, Any] | _Uncached:
+        async def load() -> dict[str, Any] | Uncached[CallToolResult | None]:
             return await self._first_leg(client, name, args, meta)
 
         policy = decision.policy
@@ -582,8 +378,8 @@ class ToolCallCache:
         )
         if isinstance(value, dict):
             return CallToolResult.model_validate(value)
-        if value.result is not None:
-            return value.result
+        if value.value is not None:
+            return value.value
         # An input-required ask or an extension result: let the client drive it, uncached.
         return await calls.run_uncached(lambda: self._full_call(client, name, args, meta))
 
@@ -605,9 +401,9 @@ class ToolCallCache:
         name: str,
         arguments: dict[str, Any],
         meta: Mapping[str, Any] | None,
-    ) -> dict[str, Any] | _Uncached:
+    ) -> dict[str, Any] | Uncached[CallToolResult | None]:
         session = _session_of(client)
-        asks = _HumanAsks.of(session)
+        asks = HumanAsks.of(session)
         asked_before = asks.count
         request_meta: Any = dict(meta) if meta is not None else None
         try:
@@ -624,9 +420,9 @@ class ToolCallCache:
             # The client's full path re-lists the tool and resends once.
             result = await self._full_call(client, name, arguments, meta)
         if not isinstance(result, CallToolResult):
-            return _Uncached(None)
+            return Uncached(None)
         if result.is_error or asks.count != asked_before:
-            return _Uncached(result)  # an error, or built from a human's answer
+            return Uncached(result)  # an error, or built from a human's answer
         return result.model_dump(mode="json", by_alias=True)
 
     @staticmethod
