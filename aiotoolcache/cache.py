@@ -14,7 +14,7 @@ from __future__ import annotations
 import copy
 import random
 import time
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Hashable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from aiotoolcache import control
@@ -36,8 +36,8 @@ if TYPE_CHECKING:
 __all__ = ["MISSING", "Layer", "Loader", "ShouldCache"]
 
 T = TypeVar("T")
-# Plain string keys whose entry names a layer remembers (per generation set): hot keys
-# repeat, and naming an entry (digest + key name) costs more than the L1 hit itself.
+# Keys whose entry names a layer remembers (per generation set): hot keys repeat, and
+# naming an entry (digest + key name) costs more than the L1 hit itself.
 REF_MEMO_SIZE = 4096
 
 
@@ -86,7 +86,7 @@ class Layer:
         self._coherence = coherence
         self._tier = tier
         self._ready = ready
-        self._refs: dict[str, KeyRef] = {}  # see REF_MEMO_SIZE
+        self._refs: dict[Hashable, KeyRef] = {}  # see REF_MEMO_SIZE
         self._refs_version = -1  # the bus's generations version the memo was built under
 
     def __repr__(self) -> str:
@@ -108,17 +108,36 @@ class Layer:
         the key again (its partition and label are part of it already).
         """
         if type(key) is str and partition is None and label is None:
-            version = self._coherence.bus.version
-            if version != self._refs_version:
-                self._refs.clear()  # named under older generations
-                self._refs_version = version
-            ref = self._refs.get(key)
-            if ref is None:
-                if len(self._refs) >= REF_MEMO_SIZE:
-                    self._refs.clear()
-                ref = self._refs[key] = self.entries.name_of(key, None, None)
-            return ref
+            if self._coherence.bus.version == self._refs_version:
+                ref = self._refs.get(key)
+                if ref is not None:
+                    return ref
+            return self.remembered_ref(key, lambda: key)
         return self.entries.name_of(key, partition, label)
+
+    def remembered_ref(
+        self,
+        memo: Hashable,
+        key: Callable[[], Any],
+        partition: str | None = None,
+        label: str | None = None,
+    ) -> KeyRef:
+        """``ref(key(), partition, label)``, remembered under ``memo`` while the generations
+        stay the same.
+
+        ``memo`` must tell apart every (key, partition, label) it stands for: equal memos,
+        equal entries (a plain str key is its own memo; see ``keys.scalar_memo``).
+        """
+        version = self._coherence.bus.version
+        if version != self._refs_version:
+            self._refs.clear()  # named under older generations
+            self._refs_version = version
+        ref = self._refs.get(memo)
+        if ref is None:
+            if len(self._refs) >= REF_MEMO_SIZE:
+                self._refs.clear()
+            ref = self._refs[memo] = self.entries.name_of(key(), partition, label)
+        return ref
 
     def _shadows(self, refs: Sequence[KeyRef]) -> list[KeyRef]:
         """The entries of ``refs`` under the generations Redis holds, when this worker's run

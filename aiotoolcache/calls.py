@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from aiotoolcache import control
 from aiotoolcache.errors import NotCached, UnserializableValue
+from aiotoolcache.keys import scalar_memo
 from aiotoolcache.layers import VALUE_LIMIT
 from aiotoolcache.loaders import require_async_loader
 from aiotoolcache.policy import EVERY_PARTITION, PartitionScope, ToolPolicies, ToolPolicy
@@ -90,12 +91,23 @@ async def call_tool(
         return await run_write(cache, server_id, policy, loader, partition=partition)
     if policy.cache is False:
         return await run_uncached(loader)
+    layer = cache.results
+
+    def key() -> Any:
+        return policy_key("call_tool", server_id, tool_name, arguments, policy)
+
+    # Plain arguments name their entry once per policy (its key_args shape the key).
+    memo = scalar_memo((), arguments) if type(arguments) is dict else None
     return await read_through(
-        cache.results,
+        layer,
         cache.policies,
         policy,
         cache.codec,
-        policy_key("call_tool", server_id, tool_name, arguments, policy),
+        key()
+        if memo is None
+        else layer.remembered_ref(
+            ("call_tool", server_id, tool_name, partition, policy, memo), key, partition, tool_name
+        ),
         server_id,
         tool_name,
         loader,

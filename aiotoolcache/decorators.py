@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
 
 from aiotoolcache.errors import ConfigurationError
+from aiotoolcache.keys import scalar_memo
 from aiotoolcache.loaders import SYNC_HINT
 from aiotoolcache.policy import ToolPolicy
 
@@ -142,8 +143,19 @@ class CachedFunction(Generic[P, R]):
         partition = self._partition(arguments) if self._partition is not None else None
         return self._key(arguments), partition
 
+    def _ref(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> KeyRef:
+        """The entry these arguments read: named once per distinct call of plain arguments."""
+        memo = scalar_memo(args, kwargs) if self._partition is None else None
+        if memo is None:
+            key, partition = self._where(self._arguments(args, kwargs))
+            return self._layer.ref(key, partition, self._label)
+        # This function itself in the memo: another one of the same name may key differently.
+        return self._layer.remembered_ref(
+            (self, memo), lambda: self._key(self._arguments(args, kwargs)), label=self._label
+        )
+
     async def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
-        key, partition = self._where(self._arguments(args, kwargs))
+        ref = self._ref(args, kwargs)
         func = self._func
         if self._run_sync:
 
@@ -155,9 +167,7 @@ class CachedFunction(Generic[P, R]):
             async def load() -> R:
                 return await func(*args, **kwargs)  # type: ignore[misc, no-any-return]
 
-        value: R = await self._layer.get_or_load(
-            key, load, self._ttl, tags=self._tags, partition=partition, label=self._label
-        )
+        value: R = await self._layer.get_or_load(ref, load, self._ttl, tags=self._tags)
         return value
 
     def key(self, *args: P.args, **kwargs: P.kwargs) -> KeyRef:

@@ -70,12 +70,17 @@ class LayerEntries:
         self._codec = codec
         self.rng = rng
         self._layer_field = f"layer:{name}"
+        self._scope = ""
+        self._scope_version = -1  # the bus's generations version _scope was built under
 
     # -- names --------------------------------------------------------------------
     def name_of(self, key: Any, partition: str | None, label: str | None) -> KeyRef:
         """The entry of ``key`` under the current generations (a KeyRef is renamed)."""
-        generation = self._coherence.bus.generation
-        scope = generation_scope(generation("ns"), generation(self._layer_field))
+        bus = self._coherence.bus
+        if bus.version != self._scope_version:
+            self._scope = generation_scope(bus.generation("ns"), bus.generation(self._layer_field))
+            self._scope_version = bus.version
+        scope = self._scope
         if isinstance(key, KeyRef):
             if key.generation == scope and key.layer == self.name:
                 return key

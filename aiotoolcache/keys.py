@@ -65,7 +65,7 @@ import base64
 import dataclasses
 import datetime as dt
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 from enum import Enum
@@ -77,7 +77,14 @@ import orjson
 
 from aiotoolcache.errors import KeyEncodingError
 
-__all__ = ["KeyRef", "canonical_json", "digest", "generation_scope", "sanitize_label"]
+__all__ = [
+    "KeyRef",
+    "canonical_json",
+    "digest",
+    "generation_scope",
+    "sanitize_label",
+    "scalar_memo",
+]
 
 _LABEL_UNSAFE = re.compile(r"[^A-Za-z0-9_.\-]+")
 _LABEL_MAX = 48
@@ -87,6 +94,27 @@ _SORTED = orjson.OPT_SORT_KEYS
 _MAX_DEPTH = 64
 # orjson writes exactly these ints; larger ones get a tag on both paths.
 _INT_MIN, _INT_MAX = -(2**63), 2**64 - 1
+
+
+# Types whose == and hash agree with their canonical form: equal values of one of them
+# name one entry. (``1 == True`` needs the type beside the value; ``0.0 == -0.0``
+# rules out floats.)
+_MEMO_TYPES = frozenset({str, int, bool, type(None)})
+
+
+def scalar_memo(values: tuple[Any, ...], named: Mapping[str, Any]) -> tuple[Any, ...] | None:
+    """A hashable form of ``values`` and ``named`` under which an entry name may be
+    remembered (see ``Layer.remembered_ref``): equal forms have equal canonical keys.
+
+    None when any value is not a str, an int, a bool or None (or a name not a str).
+    """
+    for value in values:
+        if type(value) not in _MEMO_TYPES:
+            return None
+    for name, value in named.items():
+        if type(name) is not str or type(value) not in _MEMO_TYPES:
+            return None
+    return (values, tuple(map(type, values)), *named.items(), *map(type, named.values()))
 
 
 def canonical_json(value: Any) -> bytes:

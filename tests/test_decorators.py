@@ -257,3 +257,16 @@ async def test_a_call_is_keyed_by_its_arguments_however_they_are_passed(
         with pytest.raises(TypeError):
             await cached_plain(*bad_args, **bad_kwargs)
     assert len(calls) == 2
+
+
+async def test_arguments_that_compare_equal_but_differ_in_type_read_their_own_entries(
+    cache: atc.ToolCache,
+) -> None:
+    async def describe(value: object, scale: object = 1) -> str:
+        return f"{value!r}*{scale!r}"
+
+    cached_describe = cache.cached(ttl=60)(describe)
+    values = (1, True, 1.0, 0, False, 0.0, -0.0, "1", None)
+    for _ in range(2):  # the second round reads what the first stored
+        assert [await cached_describe(v) for v in values] == [f"{v!r}*1" for v in values]
+        assert [await cached_describe(1, scale=v) for v in values] == [f"1*{v!r}" for v in values]
