@@ -39,6 +39,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 import aiotoolcache as atc  # noqa: E402
+from aiotoolcache.layers import DEFAULT_LAYERS  # noqa: E402
 from aiotoolcache.local_server import (  # noqa: E402
     SERVER_ENV,
     ServerBinary,
@@ -173,11 +174,15 @@ async def run(
         AIO: AiocachePeer(server.host, server.port),
         MGET: MgetBatcherPeer(url),
     }
-    tool_cache = atc.ToolCache.from_url(url, namespace="cmp", max_connections=POOL_SIZE)
+    # The results layer as it ships, but with the peers' TTL.
+    results = DEFAULT_LAYERS["results"].with_options(ttl=TTL)
+    tool_cache = atc.ToolCache.from_url(
+        url, namespace="cmp", max_connections=POOL_SIZE, layers={"results": results}
+    )
     tool_cache.add_layer("l2only", atc.LayerConfig(ttl=TTL, l1=False))
     # call_tool always reads the results layer: its L2 figures need a cache whose
     # results layer keeps nothing in process.
-    results_l2 = atc.LayerConfig(ttl=TTL, beta=0.0, l1=False)
+    results_l2 = results.with_options(l1=False)
     l2_tool_cache = atc.ToolCache.from_url(
         url, namespace="cmpl2", max_connections=POOL_SIZE, layers={"results": results_l2}
     )

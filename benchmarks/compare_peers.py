@@ -25,7 +25,9 @@ import aiotoolcache as atc
 Loader = Callable[[str], Awaitable[Any]]
 
 POOL_SIZE = 64
-TTL = 300
+# Longer than a full run (both servers): no entry primed at the start expires during a hit
+# measurement, in any peer.
+TTL = 3600
 BATCH = 50  # keys per layer.get_many call
 # The tool a cached call names: its arguments are the key, as an agent's would be.
 TOOL_SERVER, TOOL_NAME = "search", "web_search"

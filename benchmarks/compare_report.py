@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import aiotoolcache as atc
+from benchmarks.compare_peers import TTL
 from benchmarks.measure import hiredis_in_use, machine, package_version, source_revision
 
 RAW, CW, CWCS, AIO, ATC = (
@@ -162,6 +163,10 @@ def notes(rows: list[Row], extra: dict[str, Any], plan: Any) -> str:
         "`@cached(ttl=...)` with msgpack; aiotoolcache `layer.get_or_load` with fleet-wide "
         "single-flight (leases) on. cashews' decorator coalesces concurrent misses in process "
         "(its default `protected=True`); raw redis-py and aiocache's `@cached` do not"
+    )
+    out.append(
+        f"- every peer keeps its entries {TTL:,} s, longer than a run: hit measurements "
+        "never meet an expired entry"
     )
     return "\n".join(out)
 
