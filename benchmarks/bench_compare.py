@@ -19,6 +19,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from benchmarks import compare  # noqa: E402
+from benchmarks.compare_report import ATC  # noqa: E402
 from tests.servers import RedisServer  # noqa: E402
 
 # The table's shape (3,000 concurrent distinct keys, a Zipf(1.1) workload with a 10 ms
@@ -46,7 +47,7 @@ def measure_rows(plan: compare.Plan = PLAN) -> dict[str, Any]:
             rows, _ = asyncio.run(compare.run(plan, server))
     finally:
         server.stop()
-    return {row.key: {"ratio": row.ratio(), "ours": row.values.get(compare.ATC)} for row in rows}
+    return {row.key: {"ratio": row.ratio(), "ours": row.values.get(ATC)} for row in rows}
 
 
 class CompareSuite:

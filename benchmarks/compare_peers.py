@@ -2,7 +2,9 @@
 
 Every peer reads through ``get_or_load(key, loader)`` with its own idiomatic API, the
 same key names (under its own prefix) and the same values, and gets a blocking
-connection pool of ``POOL_SIZE`` connections (aiotoolcache's default).
+connection pool of ``POOL_SIZE`` connections (aiotoolcache's default). aiotoolcache
+is also measured through each of its other public read paths: ``layer.get``,
+``layer.get_many`` (a ``BatchPeer``), ``ToolCache.call_tool`` and ``@cache.cached``.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import warnings
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,7 +25,13 @@ import aiotoolcache as atc
 Loader = Callable[[str], Awaitable[Any]]
 
 POOL_SIZE = 64
-TTL = 300
+# Longer than a full run (both servers): no entry primed at the start expires during a hit
+# measurement, in any peer.
+TTL = 3600
+BATCH = 50  # keys per layer.get_many call
+# The tool a cached call names: its arguments are the key, as an agent's would be.
+TOOL_SERVER, TOOL_NAME = "search", "web_search"
+_ABSENT: Any = object()  # a ``default`` no cached value can equal
 
 
 def tool_result(key: str) -> dict[str, Any]:
@@ -241,6 +249,71 @@ class AiotoolcachePeer(Peer):
 
     async def get_or_load(self, key: str, loader: Loader) -> Any:
         return await self.layer.get_or_load(key, functools.partial(loader, key))
+
+
+class AiotoolcacheGetPeer(AiotoolcachePeer):
+    """``layer.get(key)``: a hit without a loader; a miss falls back to ``get_or_load``."""
+
+    async def get_or_load(self, key: str, loader: Loader) -> Any:
+        value = await self.layer.get(key, _ABSENT)
+        if value is _ABSENT:
+            return await super().get_or_load(key, loader)
+        return value
+
+
+class BatchPeer(Peer):
+    """BatchPeer also reads many keys in one call; its figures are per key, not per call."""
+
+    batch = BATCH
+
+    async def get_many(self, keys: Sequence[str], loader: Loader) -> list[Any]:
+        raise NotImplementedError
+
+
+class AiotoolcacheGetManyPeer(AiotoolcachePeer, BatchPeer):
+    """``layer.get_many(keys)``; each key it misses is loaded through ``get_or_load``."""
+
+    async def get_many(self, keys: Sequence[str], loader: Loader) -> list[Any]:
+        values = await self.layer.get_many(keys, _ABSENT)
+        for i, value in enumerate(values):
+            if value is _ABSENT:
+                values[i] = await super().get_or_load(keys[i], loader)
+        return values
+
+
+class CallToolPeer(Peer):
+    """``ToolCache.call_tool(server, tool, arguments, loader)``: the key is built every call."""
+
+    def __init__(self, cache: atc.ToolCache, name: str) -> None:
+        if cache.tier.leases is None:
+            raise RuntimeError("fleet-wide single-flight must stay on in every measurement")
+        self.cache = cache
+        self.name = name
+
+    async def get_or_load(self, key: str, loader: Loader) -> Any:
+        call = functools.partial(loader, key)
+        return await self.cache.call_tool(TOOL_SERVER, TOOL_NAME, {"query": key}, call)
+
+
+class CachedFunctionPeer(Peer):
+    """An async function decorated with ``@cache.cached(layer)``, called with the key."""
+
+    def __init__(self, cache: atc.ToolCache, layer: str, name: str) -> None:
+        if cache.tier.leases is None:
+            raise RuntimeError("fleet-wide single-flight must stay on in every measurement")
+        self.name = name
+        self._loader: Loader | None = None
+
+        @cache.cached(layer)
+        async def fetch(key: str) -> Any:
+            assert self._loader is not None
+            return await self._loader(key)
+
+        self._fetch = fetch
+
+    async def get_or_load(self, key: str, loader: Loader) -> Any:
+        self._loader = loader
+        return await self._fetch(key)
 
 
 @dataclass

@@ -5,11 +5,12 @@ from __future__ import annotations
 import datetime as dt
 import shlex
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import aiotoolcache as atc
+from benchmarks.compare_peers import TTL
 from benchmarks.measure import hiredis_in_use, machine, package_version, source_revision
 
 RAW, CW, CWCS, AIO, ATC = (
@@ -39,7 +40,7 @@ class Row:
     key: str  # stable name, used in the JSON line and by the asv suite
     metric: str
     unit: str
-    values: dict[str, float | None]
+    values: Mapping[str, float | None]
     higher_is_better: bool
     baseline: Sequence[str]  # the peers the aiotoolcache ratio is taken against
     target: str
@@ -68,10 +69,20 @@ class Row:
         return None if ratio is None or self.check is None else self.check(ratio)
 
 
+@dataclass
+class Section:
+    """Section is one server's table: the same rows, measured against that server."""
+
+    name: str  # "redis" or "valkey": the key of its JSON
+    server: str  # flavour and version, as a heading
+    rows: list[Row]
+    extra: dict[str, Any]
+
+
 def fmt(value: float | None, unit: str) -> str:
     if value is None:
         return "n/a"
-    if unit in ("ops/s", "calls"):
+    if unit in ("ops/s", "keys/s", "calls"):
         return f"{value:,.0f}"
     if unit == "s":
         return f"{value:.3f}"
@@ -111,8 +122,15 @@ def notes(rows: list[Row], extra: dict[str, Any], plan: Any) -> str:
         chosen = ", ".join(f"{lib} {path}" for lib, path in extra[key].items())
         paths.append(f"{row_name}: {chosen}")
     out.append(
-        "- each peer is shown with its faster read path, its decorator or its bare `get` "
-        f"(aiotoolcache always through `get_or_load`): {'; '.join(paths)}"
+        "- each peer is shown with its faster read path, its decorator or its bare `get`: "
+        f"{'; '.join(paths)}"
+    )
+    out.append(
+        "- aiotoolcache goes through `layer.get_or_load` in each group's first row; the rows "
+        "below it go through another of its read paths, measured in the same rounds, next to "
+        "the same peer figures. `layer.get_many` reads batches of 50 keys: its figures are "
+        "per key (µs/key; keys/s for the concurrent row, as concurrent batches). `call_tool` "
+        "and the `@cached` function build their key from their arguments on every call"
     )
     zipf: dict[str, ZipfResult] = extra["zipf"]
     for name in (ATC, CW):
@@ -146,10 +164,14 @@ def notes(rows: list[Row], extra: dict[str, Any], plan: Any) -> str:
         "single-flight (leases) on. cashews' decorator coalesces concurrent misses in process "
         "(its default `protected=True`); raw redis-py and aiocache's `@cached` do not"
     )
+    out.append(
+        f"- every peer keeps its entries {TTL:,} s, longer than a run: hit measurements "
+        "never meet an expired entry"
+    )
     return "\n".join(out)
 
 
-def header(redis_version: str, quick: bool) -> list[str]:
+def header(servers: Sequence[str], quick: bool) -> list[str]:
     versions = ", ".join(
         f"{name} {package_version(name)}"
         for name in ("redis", "hiredis", "msgpack", "cashews", "aiocache")
@@ -161,22 +183,45 @@ def header(redis_version: str, quick: bool) -> list[str]:
         "",
         f"- date: {now}{' (quick run)' if quick else ''}",
         f"- machine: {machine()} (shared and noisy: ratios measured side by side, best of N)",
-        f"- Redis server {redis_version}, aiotoolcache {atc.__version__} "
+        f"- servers: {', '.join(servers)}; aiotoolcache {atc.__version__} "
         f"({source_revision()}); {versions}; hiredis parser in use: {hiredis_in_use()}",
         f"- command: `{command}`",
     ]
 
 
-def report(
-    rows: list[Row], extra: dict[str, Any], plan: Any, redis_version: str, quick: bool
-) -> str:
-    return "\n".join(
-        [*header(redis_version, quick), "", table(rows), "", notes(rows, extra, plan), ""]
-    )
+def report(sections: Sequence[Section], plan: Any, quick: bool) -> str:
+    lines = header([section.server for section in sections], quick)
+    for section in sections:
+        lines += ["", f"## {section.server}", "", table(section.rows), ""]
+        lines.append(notes(section.rows, section.extra, plan))
+    return "\n".join([*lines, ""])
 
 
-def summary(rows: list[Row], quick: bool) -> dict[str, Any]:
-    """The JSON object printed as the last line: every row's ratio, target and verdict."""
+def summary(sections: Sequence[Section], quick: bool) -> dict[str, Any]:
+    """The JSON object printed as the last line: every row's ratio, target and verdict.
+
+    ``servers`` holds each server's rows; ``rows`` and ``all_met`` repeat the first's.
+    """
+    servers: dict[str, Any] = {}
+    for section in sections:
+        out = row_summaries(section.rows)
+        servers[section.name] = {
+            "server": section.server,
+            "rows": out,
+            "all_met": all(r["met"] is not False for r in out),
+        }
+    first = servers[sections[0].name]
+    return {
+        "rows": first["rows"],
+        "all_met": first["all_met"],
+        "server": sections[0].name,
+        "servers": servers,
+        "hiredis": hiredis_in_use(),
+        "quick": quick,
+    }
+
+
+def row_summaries(rows: list[Row]) -> list[dict[str, Any]]:
     out = []
     for row in rows:
         best = row.best_peer()
@@ -192,9 +237,4 @@ def summary(rows: list[Row], quick: bool) -> dict[str, Any]:
                 "met": row.met(),
             }
         )
-    return {
-        "rows": out,
-        "all_met": all(r["met"] is not False for r in out),
-        "hiredis": hiredis_in_use(),
-        "quick": quick,
-    }
+    return out

@@ -75,6 +75,10 @@ def test_benchmark_runs_once(suite: type, name: str) -> None:
         assert result == 1  # one load for the whole fleet
 
 
+HIT_ROWS = ("l1_hit", "l2_hit", "concurrent_l2_hits")
+READ_PATHS = ("get", "get_many", "call_tool", "cached")
+
+
 @pytest.mark.timeout(120)
 def test_compare_quick_prints_a_table(tmp_path: Path) -> None:
     pytest.importorskip("cashews")
@@ -91,17 +95,19 @@ def test_compare_quick_prints_a_table(tmp_path: Path) -> None:
     assert run.returncode == 0, run.stderr[-3000:]
     assert "| metric | unit | raw redis-py |" in run.stdout
     assert "| sequential L2 hit | µs/op |" in run.stdout
+    # Every read path of aiotoolcache has its rows, get_many's per key.
+    assert "| L1 hit: `call_tool` | µs/op |" in run.stdout
+    assert "| sequential L2 hit: `layer.get_many` (50 keys, per key) | µs/key |" in run.stdout
     assert "zipf Redis commands" in output.read_text()
     last = json.loads(run.stdout.strip().splitlines()[-1])
     by_row = {row["row"]: row for row in last["rows"]}
-    assert set(by_row) >= {
-        "l1_hit",
-        "l2_hit",
-        "concurrent_l2_hits",
-        "zipf_wall",
-        "zipf_loads",
-        "zipf_commands",
-    }
+    paths = [f"{hit}_{path}" for hit in HIT_ROWS for path in READ_PATHS]
+    assert set(by_row) >= {*HIT_ROWS, *paths, "zipf_wall", "zipf_loads", "zipf_commands"}
+    # The first server's rows are the top-level ones; each server has its own section.
+    assert last["servers"][last["server"]]["rows"] == last["rows"]
+    for section in last["servers"].values():
+        assert f"## {section['server']}" in run.stdout
+        assert {row["row"] for row in section["rows"]} == set(by_row)
     for row in by_row.values():
         assert row["target"] and row["met"] in (True, False, None)
         assert row["ratio"] is None or row["ratio"] > 0
