@@ -136,6 +136,29 @@ async def test_key_args_hit_across_irrelevant_arguments(
     assert runs == [3]
 
 
+async def test_equal_arguments_of_other_types_read_their_own_results(
+    workers: tuple[atc.ToolCache, atc.ToolCache],
+) -> None:
+    a, _ = workers
+    values: tuple[object, ...] = (1, True, 1.0, 0, False, -0.0, 0.0, "1", None)
+
+    def answer(value: object) -> Callable[[], Awaitable[str]]:
+        async def load() -> str:
+            return repr(value)
+
+        return load
+
+    for _ in range(2):  # the second round reads what the first stored
+        for tool in ("alerts", "forecast"):  # all arguments in the key; key_args
+            for value in values:
+                args = {"city": "Oslo", "units": value}
+                assert await a.call_tool("weather", tool, args, answer(value)) == repr(value)
+    # A key_args policy leaves "verbose" out, whatever its type.
+    for value in values:
+        args = {"city": "Bergen", "verbose": value}
+        assert await a.call_tool("weather", "forecast", args, answer(value)) == "1"
+
+
 async def test_min_load_time_stores_only_slow_results(
     workers: tuple[atc.ToolCache, atc.ToolCache],
 ) -> None:
