@@ -46,6 +46,7 @@ import json
 import multiprocessing
 import os
 import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -299,6 +300,8 @@ async def run(
     soak_seconds: float | None = None,
 ) -> list[dict[str, Any]]:
     rig, (writer_url, reader_url) = await start_rig(deployment)
+    # `kill -USR1 <pid>` prints where every task of the checker waits (a run that stalls).
+    asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, print_tasks)
     spawn = multiprocessing.get_context("spawn")
     truth = spawn.Array("q", chaos_workers.KEYS)
     roles = [("writer", chaos_workers.run_writer, writer_url)]
@@ -331,6 +334,11 @@ async def run(
                 process.kill()
                 process.join()
         await stop_rig(rig)
+
+
+def print_tasks() -> None:
+    for task in asyncio.all_tasks():
+        task.print_stack(file=sys.stderr)
 
 
 def main() -> None:
