@@ -80,8 +80,15 @@ class Rig:
     filler: asyncio.Task[None] | None = None
 
     def admin(self) -> aioredis.Redis:
-        """A direct client (no proxy) for injecting faults."""
-        return aioredis.Redis(host="127.0.0.1", port=self.server.port, socket_timeout=2)
+        """A direct client (no proxy) for injecting faults.
+
+        Its close is bounded too (redis-py bounds it by the connect timeout): a
+        filler cancelled mid-write closes a socket whose unsent buffer may never
+        drain, and an unbounded close once stalled a soak in its eviction phase.
+        """
+        return aioredis.Redis(
+            host="127.0.0.1", port=self.server.port, socket_timeout=2, socket_connect_timeout=2
+        )
 
 
 async def sigkill(rig: Rig) -> None:
