@@ -84,7 +84,8 @@ class Rig:
 
         Its close is bounded too (redis-py bounds it by the connect timeout): a
         filler cancelled mid-write closes a socket whose unsent buffer may never
-        drain, and an unbounded close once stalled a soak in its eviction phase.
+        drain (the likeliest cause of a soak that once stalled in its eviction
+        phase, with every task idle).
         """
         return aioredis.Redis(
             host="127.0.0.1", port=self.server.port, socket_timeout=2, socket_connect_timeout=2
