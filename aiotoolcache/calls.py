@@ -96,8 +96,10 @@ async def call_tool(
     def key() -> Any:
         return policy_key("call_tool", server_id, tool_name, arguments, policy)
 
-    # Plain arguments name their entry once per policy (its key_args shape the key).
-    memo = scalar_memo((), arguments) if type(arguments) is dict else None
+    # Plain arguments name their entry once per policy (its key_args shape the key); a
+    # tape records the call's own key, so under one the key is passed as it is.
+    plain = type(arguments) is dict and layer.cassette is None
+    memo = scalar_memo((), arguments) if plain else None
     return await read_through(
         layer,
         cache.policies,

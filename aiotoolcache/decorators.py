@@ -143,19 +143,21 @@ class CachedFunction(Generic[P, R]):
         partition = self._partition(arguments) if self._partition is not None else None
         return self._key(arguments), partition
 
-    def _ref(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> KeyRef:
-        """The entry these arguments read: named once per distinct call of plain arguments."""
-        memo = scalar_memo(args, kwargs) if self._partition is None else None
+    def _lookup_key(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, str | None]:
+        """The key and partition these arguments read: the entry, named once per distinct
+        call of plain arguments, or the key itself (a tape records the call's own key)."""
+        plain = self._partition is None and self._layer.cassette is None
+        memo = scalar_memo(args, kwargs) if plain else None
         if memo is None:
-            key, partition = self._where(self._arguments(args, kwargs))
-            return self._layer.ref(key, partition, self._label)
+            return self._where(self._arguments(args, kwargs))
         # This function itself in the memo: another one of the same name may key differently.
-        return self._layer.remembered_ref(
+        ref = self._layer.remembered_ref(
             (self, memo), lambda: self._key(self._arguments(args, kwargs)), label=self._label
         )
+        return ref, None
 
     async def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
-        ref = self._ref(args, kwargs)
+        key, partition = self._lookup_key(args, kwargs)
         func = self._func
         if self._run_sync:
 
@@ -167,7 +169,9 @@ class CachedFunction(Generic[P, R]):
             async def load() -> R:
                 return await func(*args, **kwargs)  # type: ignore[misc, no-any-return]
 
-        value: R = await self._layer.get_or_load(ref, load, self._ttl, tags=self._tags)
+        value: R = await self._layer.get_or_load(
+            key, load, self._ttl, tags=self._tags, partition=partition, label=self._label
+        )
         return value
 
     def key(self, *args: P.args, **kwargs: P.kwargs) -> KeyRef:
