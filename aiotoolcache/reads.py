@@ -126,8 +126,8 @@ class ReadPath:
     async def lookup_many(self, refs: list[KeyRef]) -> list[Any]:
         """What may be served for each of ``refs`` (MISSING where none), L2 read in one batch.
 
-        All DEAF when nothing cached can be vouched for. Renamed refs are not
-        returned: nothing read is kept under an old name.
+        All DEAF when nothing cached can be vouched for. When the generations move
+        while it reads after a lapse, the keys are renamed and read again.
         """
         coherence = self._coherence
         entries = self.entries
