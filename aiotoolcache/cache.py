@@ -183,7 +183,7 @@ class Layer:
         if coherence.ready and self.cassette is None and control.DIRECTIVE.get() is None:
             # The plain path: this layer's tiers answer. The L1 hit stays in this frame.
             ref = self.ref(key, partition, label)
-            entry = coherence.l1_entry(ref.value_key) if self.config.l1 else None
+            entry = coherence.l1_entry(ref.value_key) if self.entries.config.l1 else None
             if entry is not None and entry.plain:
                 self.counters.l1_hits += 1
                 if time.time() >= entry.quiet_until:
@@ -222,7 +222,7 @@ class Layer:
             value, _ = await self.entries.run_loader(loader)
             return value
         ref = self.ref(key, partition, label)
-        entry = coherence.l1_entry(ref.value_key) if self.config.l1 else None
+        entry = coherence.l1_entry(ref.value_key) if self.entries.config.l1 else None
         return await self._reads.read(ref, entry, loader, ttl, tags, should_cache)
 
     async def _directed_load(
@@ -244,10 +244,7 @@ class Layer:
             cached, envelope, from_l1 = await self.peek(key, partition, label)
             if envelope is not None and directive.usable(envelope, time.time()):
                 if cached is not MISSING:
-                    if from_l1:
-                        self.counters.l1_hits += 1
-                    else:
-                        self.counters.l2_hits += 1
+                    self._reads.count(cached, from_l1)
                     if isinstance(cached, CachedLoaderError):
                         raise cached
                     return cast(T, cached)
@@ -327,12 +324,13 @@ class Layer:
             [value] = await self.get_many([key], default, partition=partition, label=label)
             return value
         ref = self.ref(key, partition, label)
-        entry = coherence.l1_entry(ref.value_key) if self.config.l1 else None
+        entry = coherence.l1_entry(ref.value_key) if self.entries.config.l1 else None
         if entry is not None and entry.plain:
             self.counters.l1_hits += 1
             return entry.value
         _, value, _, from_l1 = await self._reads.lookup(ref, entry)
-        return self._readable(value, from_l1, default)
+        self._reads.count(value, from_l1)
+        return self._readable(value, default)
 
     async def get_many(
         self,
@@ -354,21 +352,12 @@ class Layer:
             self.counters.misses += len(keys)
             return [default] * len(keys)
         values = await self._reads.lookup_many([self.ref(key, partition, label) for key in keys])
-        return [self._readable(value, None, default) for value in values]
+        return [self._readable(value, default) for value in values]
 
-    def _readable(self, value: Any, from_l1: bool | None, default: Any) -> Any:
-        """What ``get`` returns for a looked-up value, counted (``from_l1`` None: counted
-        already); ``default`` for none, a deaf bus or a cached failure."""
-        if value is MISSING or value is DEAF:
-            if from_l1 is not None or value is DEAF:  # lookup_many counts its own misses
-                self.counters.misses += 1
-            return default
-        if from_l1 is not None:
-            if from_l1:
-                self.counters.l1_hits += 1
-            else:
-                self.counters.l2_hits += 1
-        if isinstance(value, CachedLoaderError):
+    def _readable(self, value: Any, default: Any) -> Any:
+        """What ``get`` returns for a looked-up value: ``default`` for none, a deaf bus or
+        a cached failure."""
+        if value is MISSING or value is DEAF or isinstance(value, CachedLoaderError):
             return default
         return self._reads.served(value)
 
@@ -385,7 +374,7 @@ class Layer:
         if not (coherence.ready or await self._start_up()):
             return MISSING, None, False
         ref = self.ref(key, partition, label)
-        entry = coherence.l1_entry(ref.value_key) if self.config.l1 else None
+        entry = coherence.l1_entry(ref.value_key) if self.entries.config.l1 else None
         _, value, envelope, from_l1 = await self._reads.lookup(ref, entry)
         if value is DEAF:
             return MISSING, None, False

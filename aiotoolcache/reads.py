@@ -140,13 +140,13 @@ class ReadPath:
             if not bus.hearing:
                 if l1 and any(ref.value_key in coherence.l1 for ref in refs):
                     if not await bus.regain():
-                        return [DEAF] * len(refs)
+                        return self._deaf(refs)
                     refs = [entries.name_of(ref, None, None) for ref in refs]
                     vouched = True
                 else:
                     since, version = bus.want_proof(), bus.version
                     if since is None:
-                        return [DEAF] * len(refs)
+                        return self._deaf(refs)
             results: list[Any] = []
             for ref in refs:
                 entry = coherence.l1_entry(ref.value_key, vouched=vouched) if l1 else None
@@ -155,11 +155,26 @@ class ReadPath:
                 results.append(MISSING if entry is None else entry.value)
             missing = [i for i, value in enumerate(results) if value is MISSING]
             if missing and not await self._read_into(results, missing, refs, since):
-                return [DEAF] * len(refs)
+                return self._deaf(refs)
             if since is not None and bus.version != version:
                 refs = [entries.name_of(ref, None, None) for ref in refs]
                 continue
             return results
+
+    def _deaf(self, refs: list[KeyRef]) -> list[Any]:
+        """``lookup_many``'s answer when nothing cached can be vouched for: all misses."""
+        self.entries.counters.misses += len(refs)
+        return [DEAF] * len(refs)
+
+    def count(self, value: Any, from_l1: bool) -> None:
+        """Count what ``lookup`` found: an L1 or an L2 hit, or a miss (none, or deaf)."""
+        counters = self.entries.counters
+        if value is MISSING or value is DEAF:
+            counters.misses += 1
+        elif from_l1:
+            counters.l1_hits += 1
+        else:
+            counters.l2_hits += 1
 
     async def _read_into(
         self, results: list[Any], missing: list[int], refs: list[KeyRef], since: float | None
@@ -253,11 +268,7 @@ class ReadPath:
         if value is DEAF:
             return cast(T, self.served(await self.load_deaf(ref, loader, ttl)))
         if value is not MISSING:
-            counters = self.entries.counters
-            if from_l1:
-                counters.l1_hits += 1
-            else:
-                counters.l2_hits += 1
+            self.count(value, from_l1)
             if envelope is not None:
                 self.maybe_refresh(ref, envelope, loader, ttl, tags, should_cache)
             return cast(T, self.served(value))
