@@ -100,16 +100,17 @@ async def call_tool(
     # tape records the call's own key, so under one the key is passed as it is.
     plain = type(arguments) is dict and layer.cassette is None
     memo = scalar_memo((), arguments) if plain else None
+    if memo is None:
+        entry = key()
+    else:
+        memo = ("call_tool", server_id, tool_name, partition, policy, memo)
+        entry = layer.remembered_ref(memo, key, partition, tool_name)
     return await read_through(
         layer,
         cache.policies,
         policy,
         cache.codec,
-        key()
-        if memo is None
-        else layer.remembered_ref(
-            ("call_tool", server_id, tool_name, partition, policy, memo), key, partition, tool_name
-        ),
+        entry,
         server_id,
         tool_name,
         loader,
