@@ -96,14 +96,14 @@ async def call_tool(
     def key() -> Any:
         return policy_key("call_tool", server_id, tool_name, arguments, policy)
 
-    # Plain arguments name their entry once per policy (its key_args shape the key); a
-    # tape records the call's own key, so under one the key is passed as it is.
+    # Plain arguments name their entry once per key_args (the only part of the policy in
+    # the key); a tape records the call's own key, so under one the key is passed as it is.
     plain = type(arguments) is dict and layer.cassette is None
     memo = scalar_memo((), arguments) if plain else None
     if memo is None:
         entry = key()
     else:
-        memo = ("call_tool", server_id, tool_name, partition, policy, memo)
+        memo = ("call_tool", server_id, tool_name, partition, policy.key_args, memo)
         entry = layer.remembered_ref(memo, key, partition, tool_name)
     return await read_through(
         layer,

@@ -108,13 +108,18 @@ def scalar_memo(values: tuple[Any, ...], named: Mapping[str, Any]) -> tuple[Any,
 
     None when any value is not a str, an int, a bool or None (or a name not a str).
     """
+    memo: list[Any] = [values]  # then each value's type, then (name, value, type) triples
     for value in values:
-        if type(value) not in _MEMO_TYPES:
+        kind = type(value)
+        if kind not in _MEMO_TYPES:
             return None
+        memo.append(kind)
     for name, value in named.items():
-        if type(name) is not str or type(value) not in _MEMO_TYPES:
+        kind = type(value)
+        if kind not in _MEMO_TYPES or type(name) is not str:
             return None
-    return (values, tuple(map(type, values)), *named.items(), *map(type, named.values()))
+        memo += (name, value, kind)
+    return tuple(memo)
 
 
 def canonical_json(value: Any) -> bytes:

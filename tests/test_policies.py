@@ -136,6 +136,26 @@ async def test_key_args_hit_across_irrelevant_arguments(
     assert runs == [3]
 
 
+async def test_new_key_args_name_the_call_anew(
+    workers: tuple[atc.ToolCache, atc.ToolCache],
+) -> None:
+    a, _ = workers
+    runs, load = counting(lambda n: f"forecast {n}")
+    a.policies = atc.ToolPolicies.of({"weather/forecast": atc.ToolPolicy(key_args=["city"])})
+    assert await a.call_tool("weather", "forecast", {"city": "Oslo", "units": "C"}, load) == (
+        "forecast 1"
+    )
+    assert await a.call_tool("weather", "forecast", {"city": "Oslo", "units": "F"}, load) == (
+        "forecast 1"
+    )
+    # Every argument in the key now: the call remembered under the old policy is a new entry.
+    a.policies = atc.ToolPolicies.of({"weather/forecast": atc.ToolPolicy()})
+    assert await a.call_tool("weather", "forecast", {"city": "Oslo", "units": "F"}, load) == (
+        "forecast 2"
+    )
+    assert runs == [2]
+
+
 async def test_equal_arguments_of_other_types_read_their_own_results(
     workers: tuple[atc.ToolCache, atc.ToolCache],
 ) -> None:
