@@ -71,7 +71,7 @@ class Calling(Invalidating, Protocol):
     def tool_policy(self, server_id: str, tool_name: str) -> ToolPolicy: ...
 
 
-async def call_tool(
+def call_tool(
     cache: Calling,
     server_id: str,
     tool_name: str,
@@ -82,15 +82,19 @@ async def call_tool(
     ttl: float | None,
     should_cache: ShouldCache | None,
     writes: bool,
-) -> R:
+) -> Awaitable[R]:
     """Run a tool call under its policy: a write (``writes``, or a policy with
     ``invalidates``) runs and then drops what it invalidates; a tool never cached
-    runs; any other is read through the results layer under the policy's key."""
+    runs; any other is read through the results layer under the policy's key.
+
+    Returns the call to await: no frame of its own stays in flight while it runs
+    (a burst of calls keeps thousands of them alive for the collector to walk).
+    """
     policy = cache.tool_policy(server_id, tool_name)
     if writes or policy.invalidates:
-        return await run_write(cache, server_id, policy, loader, partition=partition)
+        return run_write(cache, server_id, policy, loader, partition=partition)
     if policy.cache is False:
-        return await run_uncached(loader)
+        return run_uncached(loader)
     layer = cache.results
 
     def key() -> Any:
@@ -105,7 +109,7 @@ async def call_tool(
     else:
         memo = ("call_tool", server_id, tool_name, partition, policy.key_args, memo)
         entry = layer.remembered_ref(memo, key, partition, tool_name)
-    return await read_through(
+    return read_through(
         layer,
         cache.policies,
         policy,
@@ -129,7 +133,7 @@ def policy_key(prefix: str, server_id: str, tool: str, arguments: Any, policy: T
     return (prefix, server_id, tool, {"key_args": chosen})
 
 
-async def read_through(
+def read_through(
     layer: Layer,
     policies: ToolPolicies,
     policy: ToolPolicy,
@@ -142,8 +146,9 @@ async def read_through(
     partition: str | None,
     ttl: float | None,
     should_cache: ShouldCache | None,
-) -> R:
-    """Return a cacheable call's result from ``layer``, or run ``loader`` once and keep it.
+) -> Awaitable[R]:
+    """Return a cacheable call's result from ``layer`` (to await), or run ``loader`` once
+    and keep it.
 
     ``ttl`` given by the caller wins over ``policy.ttl``; results that loaded
     faster than ``policy.min_load_time`` or encode larger than
@@ -154,11 +159,30 @@ async def read_through(
     require_async_loader(loader)
     tags = policies.read_tags(server_id, tool, partition)
     ttl = ttl if ttl is not None else policy.ttl
-    cap = policy.max_value_bytes
-    if cap is None and policy.min_load_time == 0:  # nothing to time or measure: no closures
-        return await layer.get_or_load(
+    if policy.max_value_bytes is None and policy.min_load_time == 0:
+        # Nothing to time or measure: the layer's own call, with no closure or frame here.
+        return layer.get_or_load(
             key, loader, ttl, tags=tags, partition=partition, label=tool, should_cache=should_cache
         )
+    return _measured_read(
+        layer, policy, codec, key, tool, loader, tags, ttl, partition, should_cache
+    )
+
+
+async def _measured_read(
+    layer: Layer,
+    policy: ToolPolicy,
+    codec: Codec,
+    key: Any,
+    tool: str,
+    loader: Callable[[], Awaitable[R]],
+    tags: list[str],
+    ttl: float | None,
+    partition: str | None,
+    should_cache: ShouldCache | None,
+) -> R:
+    """``read_through`` for a policy with ``min_load_time`` or ``max_value_bytes``."""
+    cap = policy.max_value_bytes
     elapsed = [math.inf]  # of this closure's latest load; read by keep() right after it
     lower_cap = cap is not None and cap < layer.config.max_value_bytes  # else the layer checks it
 
