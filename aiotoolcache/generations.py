@@ -1,5 +1,7 @@
-"""Generations in Redis: the scripts that bump and merge them, and the bound on what is read.
+"""Generations in Redis: the namespace's hash of them, and how it is bumped, read and healed.
 
+Layer, tag and namespace generations live in one Redis hash per namespace,
+mirrored by each worker's bus (``GenerationsHash`` keeps the two in step).
 Every generation a worker produces is a whole number of milliseconds or a
 little more (a bump writes ``max(now in ms, the largest seen + 1)``), so all
 of them stay far below 2^53 and Lua's doubles hold them exactly. A value in
@@ -16,20 +18,61 @@ workers would only find at their next check). The caller proposes the value
 much, the script changes nothing and returns what it holds, and the caller
 proposes again past it.
 
+Generations are never reused. A bump writes ``max(stored + 1, local + 1,
+now in ms)``, so even after Redis lost the hash (FLUSHALL, eviction, a
+failover to an empty replica) a bump is larger than any value a worker has
+seen. Workers merge what they load or hear by max. A worker that finds the
+hash smaller than what it knew before reading it, or holding a value no
+worker could have produced, has seen data loss: it writes its values back
+and announces them (so every worker names keys alike), bumps the namespace
+(every earlier entry becomes unreachable) and drops its L1.
+
 The ``ns`` field is created by the first worker that finds it missing. A
 hash without it was never written, or was lost (evicted, a failover to a
 replica that never had it): a worker cannot tell which, so either way it
 starts a new namespace generation, and no entry written before is reachable.
+
+The hash expires after the longest entry TTL unless a worker keeps it alive.
+Each worker reads the hash again every ``max_staleness`` while in use (every
+few health intervals when idle), so a bump that landed but whose
+announcement did not reach it (a refused PUBLISH) is still applied within
+that time.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from functools import partial
+from typing import Any, Protocol
 
-__all__ = ["BUMP", "MERGE", "Bumped", "StoredGenerations", "parse_bumped", "parse_stored"]
+from aiotoolcache.breaker import CircuitBreaker
+from aiotoolcache.bus_messages import Message, encode_message, generation_bound, now_ms
+from aiotoolcache.errors import BackendError
+from aiotoolcache.stores.redis import AnyRedis
 
+__all__ = [
+    "BUMP",
+    "MERGE",
+    "Bumped",
+    "GenerationsHash",
+    "GenerationsOwner",
+    "StoredGenerations",
+    "parse_bumped",
+    "parse_stored",
+]
+
+# The bus's logger: data loss is reported with the bus's other warnings.
+log = logging.getLogger("aiotoolcache.invalidation")
+
+# Heartbeats between two checks that the generations hash is still whole, while idle.
+_GENERATION_CHECKS = 5
+# Proposals of a bump before giving up: each one fails only if another worker bumped
+# the same field past it meanwhile.
+_BUMP_ATTEMPTS = 8
 # Digits of the largest value below 2^53: anything longer is not ours.
 _MAX_DIGITS = 16
 
@@ -155,3 +198,204 @@ def parse_bumped(reply: Any, bound: int) -> Bumped:
         receivers=int(receivers),
         insane=int(insane) == 1,
     )
+
+
+class GenerationsOwner(Protocol):
+    """GenerationsOwner is the bus state the generations hash reads and writes (``RedisBus``
+    has it): the mirrored generations, and how a message is applied here and sent."""
+
+    origin: str
+    mac_keys: tuple[bytes, ...]
+    generations: dict[str, int]
+    confirmed: dict[str, int]
+    rejected: int
+    idle: bool
+    busy: Callable[[], bool] | None
+
+    @property
+    def connected(self) -> bool: ...
+
+    @property
+    def closing(self) -> bool: ...
+
+    def apply(self, message: Message) -> None: ...
+
+    async def publish(self, message: Message) -> None: ...
+
+
+class GenerationsHash:
+    """GenerationsHash keeps one namespace's generations hash and its owner's mirror of it.
+
+    It bumps fields (written and announced in one script), merges the hash
+    into the owner's generations, heals it after data loss, and reads it again
+    and again while the owner is subscribed (``check_forever``, run in a task
+    the owner keeps).
+    """
+
+    def __init__(
+        self,
+        owner: GenerationsOwner,
+        client: AnyRedis,
+        breaker: CircuitBreaker,
+        *,
+        key: str,
+        channel: str,
+        ttl_ms: int,
+        health_interval: float,
+        max_staleness: float,
+    ) -> None:
+        self._owner = owner
+        self._client = client
+        self._breaker = breaker
+        self.key = key
+        self._channel = channel  # where a bump is announced, by the script that writes it
+        self.ttl_ms = ttl_ms
+        self._health_interval = health_interval
+        self._max_staleness = max_staleness
+        self.known = False  # set once the hash was read: before that no key can be trusted
+        self.data_losses = 0  # times the hash was found missing or behind
+        self._bump_script = client.register_script(BUMP)
+        self._merge_script = client.register_script(MERGE)
+        # One reader of the hash at a time: two that found the same loss would each
+        # bump the namespace.
+        self._loading = asyncio.Lock()
+        self._renewed_at = float("-inf")  # time.monotonic() of the hash's last PEXPIRE
+
+    async def bump(self, field: str) -> int:
+        """Bump ``field`` past every value seen here or held in Redis; write and announce it
+        in one script (both land or neither). Returns the new value."""
+        return await self._bump_field(field, only_if_missing=False)
+
+    async def _bump_field(self, field: str, *, only_if_missing: bool) -> int:
+        """Propose ``max(now, local + 1)`` until Redis takes it (``only_if_missing``: until
+        the field holds a sane value, ours or another worker's); return the value held."""
+        owner = self._owner
+        keys = [self.key]
+        for _ in range(_BUMP_ATTEMPTS):
+            local = owner.generations.get(field, 0)
+            value = max(now_ms(), local + 1)
+            message: Message = {"o": owner.origin, "op": "gen", "f": field, "g": value}
+            bound = generation_bound(local)
+            args: list[str | int | bytes] = [
+                field,
+                value,
+                bound,
+                self.ttl_ms,
+                self._channel,
+                encode_message(message, owner.mac_keys),
+                "1" if only_if_missing else "0",
+            ]
+            reply = await self._breaker.call(partial(self._bump_script, keys=keys, args=args))
+            try:
+                bumped = parse_bumped(reply, bound)
+            except ValueError as exc:
+                raise BackendError(str(exc)) from exc
+            if bumped.insane:
+                self._found_insane([field])
+            if bumped.written:
+                owner.apply(message)
+                return value
+            if bumped.value is not None:
+                # Another worker got there first: adopt its value, then go past it.
+                owner.apply({"o": owner.origin, "op": "gen", "f": field, "g": bumped.value})
+                if only_if_missing:
+                    return bumped.value
+        raise BackendError(f"generation {field!r} kept moving: {_BUMP_ATTEMPTS} bumps refused")
+
+    def _found_insane(self, fields: list[str]) -> None:
+        """Count generations in Redis that no worker could have produced (tampering, or
+        corruption): never adopted; the caller treats them as data loss."""
+        self._owner.rejected += len(fields)
+        log.warning(
+            "generations in Redis hold values no worker could have written (%s): treated as lost",
+            ", ".join(sorted(fields)[:5]),
+        )
+
+    async def load(self) -> None:
+        """Merge the stored generations into the owner's (by max); heal the hash after data
+        loss.
+
+        Data loss is judged against what this worker knew Redis held before the
+        read: a bump heard while the read was on its way is newer than the reply,
+        not lost.
+        """
+        async with self._loading:
+            await self._load()
+
+    async def _load(self) -> None:
+        owner = self._owner
+        # What Redis was known to hold before the read: a bump heard while the read was
+        # on its way is newer than the reply, and one applied here only ("u", waiting in
+        # the outbox) never reached Redis; neither is a loss.
+        held = dict(owner.confirmed)
+        raw = await self._breaker.call(lambda: self._client.hgetall(self.key))
+        stored = parse_stored(raw, lambda name: generation_bound(owner.generations.get(name, 0)))
+        values = stored.values
+        for name, value in values.items():
+            if value > owner.generations.get(name, 0):
+                # Applied as if heard: L1 entries, fills and flights it invalidates go.
+                owner.apply({"o": owner.origin, "op": "gen", "f": name, "g": value})
+        self._confirm(values)
+        lost = [name for name, known in held.items() if values.get(name, 0) < known]
+        if stored.insane:
+            self._found_insane(stored.insane)
+        if lost or stored.insane:
+            await self._recover(lost, stored.insane)
+        elif "ns" not in values:
+            # Never written, or lost with every field: a new namespace generation either way.
+            await self._bump_field("ns", only_if_missing=True)
+        elif time.monotonic() - self._renewed_at >= _GENERATION_CHECKS * self._health_interval:
+            ttl = self.ttl_ms
+            await self._breaker.call(lambda: self._client.pexpire(self.key, ttl))
+            self._renewed_at = time.monotonic()
+        self.known = True
+
+    async def _recover(self, lost: list[str], insane: list[str]) -> None:
+        """Redis forgot bumps this worker heard of, or holds values no worker wrote: write
+        ours back so new workers see them, and bump the namespace so no entry written
+        before the loss is reachable (which drops this worker's L1 too)."""
+        owner = self._owner
+        generations = owner.generations
+        self.data_losses += 1
+        log.warning(
+            "generations in Redis are missing or behind (%d fields): invalidating the namespace",
+            len(lost) + len(insane),
+        )
+        if lost:
+            bound = generation_bound(max(generations[field] for field in lost))
+            args: list[str | int] = [self.ttl_ms, bound]
+            for field in lost:
+                args += [field, generations[field]]
+            await self._breaker.call(lambda: self._merge_script(keys=[self.key], args=args))
+            self._confirm({field: generations[field] for field in lost})
+            # Announced, not only written back: the others may never have seen them (a
+            # worker started after the loss, a bump that reached only this one), and would
+            # name keys differently from this worker until their next check of the hash.
+            for field in lost:
+                await owner.publish({"op": "gen", "f": field, "g": generations[field]})
+        for field in insane:
+            if field != "ns":
+                await self._bump_field(field, only_if_missing=False)  # written over
+        await self._bump_field("ns", only_if_missing=False)
+
+    async def check_forever(self) -> None:
+        """Read the hash again and again while the owner is subscribed: Redis may lose it
+        without dropping the subscriber (FLUSHALL, eviction), and a bump may land
+        unannounced (a refused PUBLISH). Every ``max_staleness`` while the cache is in
+        use, else every few health intervals."""
+        owner = self._owner
+        while not owner.closing:
+            idle = owner.idle and not (owner.busy is not None and owner.busy())
+            every = _GENERATION_CHECKS * self._health_interval if idle else self._max_staleness
+            await asyncio.sleep(every)
+            if owner.connected:
+                try:
+                    await self.load()
+                except Exception as exc:  # the subscriber finds a broken connection itself
+                    log.debug("generation check failed: %r", exc)
+
+    def _confirm(self, stored: dict[str, int]) -> None:
+        confirmed = self._owner.confirmed
+        for name, value in stored.items():
+            if value > confirmed.get(name, 0):
+                confirmed[name] = value

@@ -17,21 +17,10 @@ The subscriber also proves that it hears, by pings on its own connection
 answered in order (see ``hearing``): L1 is trusted only for a bounded time
 after the last proof.
 
-Generations are never reused. A bump writes ``max(stored + 1, local + 1,
-now in ms)`` and announces it in the same script (see ``generations``), so
-even after Redis lost the hash (FLUSHALL, eviction, a failover to an empty
-replica) a bump is larger than any value a worker has seen. Workers merge
-what they load or hear by max. A worker that finds the hash smaller than
-what it knew before reading it, or holding a value no worker could have
-produced, has seen data loss: it writes its values back and announces them
-(so every worker names keys alike), bumps the namespace (every earlier entry
-becomes unreachable) and drops its L1. A hash without
-the namespace field was never written or was lost: the first worker to find
-it so starts a new namespace generation. The hash expires after the longest
-entry TTL unless a worker keeps it alive. Each worker reads the hash again
-every ``max_staleness`` while in use (every few health intervals when idle),
-so a bump that landed but whose announcement did not reach it (a refused
-PUBLISH) is still applied within that time.
+The generations hash itself is kept by ``generations.GenerationsHash``,
+which the bus owns: bumps written and announced in one script, generations
+never reused, data loss (a hash lost or behind) found and healed, and the
+hash read again every ``max_staleness`` while in use.
 
 With a secret, every message carries a keyed MAC; a message that fails it is
 dropped and counted, and so is a generation that jumps past a sane bound.
@@ -44,23 +33,14 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from functools import partial
 from typing import Any
 
 from redis.asyncio.client import PubSub
 
 from aiotoolcache.breaker import CircuitBreaker
 from aiotoolcache.bus import Bus
-from aiotoolcache.bus_messages import (
-    Message,
-    bus_keys,
-    decode_message,
-    encode_message,
-    generation_bound,
-    now_ms,
-)
-from aiotoolcache.errors import BackendError
-from aiotoolcache.generations import BUMP, MERGE, parse_bumped, parse_stored
+from aiotoolcache.bus_messages import Message, bus_keys, decode_message, encode_message, now_ms
+from aiotoolcache.generations import GenerationsHash
 from aiotoolcache.hearing import DEFAULT_MAX_STALENESS, Hearing
 from aiotoolcache.settle import Settlement
 from aiotoolcache.stores.redis import AnyRedis
@@ -75,12 +55,6 @@ __all__ = [
 ]
 
 log = logging.getLogger("aiotoolcache.invalidation")
-
-# Heartbeats between two checks that the generations hash is still whole, while idle.
-_GENERATION_CHECKS = 5
-# Proposals of a bump before giving up: each one fails only if another worker bumped
-# the same field past it meanwhile.
-_BUMP_ATTEMPTS = 8
 
 
 class RedisBus(Bus):
@@ -103,24 +77,24 @@ class RedisBus(Bus):
         self.client = client
         self.breaker = breaker
         self.channel = f"{namespace}:bus"
-        self.generations_key = f"{namespace}:generations"
-        self.generations_ttl_ms = generations_ttl_ms
         self.health_interval = health_interval
         self.max_staleness = max_staleness
         # Proof of hearing: its pings, what their answers prove, the readers waiting for it.
         self.ears = Hearing(self, max_staleness=max_staleness, health_interval=health_interval)
         self.reconnects = 0
-        self.data_losses = 0  # times the generations hash was found missing or behind
-        self._known = False
         self._attempts = 0  # subscriptions tried, successful or not
         self._live: PubSub | None = None  # the subscribed connection, while it is listened on
         self._pinger: asyncio.Task[None] | None = None  # sends the pings readers wait for
-        self._bump = client.register_script(BUMP)
-        self._merge = client.register_script(MERGE)
-        # One reader of the hash at a time: two that found the same loss would each
-        # bump the namespace.
-        self._loading = asyncio.Lock()
-        self._renewed_at = float("-inf")  # time.monotonic() of the hash's last PEXPIRE
+        self.generations_hash = GenerationsHash(
+            self,
+            client,
+            breaker,
+            key=f"{namespace}:generations",
+            channel=self.channel,
+            ttl_ms=generations_ttl_ms,
+            health_interval=health_interval,
+            max_staleness=max_staleness,
+        )
         self._checker: asyncio.Task[None] | None = None  # reads the hash while subscribed
         # Writes settle on acknowledgements sent to this worker's own channel.
         self.ack_channel = self.ack_channel_of(self.origin)
@@ -148,7 +122,17 @@ class RedisBus(Bus):
 
     @property
     def known(self) -> bool:
-        return self._known
+        return self.generations_hash.known
+
+    @property
+    def closing(self) -> bool:
+        """True once the bus is closing: its tasks end at their next wake-up."""
+        return self._closing
+
+    @property
+    def data_losses(self) -> int:
+        """Times the generations hash was found missing or behind."""
+        return self.generations_hash.data_losses
 
     def ack_channel_of(self, origin: str) -> str:
         """The channel on which the worker ``origin`` hears acknowledgements of its writes."""
@@ -222,7 +206,9 @@ class RedisBus(Bus):
         A refused connection ends it at once; a slow Redis gets ``wait``.
         """
         self._task = asyncio.create_task(self._run(), name="aiotoolcache-subscriber")
-        self._checker = asyncio.create_task(self._check_generations(), name="aiotoolcache-gens")
+        self._checker = asyncio.create_task(
+            self.generations_hash.check_forever(), name="aiotoolcache-gens"
+        )
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(wait):
                 await self._attempted.wait()
@@ -248,51 +234,7 @@ class RedisBus(Bus):
     async def bump(self, field: str) -> int:
         """Bump ``field`` past every value seen here or held in Redis; write and announce it
         in one script (both land or neither). Returns the new value."""
-        return await self._bump_field(field, only_if_missing=False)
-
-    async def _bump_field(self, field: str, *, only_if_missing: bool) -> int:
-        """Propose ``max(now, local + 1)`` until Redis takes it (``only_if_missing``: until
-        the field holds a sane value, ours or another worker's); return the value held."""
-        keys = [self.generations_key]
-        for _ in range(_BUMP_ATTEMPTS):
-            local = self.generations.get(field, 0)
-            value = max(now_ms(), local + 1)
-            message: Message = {"o": self.origin, "op": "gen", "f": field, "g": value}
-            bound = generation_bound(local)
-            args: list[str | int | bytes] = [
-                field,
-                value,
-                bound,
-                self.generations_ttl_ms,
-                self.channel,
-                encode_message(message, self.mac_keys),
-                "1" if only_if_missing else "0",
-            ]
-            reply = await self.breaker.call(partial(self._bump, keys=keys, args=args))
-            try:
-                bumped = parse_bumped(reply, bound)
-            except ValueError as exc:
-                raise BackendError(str(exc)) from exc
-            if bumped.insane:
-                self._found_insane([field])
-            if bumped.written:
-                self.apply(message)
-                return value
-            if bumped.value is not None:
-                # Another worker got there first: adopt its value, then go past it.
-                self.apply({"o": self.origin, "op": "gen", "f": field, "g": bumped.value})
-                if only_if_missing:
-                    return bumped.value
-        raise BackendError(f"generation {field!r} kept moving: {_BUMP_ATTEMPTS} bumps refused")
-
-    def _found_insane(self, fields: list[str]) -> None:
-        """Count generations in Redis that no worker could have produced (tampering, or
-        corruption): never adopted; the caller treats them as data loss."""
-        self.rejected += len(fields)
-        log.warning(
-            "generations in Redis hold values no worker could have written (%s): treated as lost",
-            ", ".join(sorted(fields)[:5]),
-        )
+        return await self.generations_hash.bump(field)
 
     async def publish(self, message: Message) -> None:
         message = {"o": self.origin, **message}
@@ -306,87 +248,8 @@ class RedisBus(Bus):
         return self.client.publish(channel or self.channel, data)
 
     async def load_generations(self) -> None:
-        """Merge the stored generations into ours (by max); heal the hash after data loss.
-
-        Data loss is judged against what this worker knew Redis held before the
-        read: a bump heard while the read was on its way is newer than the reply,
-        not lost.
-        """
-        async with self._loading:
-            await self._load_generations()
-
-    async def _load_generations(self) -> None:
-        # What Redis was known to hold before the read: a bump heard while the read was
-        # on its way is newer than the reply, and one applied here only ("u", waiting in
-        # the outbox) never reached Redis; neither is a loss.
-        held = dict(self.confirmed)
-        raw = await self.breaker.call(lambda: self.client.hgetall(self.generations_key))
-        stored = parse_stored(raw, lambda name: generation_bound(self.generations.get(name, 0)))
-        values = stored.values
-        for name, value in values.items():
-            if value > self.generations.get(name, 0):
-                # Applied as if heard: L1 entries, fills and flights it invalidates go.
-                self.apply({"o": self.origin, "op": "gen", "f": name, "g": value})
-        self._confirm(values)
-        lost = [name for name, known in held.items() if values.get(name, 0) < known]
-        if stored.insane:
-            self._found_insane(stored.insane)
-        if lost or stored.insane:
-            await self._recover(lost, stored.insane)
-        elif "ns" not in values:
-            # Never written, or lost with every field: a new namespace generation either way.
-            await self._bump_field("ns", only_if_missing=True)
-        elif time.monotonic() - self._renewed_at >= _GENERATION_CHECKS * self.health_interval:
-            ttl = self.generations_ttl_ms
-            await self.breaker.call(lambda: self.client.pexpire(self.generations_key, ttl))
-            self._renewed_at = time.monotonic()
-        self._known = True
-
-    async def _recover(self, lost: list[str], insane: list[str]) -> None:
-        """Redis forgot bumps this worker heard of, or holds values no worker wrote: write
-        ours back so new workers see them, and bump the namespace so no entry written
-        before the loss is reachable (which drops this worker's L1 too)."""
-        self.data_losses += 1
-        log.warning(
-            "generations in Redis are missing or behind (%d fields): invalidating the namespace",
-            len(lost) + len(insane),
-        )
-        if lost:
-            bound = generation_bound(max(self.generations[field] for field in lost))
-            args: list[str | int] = [self.generations_ttl_ms, bound]
-            for field in lost:
-                args += [field, self.generations[field]]
-            await self.breaker.call(lambda: self._merge(keys=[self.generations_key], args=args))
-            self._confirm({field: self.generations[field] for field in lost})
-            # Announced, not only written back: the others may never have seen them (a
-            # worker started after the loss, a bump that reached only this one), and would
-            # name keys differently from this worker until their next check of the hash.
-            for field in lost:
-                await self.publish({"op": "gen", "f": field, "g": self.generations[field]})
-        for field in insane:
-            if field != "ns":
-                await self._bump_field(field, only_if_missing=False)  # written over
-        await self._bump_field("ns", only_if_missing=False)
-
-    async def _check_generations(self) -> None:
-        """Read the hash again and again while subscribed: Redis may lose it without
-        dropping us (FLUSHALL, eviction), and a bump may land unannounced (a refused
-        PUBLISH). Every ``max_staleness`` while the cache is in use, else every few
-        health intervals."""
-        while not self._closing:
-            idle = self.idle and not (self.busy is not None and self.busy())
-            every = _GENERATION_CHECKS * self.health_interval if idle else self.max_staleness
-            await asyncio.sleep(every)
-            if self._connected.is_set():
-                try:
-                    await self.load_generations()
-                except Exception as exc:  # the subscriber finds a broken connection itself
-                    log.debug("generation check failed: %r", exc)
-
-    def _confirm(self, stored: dict[str, int]) -> None:
-        for name, value in stored.items():
-            if value > self.confirmed.get(name, 0):
-                self.confirmed[name] = value
+        """Merge the stored generations into ours (by max); heal the hash after data loss."""
+        await self.generations_hash.load()
 
     # -- the subscriber --------------------------------------------------------
     async def _run(self) -> None:
