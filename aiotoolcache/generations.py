@@ -44,7 +44,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import partial
 from typing import Any, Protocol
@@ -209,14 +209,9 @@ class GenerationsOwner(Protocol):
     generations: dict[str, int]
     confirmed: dict[str, int]
     rejected: int
-    idle: bool
-    busy: Callable[[], bool] | None
 
     @property
     def connected(self) -> bool: ...
-
-    @property
-    def closing(self) -> bool: ...
 
     def apply(self, message: Message) -> None: ...
 
@@ -227,9 +222,8 @@ class GenerationsHash:
     """GenerationsHash keeps one namespace's generations hash and its owner's mirror of it.
 
     It bumps fields (written and announced in one script), merges the hash
-    into the owner's generations, heals it after data loss, and reads it again
-    and again while the owner is subscribed (``check_forever``, run in a task
-    the owner keeps).
+    into the owner's generations, heals it after data loss, and says how often
+    the owner, while subscribed, reads it again (``check_every``).
     """
 
     def __init__(
@@ -378,21 +372,10 @@ class GenerationsHash:
                 await self._bump_field(field, only_if_missing=False)  # written over
         await self._bump_field("ns", only_if_missing=False)
 
-    async def check_forever(self) -> None:
-        """Read the hash again and again while the owner is subscribed: Redis may lose it
-        without dropping the subscriber (FLUSHALL, eviction), and a bump may land
-        unannounced (a refused PUBLISH). Every ``max_staleness`` while the cache is in
-        use, else every few health intervals."""
-        owner = self._owner
-        while not owner.closing:
-            idle = owner.idle and not (owner.busy is not None and owner.busy())
-            every = _GENERATION_CHECKS * self._health_interval if idle else self._max_staleness
-            await asyncio.sleep(every)
-            if owner.connected:
-                try:
-                    await self.load()
-                except Exception as exc:  # the subscriber finds a broken connection itself
-                    log.debug("generation check failed: %r", exc)
+    def check_every(self, idle: bool) -> float:
+        """Seconds between two reads of the hash (see ``RedisBus``): ``max_staleness`` while
+        the cache is in use, a few health intervals while it is idle."""
+        return _GENERATION_CHECKS * self._health_interval if idle else self._max_staleness
 
     def _confirm(self, stored: dict[str, int]) -> None:
         confirmed = self._owner.confirmed

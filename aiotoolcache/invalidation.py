@@ -125,11 +125,6 @@ class RedisBus(Bus):
         return self.generations_hash.known
 
     @property
-    def closing(self) -> bool:
-        """True once the bus is closing: its tasks end at their next wake-up."""
-        return self._closing
-
-    @property
     def data_losses(self) -> int:
         """Times the generations hash was found missing or behind."""
         return self.generations_hash.data_losses
@@ -206,9 +201,7 @@ class RedisBus(Bus):
         A refused connection ends it at once; a slow Redis gets ``wait``.
         """
         self._task = asyncio.create_task(self._run(), name="aiotoolcache-subscriber")
-        self._checker = asyncio.create_task(
-            self.generations_hash.check_forever(), name="aiotoolcache-gens"
-        )
+        self._checker = asyncio.create_task(self._check_generations(), name="aiotoolcache-gens")
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(wait):
                 await self._attempted.wait()
@@ -250,6 +243,19 @@ class RedisBus(Bus):
     async def load_generations(self) -> None:
         """Merge the stored generations into ours (by max); heal the hash after data loss."""
         await self.generations_hash.load()
+
+    async def _check_generations(self) -> None:
+        """Read the hash again and again while subscribed: Redis may lose it without
+        dropping the subscriber (FLUSHALL, eviction), and a bump may land unannounced
+        (a refused PUBLISH)."""
+        while not self._closing:
+            idle = self.idle and not (self.busy is not None and self.busy())
+            await asyncio.sleep(self.generations_hash.check_every(idle))
+            if self.connected:
+                try:
+                    await self.load_generations()
+                except Exception as exc:  # the subscriber finds a broken connection itself
+                    log.debug("generation check failed: %r", exc)
 
     # -- the subscriber --------------------------------------------------------
     async def _run(self) -> None:
