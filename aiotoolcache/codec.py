@@ -190,6 +190,10 @@ class Codec:
                 value_type=type(value).__qualname__,
             ) from None
 
+    def release_buffers(self) -> None:
+        """Free the encoding buffers kept for reuse (a closed cache needs none)."""
+        self._values.release_buffers()
+
     def decode_value(self, payload: bytes, *, allow_errors: bool = False) -> Any:
         """Return the value of a payload; raise CorruptValue for anything wrong with it.
 

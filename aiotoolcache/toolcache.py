@@ -222,7 +222,8 @@ class ToolCache:
         await self.aclose()
 
     async def aclose(self) -> None:
-        """Finish background refreshes (bounded), stop the subscriber, release the pool.
+        """Finish background refreshes (bounded), stop the subscriber, release the pool
+        and the encoding buffers.
 
         Never hangs: whatever has not finished after ``CLOSE_WITHIN`` seconds is
         abandoned and the connections are closed at once.
@@ -234,6 +235,9 @@ class ToolCache:
         finally:
             if self.cassette is not None:
                 self.cassette.close()
+            # The packers' buffers are native memory: freed now, not when the
+            # cyclic collector reaches this cache.
+            self.codec.release_buffers()
 
     # -- layers ---------------------------------------------------------------------
     def add_layer(self, name: str, config: LayerConfig) -> Layer:

@@ -319,6 +319,15 @@ class ValueCodec:
         fields = {f.name: getattr(value, f.name) for f in dataclasses.fields(value) if f.init}
         return _ext(code, self._pack_at(depth, [name, fields]))
 
+    def release_buffers(self) -> None:
+        """Drop the pooled packers: each holds a 256 KiB buffer outside Python's object heap.
+
+        A closed cache calls it, so its buffers are freed at once rather than when
+        the cyclic collector gets to the cache. Packing afterwards builds a new packer.
+        """
+        for packers in self._packers:
+            packers.clear()
+
     # -- decoding ---------------------------------------------------------------
     def unpack(self, data: bytes, *, allow_errors: bool = False) -> Any:
         """Return the value of ``data``; a cached loader error decodes only when allowed."""

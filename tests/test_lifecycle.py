@@ -8,11 +8,13 @@ import logging
 import subprocess
 import sys
 import textwrap
+import tracemalloc
 import weakref
 
 import pytest
 
 import aiotoolcache as atc
+from aiotoolcache import types_ext
 from tests.servers import RedisServer, free_port
 from tests.workers import Counting, eventually
 
@@ -132,3 +134,40 @@ async def test_a_closed_cache_is_collected_with_everything_it_started(redis_url:
     await asyncio.sleep(0)  # callbacks scheduled by the last close run
     gc.collect()
     assert [ref for ref in refs if ref() is not None] == []
+
+
+def _largest_block_from(module_file: str) -> int:
+    """The size of the largest live allocation made from ``module_file`` (tracemalloc)."""
+    snapshot = tracemalloc.take_snapshot().filter_traces([tracemalloc.Filter(True, module_file)])
+    return max((trace.size for trace in snapshot.traces), default=0)
+
+
+async def test_a_closed_cache_frees_its_encoding_buffers_while_still_referenced(
+    redis_url: str,
+) -> None:
+    # A cache's objects form reference cycles, freed when the cyclic collector runs;
+    # the msgpack packers it keeps for reuse hold native buffers (256 KiB each), which
+    # aclose() frees at once, so a worker opening cache after cache does not pile them
+    # up (and grow its heap) between collections.
+    gc.collect()
+    collecting = gc.isenabled()
+    gc.disable()  # nothing is freed here by the collector: only by aclose()
+    tracing = tracemalloc.is_tracing()
+    if not tracing:
+        tracemalloc.start()
+    try:
+        async with atc.ToolCache.from_url(redis_url, namespace="buffers") as cache:
+            for i in range(20):
+                await cache.results.set(("k", i), {"i": i, "tags": ("a", "b")})
+                assert await cache.results.get_or_load(("n", i), one) == 1
+            open_block = _largest_block_from(types_ext.__file__)
+        closed_block = _largest_block_from(types_ext.__file__)
+        assert open_block >= 64 * 1024  # a packer's buffer, seen while the cache is open
+        assert closed_block < 64 * 1024, closed_block
+        # Encoding after the release builds a new packer.
+        assert cache.codec.decode_value(cache.codec.encode_value({"i": 1})) == {"i": 1}
+    finally:
+        if not tracing:
+            tracemalloc.stop()
+        if collecting:
+            gc.enable()
