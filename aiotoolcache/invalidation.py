@@ -19,8 +19,10 @@ after the last proof.
 
 The generations hash itself is kept by ``generations.GenerationsHash``,
 which the bus owns: bumps written and announced in one script, generations
-never reused, data loss (a hash lost or behind) found and healed, and the
-hash read again every ``max_staleness`` while in use.
+never reused, data loss (a hash lost or behind) found and healed. The bus
+reads it again every ``max_staleness`` while in use (every few health
+intervals when idle), so a bump that landed unannounced (a refused PUBLISH)
+is still applied within that time.
 
 With a secret, every message carries a keyed MAC; a message that fails it is
 dropped and counted, and so is a generation that jumps past a sane bound.
