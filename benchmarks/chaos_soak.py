@@ -3,9 +3,10 @@
 Every worker samples, about once a second, ``["m", t, rss_bytes, tasks,
 sockets, outbox]``: its resident set, the asyncio tasks alive, its open
 sockets and the invalidations its cache's outbox holds. ``soak_summary``
-compares the first and the last quarter of the run per worker (a leak shows
-as growth there) and draws the four curves; ``merge_rounds`` folds the phases
-of every round into one table row per fault.
+compares the first and the last quarter of the run per worker, gives each
+curve's slope over the second half (a leak keeps growing there) and draws
+the four curves; ``merge_rounds`` folds the phases of every round into one
+table row per fault.
 """
 
 from __future__ import annotations
@@ -102,10 +103,13 @@ def soak_summary(
         worker: dict[str, Any] = {"samples": len(samples)}
         for position, (curve, _) in enumerate(CURVES):
             values = [_value(s, position) for s in samples]
+            half = len(samples) // 2
             worker[curve] = {
                 "first_quarter": _median(values[:quarter]),
                 "last_quarter": _median(values[-quarter:]),
                 "max": max(values),
+                # A leak keeps its slope; a warm-up's flattens out by the second half.
+                "second_half_per_10min": _slope([s[1] for s in samples[half:]], values[half:]),
             }
         summary[names[index]] = worker
     if plot_path is not None and by_worker:
@@ -116,6 +120,18 @@ def soak_summary(
 def _value(sample: list[Any], position: int) -> float:
     raw = sample[2 + position]
     return float(raw) / 2**20 if position == 0 else float(raw)
+
+
+def _slope(times: Sequence[float], values: Sequence[float]) -> float:
+    """The least-squares growth of ``values`` over ``times`` (seconds), per 10 minutes."""
+    if len(times) < 2:
+        return 0.0
+    mean_t, mean_v = sum(times) / len(times), sum(values) / len(values)
+    spread = sum((t - mean_t) ** 2 for t in times)
+    if spread == 0:
+        return 0.0
+    covariance = sum((t - mean_t) * (v - mean_v) for t, v in zip(times, values, strict=True))
+    return round(covariance / spread * 600, 2)
 
 
 def _median(values: Sequence[float]) -> float:

@@ -68,10 +68,15 @@ def test_growth_shows_between_the_first_and_the_last_quarter(tmp_path: Path) -> 
     samples = [["m", float(t), 50 * 2**20, 10, 4, 0, 0] for t in range(8)]
     samples += [["m", float(t), 50 * 2**20, 10 + t, 4, 0, 1] for t in range(8)]
     summary = soak_summary({"m": samples}, ["writer", "reader0"], tmp_path / "soak.png")
-    assert summary["writer"]["tasks"] == {"first_quarter": 10.0, "last_quarter": 10.0, "max": 10.0}
-    assert (
-        summary["reader0"]["tasks"]["last_quarter"] > summary["reader0"]["tasks"]["first_quarter"]
-    )
+    assert summary["writer"]["tasks"] == {
+        "first_quarter": 10.0,
+        "last_quarter": 10.0,
+        "max": 10.0,
+        "second_half_per_10min": 0.0,
+    }
+    reader = summary["reader0"]["tasks"]
+    assert reader["last_quarter"] > reader["first_quarter"]
+    assert reader["second_half_per_10min"] == 600.0  # one task a second
     assert summary["writer"]["rss_mb"]["max"] == 50.0
     assert (tmp_path / "soak.png").stat().st_size > 0
 
