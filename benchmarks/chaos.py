@@ -30,7 +30,9 @@ every column) and, as its last line, one JSON object with all the figures.
 sigkill, a 2 s partition), about 30 s in all; the full schedule takes about
 two and a half minutes.
 
-``--cluster`` and ``--sentinel`` run the failover schedules of
+``--only drops,sigkill`` runs only the named faults (a loop of one fault, with
+``--soak`` and ``--keep``, to chase a rare race). ``--cluster`` and
+``--sentinel`` run the failover schedules of
 ``chaos_distributed`` instead, on a local cluster of 3 primaries and 3
 replicas or on a primary, a replica and 3 sentinels, with the workers
 connected directly. ``--soak DURATION`` loops the faults until DURATION has
@@ -50,6 +52,7 @@ import signal
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -292,12 +295,20 @@ async def stop_rig(rig: Any) -> None:
         await asyncio.to_thread(rig.stop)
 
 
-def plan_for(deployment: str, short: bool) -> Schedule:
+def plan_for(deployment: str, short: bool, only: Sequence[str] = ()) -> Schedule:
     if deployment == "cluster":
-        return chaos_distributed.cluster_schedule(short)
-    if deployment == "sentinel":
-        return chaos_distributed.sentinel_schedule(short)
-    return schedule(short)
+        plan = chaos_distributed.cluster_schedule(short)
+    elif deployment == "sentinel":
+        plan = chaos_distributed.sentinel_schedule(short)
+    else:
+        plan = schedule(short)
+    if not only:
+        return plan
+    control, lead, recovery, faults = plan
+    unknown = set(only) - {fault.name for fault in faults}
+    if unknown:
+        raise SystemExit(f"no such fault: {', '.join(sorted(unknown))}")
+    return control, lead, recovery, [fault for fault in faults if fault.name in only]
 
 
 async def run(
@@ -306,6 +317,7 @@ async def run(
     options: dict[str, Any],
     deployment: str = "single",
     soak_seconds: float | None = None,
+    only: Sequence[str] = (),
 ) -> list[dict[str, Any]]:
     rig, (writer_url, reader_url) = await start_rig(deployment)
     # `kill -USR1 <pid>` prints where every task of the checker waits (a run that stalls).
@@ -332,7 +344,7 @@ async def run(
             process.start()
             processes.append(process)
         until = None if soak_seconds is None else time.monotonic() + soak_seconds
-        plan = plan_for(deployment, short)
+        plan = plan_for(deployment, short, only)
         return await run_phases(rig, Conductor(control, processes), plan, until)
     finally:
         control.phase.value = -1
@@ -376,6 +388,9 @@ def main() -> None:
         help="loop the faults for DURATION (20m, 90s) and sample each worker's resources",
     )
     parser.add_argument("--plot", type=Path, help="with --soak: write the resource curves here")
+    parser.add_argument(
+        "--only", metavar="FAULTS", default="", help="comma-separated: run only these faults"
+    )
     args = parser.parse_args()
     deployment = "cluster" if args.cluster else "sentinel" if args.sentinel else "single"
     soak = None if args.soak is None else parse_duration(args.soak)
@@ -386,7 +401,8 @@ def main() -> None:
         options["max_staleness"] = args.max_staleness
     workdir = Path(tempfile.mkdtemp(prefix="atc-chaos-run-"))
     try:
-        phases = asyncio.run(run(args.short, workdir, options, deployment, soak))
+        only = [name for name in args.only.split(",") if name]
+        phases = asyncio.run(run(args.short, workdir, options, deployment, soak, only))
         (workdir / "phases.json").write_text(json.dumps(phases), encoding="utf-8")
         names = ["writer", *(f"reader{i}" for i in range(READERS))]
         records = load_records(workdir / f"{name}.jsonl" for name in names)

@@ -12,6 +12,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from benchmarks.chaos import plan_for, schedule  # noqa: E402
 from benchmarks.chaos_soak import (  # noqa: E402
     merge_rounds,
     parse_duration,
@@ -85,3 +86,11 @@ async def test_resources_of_this_process() -> None:
     rss, tasks, sockets, outbox = resources(object())
     assert rss > 0 and tasks >= 1 and sockets >= 0
     assert outbox == 0  # no outbox on that object
+
+
+def test_only_keeps_the_named_faults_of_a_schedule() -> None:
+    control, lead, recovery, faults = plan_for("single", False, ["drops", "sigkill"])
+    assert (control, lead, recovery) == schedule(False)[:3]
+    assert [fault.name for fault in faults] == ["sigkill", "drops"]
+    with pytest.raises(SystemExit, match="no such fault: nonsense"):
+        plan_for("single", False, ["nonsense"])
