@@ -260,7 +260,10 @@ async def _write_loop(
             return
         await asyncio.sleep(POLL)
     results = cache.results
-    while not stopping.is_set():
+    # The conductor's phase, not only ``stopping``: this worker sees a new phase up to a
+    # poll later than the readers, which may already read the next namespace. A change
+    # made here then would move the truth without reaching them.
+    while not stopping.is_set() and control.phase.value == phase:
         roll = rng.random()
         key = rng.randrange(KEYS)
         if roll < 0.70:

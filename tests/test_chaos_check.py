@@ -7,7 +7,9 @@ echo server (it forwards any TCP, not only Redis).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sys
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -153,3 +155,35 @@ async def test_the_proxy_forwards_refuses_when_partitioned_and_silences_after_a_
         await proxy.close()
         server.close()
         await server.wait_closed()
+
+
+async def test_the_writer_changes_nothing_once_the_conductor_moved_on(tmp_path: Path) -> None:
+    # Readers may already read the next phase's namespace: a change made in the old one
+    # would move the truth without reaching them, and count as their stale read.
+    import multiprocessing
+    import random
+
+    import aiotoolcache as atc
+    from benchmarks import chaos_workers
+
+    truth = multiprocessing.Array("q", chaos_workers.KEYS)
+    control = chaos_workers.Control(multiprocessing.Value("i", 3), multiprocessing.Array("i", [3]))
+    log = chaos_workers.Recorder(tmp_path / "writer.jsonl")
+    async with atc.ToolCache("memory://", namespace="writer-phase") as cache, aclosing_log(log):
+        stopping = asyncio.Event()
+        loop = chaos_workers._write_loop(cache, log, stopping, truth, random.Random(7), control, 3)
+        task = asyncio.create_task(loop)
+        await asyncio.sleep(0.3)
+        control.phase.value = 4  # the conductor moves on; ``stopping`` is not set yet
+        changed_at = sum(truth[:])
+        await asyncio.wait_for(task, 2)  # it ends by itself
+        assert sum(truth[:]) == changed_at  # no change after the phase moved on
+        assert changed_at > 0  # it did write while the phase was its own
+
+
+@contextlib.asynccontextmanager
+async def aclosing_log(log: Any) -> AsyncIterator[None]:
+    try:
+        yield
+    finally:
+        log.close()
